@@ -1,0 +1,53 @@
+"""``scrapy crawl``, with one-line errors and an exit status that tells whether the run did its job.
+
+Scrapy's own command prints a traceback when a spider argument is wrong and exits 0 after
+a spider closes itself on an error. Ours checks the arguments before Scrapy starts (one
+line, exit 2) and exits 1 when the spider recorded a fatal error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.exceptions import UsageError
+from scrapy.spiderloader import get_spider_loader
+
+from ..params import ArgumentError, parse_args
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+class Command(ScrapyCrawlCommand):
+    def process_options(self, args: list[str], opts: Any) -> None:
+        super().process_options(args, opts)
+        if len(args) != 1:
+            raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
+        assert self.settings is not None
+        loader = get_spider_loader(self.settings)
+        try:
+            spider_cls = loader.load(args[0])
+        except KeyError:
+            _fail(f"no spider named {args[0]!r} (there are: {', '.join(sorted(loader.list()))})", 2)
+        model = getattr(spider_cls, "Params", None)
+        if model is not None:
+            try:
+                parse_args(model, opts.spargs)
+            except ArgumentError as exc:
+                _fail(f"{args[0]}: {exc}", 2)
+
+    def run(self, args: list[str], opts: Any) -> None:
+        assert self.crawler_process
+        crawler = self._create_crawler(args[0])
+        self.crawler_process.crawl(crawler, **opts.spargs)
+        self.crawler_process.start()
+        if self.crawler_process.bootstrap_failed:
+            self.exitcode = 1
+        fatal = getattr(getattr(crawler, "spider", None), "fatal_error", None)
+        if fatal:
+            print(f"error: {fatal}", file=sys.stderr, flush=True)
+            self.exitcode = 1

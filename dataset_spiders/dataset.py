@@ -1,0 +1,95 @@
+"""The dataset on disk: its root folder, its manifest, and what earlier runs left there."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from PIL import Image
+
+from . import manifest
+from .manifest import Entry
+from .outcomes import KEPT_OUTCOMES, PRESENT
+
+#: The extensions a kept image may have, per Pillow format (the first is the one we give).
+FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "JPEG": ("jpg", "jpeg"),
+    "MPO": ("jpg", "jpeg"),
+    "PNG": ("png",),
+    "TIFF": ("tif", "tiff"),
+    "GIF": ("gif",),
+    "WEBP": ("webp",),
+    "BMP": ("bmp",),
+}
+ALL_EXTENSIONS = tuple(dict.fromkeys(e for exts in FORMAT_EXTENSIONS.values() for e in exts))
+
+
+def extension_for(image_format: str | None, named: str | None) -> str:
+    """The extension for a kept file: the source's own when it fits the real format."""
+    known = FORMAT_EXTENSIONS.get(image_format or "", ())
+    if named and named.lower() in known:
+        return named.lower()
+    return known[0] if known else (named or "img").lower()
+
+
+class Dataset:
+    """Paths and the manifest index of one dataset root (``out_dir``)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.manifest_path = os.path.join(self.root, manifest.MANIFEST_NAME)
+        self.index: dict[str, Entry] = {}
+
+    def load(self) -> None:
+        """Read the manifest an earlier run left (blocking; at start-up only)."""
+        self.index = manifest.load_index(self.manifest_path)
+
+    def relative(self, path: str | None) -> str | None:
+        return None if path is None else os.path.relpath(path, self.root)
+
+    def absolute(self, path: str) -> str:
+        return os.path.normpath(os.path.join(self.root, path))
+
+    def entry(self, kind: str, image_id: str) -> Entry | None:
+        return self.index.get(manifest.key(kind, image_id))
+
+    def find_present(self, kind: str, image_id: str, stem: str) -> Entry | None:
+        """The image already kept under ``stem``.*, or None. Blocking: run it in a thread.
+
+        A file under a final name was checked before it was renamed there, so finding it is
+        enough; the manifest's size makes a replaced file show, and spares hashing it again.
+        """
+        known = self.entry(kind, image_id)
+        if known and known.outcome in KEPT_OUTCOMES and known.path:
+            path = self.absolute(known.path)
+            if _stem(path) == stem and known.sha256:
+                try:
+                    if os.stat(path).st_size == known.bytes:
+                        return Entry(PRESENT, path, known.bytes, known.sha256, known.width, known.height)
+                except OSError:
+                    pass
+        for ext in ALL_EXTENSIONS:
+            path = f"{stem}.{ext}"
+            if os.path.isfile(path):
+                return _describe_file(path)
+        return None
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(path)[0]
+
+
+def _describe_file(path: str) -> Entry:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    width = height = None
+    try:
+        with Image.open(path) as im:  # header only: the file was fully checked before
+            width, height = im.size
+    except Exception:
+        pass
+    return Entry(PRESENT, path, size, digest.hexdigest(), width, height)

@@ -1,0 +1,48 @@
+"""The item every spider yields: one image, where it comes from, where it goes, what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ImageItem:
+    """One image of the dataset.
+
+    ``image_urls`` are alternatives tried in order until one is kept (an ISIC image has one;
+    a segmentation mask may have several candidates). ``stems`` gives, for each alternative,
+    the final path without its extension; the extension is chosen from the real format.
+    The fields after ``source_id`` are filled in by the pipelines.
+    """
+
+    image_id: str
+    image_urls: list[str]
+    stems: list[str]
+    kind: str = "image"  # "image" or "mask"
+    group: str = ""  # the class an exact count is kept for ("" when the count is global)
+    label: str | None = None
+    ext: str | None = None  # the extension the source's URL names, if any
+    description: dict[str, Any] | None = None  # the source's record, saved as JSON
+    description_path: str | None = None
+    source_id: str | None = None  # the source's own id, for follow-up requests
+
+    outcome: str | None = None
+    detail: str = ""
+    url: str | None = None
+    final_url: str | None = None
+    redirect_urls: list[str] = field(default_factory=list)
+    stem: str | None = None  # the stem of the alternative that was fetched
+    staged: str | None = None  # temporary file holding the bytes until they are committed
+    path: str | None = None  # the final file, once kept or found present
+    size: int | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
+
+    @property
+    def failed(self) -> bool:
+        """Whether a check has already rejected this image."""
+        return self.outcome is not None and self.outcome != "downloaded"

@@ -1,0 +1,103 @@
+"""``manifest.jsonl``: one line per image tried, append-only; the last line for an id wins.
+
+The manifest is how a re-run knows what is already done, and how a user learns what failed
+and why. A crash can tear the last line; reading skips a line that does not parse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+FIELDS = (
+    "id", "kind", "group", "label", "url", "final_url", "outcome", "detail",
+    "path", "bytes", "sha256", "width", "height",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a re-run needs to know of an image's last recorded outcome."""
+
+    outcome: str
+    path: str | None  # relative to the dataset root
+    bytes: int | None
+    sha256: str | None
+    width: int | None
+    height: int | None
+
+
+def key(kind: str, image_id: str) -> str:
+    return image_id if kind == "image" else f"{kind}:{image_id}"
+
+
+def read_lines(path: str) -> Iterator[dict[str, Any]]:
+    """Every well-formed line of a manifest, in order; a torn or foreign line is skipped."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                logger.warning("%s:%d: skipping a line that is not JSON (a torn write?)", path, number)
+                continue
+            if isinstance(record, dict) and "id" in record and "outcome" in record:
+                yield record
+
+
+def load_index(path: str) -> dict[str, Entry]:
+    """The last entry per image (``key(kind, id)``) of the manifest at ``path``."""
+    index: dict[str, Entry] = {}
+    for record in read_lines(path):
+        index[key(record.get("kind") or "image", str(record["id"]))] = Entry(
+            outcome=str(record["outcome"]),
+            path=record.get("path"),
+            bytes=record.get("bytes"),
+            sha256=record.get("sha256"),
+            width=record.get("width"),
+            height=record.get("height"),
+        )
+    return index
+
+
+class ManifestWriter:
+    """Appends one JSON line per outcome and flushes it, so a crash loses at most one line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+        if self._file.tell() > 0 and not _ends_with_newline(self.path):
+            self._file.write("\n")  # a torn last line from a crash stays on its own line
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None, "ManifestWriter.open() was not called"
+        line = {name: record.get(name) for name in FIELDS}
+        line["time"] = round(time.time(), 3)
+        self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -1,0 +1,80 @@
+"""Retries that honour ``Retry-After``: a 429 or 503 pauses that host only, for as long as
+it asks (capped by ``RETRY_AFTER_MAX``), while every other host keeps downloading.
+
+Scrapy's RetryMiddleware retries at once and ignores the header; this subclass keeps its
+bounded retries and its settings and adds the wait, by holding the host's download slot.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import Any
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.http import Response
+from scrapy.utils.asyncio import call_later
+
+logger = logging.getLogger(__name__)
+
+PAUSE_STATUSES = frozenset({429, 503})
+
+
+def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delay-seconds or an HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RetryAfterMiddleware(RetryMiddleware):
+    """RetryMiddleware plus a per-host pause on 429/503 with ``Retry-After``."""
+
+    def __init__(self, settings: Any):
+        super().__init__(settings)
+        self.max_wait = settings.getfloat("RETRY_AFTER_MAX")
+        self._paused_until: dict[str, float] = {}
+
+    def process_response(self, request: Request, response: Response, spider: Any = None) -> Request | Response:
+        if response.status in PAUSE_STATUSES and not request.meta.get("dont_retry"):
+            wait = parse_retry_after(response.headers.get(b"Retry-After"))
+            if wait is not None:
+                if wait > self.max_wait:
+                    self.crawler.stats.inc_value("retry_after/capped")
+                    logger.warning(
+                        "%s asked to wait %.0f s; waiting %.0f s (RETRY_AFTER_MAX)", response.url, wait, self.max_wait
+                    )
+                    wait = self.max_wait
+                self.pause_host(request, wait)
+        return super().process_response(request, response)
+
+    def pause_host(self, request: Request, seconds: float) -> None:
+        """Hold the request's download slot for ``seconds``: queued requests wait, others go on."""
+        downloader = self.crawler.engine.downloader
+        key = downloader.get_slot_key(request)
+        slot = downloader.slots.get(key)
+        if slot is None or seconds <= 0:
+            return
+        until = time.monotonic() + seconds
+        if until <= self._paused_until.get(key, 0):
+            return
+        self._paused_until[key] = until
+        if slot.latercall:
+            slot.latercall.cancel()
+        # The downloader holds a slot's queue while ``latercall`` is set, and calls
+        # ``_latercall`` to release it: the same mechanism DOWNLOAD_DELAY uses.
+        slot.latercall = call_later(seconds, downloader._latercall, slot)
+        self.crawler.stats.inc_value("retry_after/paused")
+        logger.info("Pausing %s for %.1f s (Retry-After)", key, seconds)

@@ -1,0 +1,109 @@
+"""The one list of outcomes an image can have, shared by the manifest, the stats and the log.
+
+Every image the crawl tries ends with exactly one outcome. ``KEPT_OUTCOMES`` are the ones
+that leave the image in the dataset; everything else names why it is not there.
+"""
+
+from __future__ import annotations
+
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+    ResponseDataLossError,
+)
+from twisted.internet import error as twisted_error
+
+KEPT = "kept"  # downloaded, checked and renamed into place in this run
+PRESENT = "present"  # already on disk from an earlier run; not downloaded again
+DESCRIBED = "described"  # description saved; the image was not asked for (no_images)
+
+TIMEOUT = "timeout"
+CONNECTION = "connection"  # refused, reset, DNS failure, dropped before a response
+TRUNCATED = "truncated"  # the body or the image data ends early
+EMPTY = "empty"
+NOT_IMAGE = "not_image"  # HTML, text or bytes no decoder knows
+CORRUPT = "corrupt"  # an image format, but the data does not decode
+TOO_SMALL = "too_small"
+TOO_LARGE = "too_large"  # over the byte limit or the pixel limit
+BAD_ID = "bad_id"  # the source gave an id that cannot be a file name
+NO_URL = "no_url"  # the source lists the image without a URL to fetch it from
+PLACEHOLDER = "placeholder"  # an "image unavailable" stand-in
+DUPLICATE = "duplicate"
+SURPLUS = "surplus"  # arrived after its class was full
+FILTERED = "filtered"  # refused by a downloader middleware (offsite, robots, ...)
+REDIRECT = "redirect"  # a redirect that could not be followed
+ERROR = "error"  # a bug or an unexpected failure; the detail says which
+
+KEPT_OUTCOMES = frozenset({KEPT, PRESENT, DESCRIBED})
+#: Failures worth trying again on a re-run: the server or the network may do better next time.
+TRANSIENT_OUTCOMES = frozenset({TIMEOUT, CONNECTION, TRUNCATED, ERROR, "http_408", "http_429"})
+
+
+def http_outcome(status: int) -> str:
+    """``http_404`` and friends: one outcome per HTTP status."""
+    return f"http_{status}"
+
+
+def is_transient(outcome: str) -> bool:
+    """Whether a re-run should try an image with this outcome again."""
+    if outcome in TRANSIENT_OUTCOMES:
+        return True
+    return outcome.startswith("http_5")
+
+
+class ImageRejected(Exception):
+    """An image failed a check; ``outcome`` is the manifest's word for why."""
+
+    def __init__(self, outcome: str, detail: str = ""):
+        super().__init__(f"{outcome}: {detail}" if detail else outcome)
+        self.outcome = outcome
+        self.detail = detail
+
+
+_BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError), TIMEOUT),
+    ((ResponseDataLossError,), TRUNCATED),
+    ((DownloadCancelledError,), TOO_LARGE),
+    (
+        (
+            DownloadConnectionRefusedError,
+            CannotResolveHostError,
+            DownloadFailedError,
+            twisted_error.ConnectError,
+            twisted_error.ConnectionLost,
+            twisted_error.ConnectionDone,
+            ConnectionError,
+        ),
+        CONNECTION,
+    ),
+    ((IgnoreRequest,), FILTERED),
+)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """The outcome and a one-line detail for an exception raised while fetching an image.
+
+    Scrapy's media pipeline hides the real reason in ``__context__`` behind a bare
+    ``FileException``; this walks the chain so the manifest names the real cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ImageRejected):
+            return current.outcome, current.detail
+        for types, outcome in _BY_EXCEPTION:
+            if isinstance(current, types):
+                return outcome, _one_line(current)
+        current = current.__cause__ or current.__context__
+    return ERROR, _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__

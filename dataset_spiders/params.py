@@ -1,0 +1,154 @@
+"""Spider arguments as one typed, validated model: errors and documentation from one place.
+
+A spider's ``Params`` is a frozen dataclass whose fields carry an ``arg(...)`` description:
+how to parse the text a user typed after ``-a``, a default and a help line. ``parse_args``
+turns ``-a`` strings into the model or raises ``ArgumentError`` with one line naming the
+argument; ``markdown_table`` renders the same fields for the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class ArgumentError(ValueError):
+    """A spider argument is wrong; the message is one line that names it."""
+
+
+def arg(parse: Callable[[Any], Any], default: Any, help: str, *, aliases: tuple[str, ...] = (), shown: str = "") -> Any:
+    """A model field: ``parse`` turns the user's value into the field's type or raises ValueError."""
+    meta = {"parse": parse, "help": help, "aliases": aliases, "shown": shown}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def parse_args(model: type[T], raw: Mapping[str, Any]) -> T:
+    """Build ``model`` from ``-a`` arguments; unknown names and bad values raise ArgumentError."""
+    fields = {f.name: f for f in dataclasses.fields(model)}  # type: ignore[arg-type]
+    names = {alias: f.name for f in fields.values() for alias in f.metadata.get("aliases", ())}
+    names.update({name: name for name in fields})
+    values: dict[str, Any] = {}
+    for given, value in raw.items():
+        name = names.get(given)
+        if name is None:
+            known = ", ".join(sorted(fields))
+            raise ArgumentError(f"unknown argument {given!r} (known: {known})")
+        if name in values:
+            raise ArgumentError(f"argument {name!r} was given twice")
+        try:
+            values[name] = fields[name].metadata["parse"](value)
+        except (ValueError, TypeError) as exc:
+            raise ArgumentError(f"{given}: {exc}") from None
+    try:
+        return model(**values)
+    except (ValueError, TypeError) as exc:
+        raise ArgumentError(str(exc)) from None
+
+
+def markdown_table(model: type) -> str:
+    """The arguments of ``model`` as a Markdown table: argument, meaning, default."""
+    rows = ["| argument | meaning | default |", "|---|---|---|"]
+    for f in dataclasses.fields(model):
+        names = " / ".join(f"`{n}`" for n in (f.name, *f.metadata.get("aliases", ())))
+        default = f.metadata.get("shown") or f"`{f.default}`"
+        rows.append(f"| {names} | {f.metadata['help']} | {default} |")
+    return "\n".join(rows)
+
+
+# Parsers: each takes what the user gave (text from the command line, or a Python value when
+# the spider is started from code) and returns the typed value, or raises ValueError.
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        value = str(value)
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL byte")
+    return value
+
+
+def whole_number(minimum: int = 0, *, all_word: str | None = None) -> Callable[[Any], int | None]:
+    """A whole number >= minimum; ``all_word`` (e.g. 'all') may stand for no limit (None)."""
+
+    def parse(value: Any) -> int | None:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        text = _text(value).strip()
+        if all_word and text.lower() == all_word:
+            return None
+        try:
+            number = int(text)
+        except ValueError:
+            extra = f" or {all_word!r}" if all_word else ""
+            raise ValueError(f"expected a whole number >= {minimum}{extra}, got {text!r}") from None
+        if number < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {_text(value)!r}")
+        return text
+
+    return parse
+
+
+def optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """``parse``, except that an empty value means 'not given'."""
+
+    def wrapped(value: Any) -> T | None:
+        return None if value is None or _text(value).strip() == "" else parse(value)
+
+    return wrapped
+
+
+def text(value: Any) -> str:
+    return _text(value)
+
+
+def path(value: Any) -> str:
+    value = _text(value).strip()
+    if not value:
+        raise ValueError("expected a folder path, got an empty value")
+    return value
+
+
+def http_url(value: Any) -> str:
+    value = _text(value).strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s):// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def int_list(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        items = [v.strip() for v in _text(value).split(",") if v.strip()]
+    numbers = []
+    for item in items:
+        if not item.isdigit():
+            raise ValueError(f"expected comma-separated whole numbers, got {item!r}")
+        numbers.append(int(item))
+    return tuple(dict.fromkeys(numbers))

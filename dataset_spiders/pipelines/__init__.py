@@ -1,0 +1,1 @@
+"""The stages an image goes through, in order: download, validate, placeholders, commit, describe, record."""

@@ -1,0 +1,91 @@
+"""Step 6: record every image's outcome: a manifest line, a stat, and a free quota slot.
+
+Runs last, for every image whatever happened to it, so the manifest and the stats agree.
+Images that are not in the dataset are dropped here (quietly: the manifest has the reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from scrapy import signals
+from scrapy.exceptions import DropItem
+
+from .. import signals as our_signals
+from ..items import ImageItem
+from ..manifest import ManifestWriter
+from ..outcomes import ERROR, KEPT_OUTCOMES
+from .download import DOWNLOADED
+
+logger = logging.getLogger(__name__)
+
+
+def stat_key(item: ImageItem) -> str:
+    prefix = "outcome" if item.kind == "image" else f"outcome_{item.kind}"
+    return f"{prefix}/{item.outcome}"
+
+
+class RecordOutcomesPipeline:
+    """Appends the manifest line and updates the stats and the quota for each image."""
+
+    def __init__(self, crawler: Any):
+        self.crawler = crawler
+        self.writer: ManifestWriter | None = None
+        crawler.signals.connect(self.on_item_error, signal=signals.item_error)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> RecordOutcomesPipeline:
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        self.writer = ManifestWriter(self.crawler.spider.dataset.manifest_path)
+        self.writer.open()
+
+    def close_spider(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+    def process_item(self, item: Any) -> Any:
+        if not isinstance(item, ImageItem):
+            return item
+        if item.outcome in (None, DOWNLOADED):
+            item.outcome, item.detail = ERROR, "no pipeline decided this image's outcome"
+        self.record(item)
+        if item.outcome not in KEPT_OUTCOMES:
+            raise DropItem(f"{item.image_id}: {item.outcome}", log_level="DEBUG")
+        return item
+
+    def on_item_error(self, item: Any, response: Any, spider: Any, failure: Any) -> None:
+        """A pipeline raised: the image still gets its line, and its quota slot back."""
+        if isinstance(item, ImageItem):
+            item.outcome, item.detail = ERROR, f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300]
+            self.record(item)
+
+    def record(self, item: ImageItem) -> None:
+        spider = self.crawler.spider
+        dataset = spider.dataset
+        assert self.writer is not None
+        self.writer.write(
+            {
+                "id": item.image_id,
+                "kind": item.kind,
+                "group": item.group or None,
+                "label": item.label,
+                "url": item.url or (item.image_urls[0] if item.image_urls else None),
+                "final_url": item.final_url,
+                "outcome": item.outcome,
+                "detail": item.detail or None,
+                "path": dataset.relative(item.path),
+                "bytes": item.size,
+                "sha256": item.sha256,
+                "width": item.width,
+                "height": item.height,
+            }
+        )
+        self.crawler.stats.inc_value(stat_key(item))
+        if item.outcome not in KEPT_OUTCOMES:
+            logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
+        if item.kind == "image":
+            spider.quota.release(item.group)
+        self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)

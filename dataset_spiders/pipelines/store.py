@@ -1,0 +1,124 @@
+"""A files store that never leaves a partial file under a final name.
+
+Scrapy's ``FSFilesStore`` writes straight to the final path. Ours writes the bytes to a
+staging folder at the dataset root, and a separate ``commit`` renames them into place once
+every check has passed; a crash leaves only staging files, which the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from collections import defaultdict
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from scrapy.pipelines.files import FSFilesStore
+
+STAGING_DIR = ".staging"
+
+
+def _fsync_write(path: str, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        _fsync_write(tmp, data, fsync)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class StagingFilesStore(FSFilesStore):
+    """``FSFilesStore`` with a stage / commit / discard protocol; see the module docstring."""
+
+    fsync: bool = True
+
+    def __init__(self, basedir: str | os.PathLike[str]):
+        # The stock store creates its folder here, where an error would be a traceback at
+        # start-up; the spider checks the folders itself and stops with one line instead.
+        try:
+            super().__init__(basedir)
+        except OSError:
+            self.basedir = os.fspath(basedir).split("://", 1)[-1]
+            self.created_directories = defaultdict(set)
+        self.staging_dir = os.path.join(self.basedir, STAGING_DIR)
+
+    def clear_staging(self) -> int:
+        """Delete what a crashed run left in the staging folder; returns how many files."""
+        removed = 0
+        if os.path.isdir(self.staging_dir):
+            for entry in os.scandir(self.staging_dir):
+                if entry.is_file():
+                    _unlink_quietly(entry.path)
+                    removed += 1
+        os.makedirs(self.staging_dir, exist_ok=True)
+        return removed
+
+    def stage(self, data: bytes) -> tuple[str, str]:
+        """Write ``data`` to a new staging file; returns its path and the sha256 of the bytes.
+
+        Blocking: call it from a worker thread.
+        """
+        os.makedirs(self.staging_dir, exist_ok=True)
+        staged = os.path.join(self.staging_dir, f"{uuid.uuid4().hex}.part")
+        _fsync_write(staged, data, self.fsync)
+        return staged, hashlib.sha256(data).hexdigest()
+
+    def commit(self, staged: str, final: str) -> None:
+        """Rename a staged file to its final path (copying across file systems). Blocking."""
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            os.replace(staged, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = f"{final}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                shutil.copyfile(staged, tmp)
+                os.replace(tmp, final)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            _unlink_quietly(staged)
+
+    def discard(self, staged: str | None) -> None:
+        if staged:
+            _unlink_quietly(staged)
+
+    def persist_file(
+        self,
+        path: str | os.PathLike[str],
+        buf: BytesIO,
+        info: Any,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The stock entry point, made atomic."""
+        final = str(Path(self.basedir, *os.fspath(path).split("/")))
+        staged, _ = self.stage(buf.getvalue())
+        try:
+            self.commit(staged, final)
+        except BaseException:
+            self.discard(staged)
+            raise

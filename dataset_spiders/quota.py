@@ -1,0 +1,73 @@
+"""How many images each group may still take: the one place that decides keep or reject.
+
+The spider asks ``has_room`` before it yields an image; the commit pipeline calls ``admit``
+right before the rename, so concurrency cannot race past the target; the manifest pipeline
+calls ``release`` when the image's outcome is recorded. Everything that must later be shared
+between processes (scrapy-redis) is behind these few methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+
+class Quota:
+    """Exact counts per group against a target, with a bounded number of images in flight."""
+
+    def __init__(self, target: int | None, window: int):
+        self.target = target  # None: no limit
+        self.window = max(1, window)
+        self.kept: Counter[str] = Counter()
+        self.pending: Counter[str] = Counter()
+        self._changed = asyncio.Event()
+
+    def full(self, group: str = "") -> bool:
+        return self.target is not None and self.kept[group] >= self.target
+
+    def has_room(self, group: str = "") -> bool:
+        """Whether one more image of ``group`` may be put in flight now."""
+        if self.pending[group] >= self.window:
+            return False
+        return self.target is None or self.kept[group] + self.pending[group] < self.target
+
+    def reserve(self, group: str = "") -> None:
+        self.pending[group] += 1
+
+    def admit(self, group: str = "") -> bool:
+        """Count one image in if the group still has room; False means surplus."""
+        if self.full(group):
+            return False
+        self.kept[group] += 1
+        return True
+
+    def revoke(self, group: str = "") -> None:
+        """Take back an admitted image (its file could not be written, or was withdrawn)."""
+        if self.kept[group] > 0:
+            self.kept[group] -= 1
+        self._changed.set()
+
+    def add_existing(self, group: str = "") -> None:
+        """Count an image that is already in the dataset (found on disk)."""
+        self.kept[group] += 1
+
+    def release(self, group: str = "") -> None:
+        """An image in flight has its outcome; wake whoever waits for room."""
+        if self.pending[group] > 0:
+            self.pending[group] -= 1
+        self._changed.set()
+
+    async def wait_until_settled(self) -> None:
+        """Wait until no image is in flight (every one yielded has its outcome recorded)."""
+        while any(self.pending.values()):
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_for_room(self, group: str = "") -> bool:
+        """Wait until ``group`` has room (True), or return False once it is full."""
+        while not self.has_room(group):
+            if self.full(group):
+                return False
+            self._changed.clear()
+            await self._changed.wait()
+        return True

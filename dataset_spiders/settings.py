@@ -1,0 +1,67 @@
+"""Settings of the dataset spiders; override any of them with ``-s NAME=VALUE``.
+
+Ours (not Scrapy's) are marked "ours"; the rest are Scrapy's, set for downloading images.
+"""
+
+BOT_NAME = "dataset_spiders"
+SPIDER_MODULES = ["dataset_spiders.spiders"]
+NEWSPIDER_MODULE = "dataset_spiders.spiders"
+COMMANDS_MODULE = "dataset_spiders.commands"  # our `crawl`: one-line errors, honest exit codes
+
+USER_AGENT = "dataset-spiders/0.1 (research image downloader; Scrapy)"
+ROBOTSTXT_OBEY = False  # API endpoints and image buckets, fetched one URL each
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False  # Scrapy 2.19 would otherwise listen on a local port
+LOG_LEVEL = "INFO"
+
+# --- Where the sources are (ours); each spider also takes an `api_url` argument --------------
+ISIC_API_URL = "https://api.isic-archive.com/api/v2"
+ISIC_V1_API_URL = "https://isic-archive.com/api/v1"
+
+# --- Concurrency and politeness ------------------------------------------------------------
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_DELAY = 0
+DATASET_MAX_IN_FLIGHT = 32  # ours: images listed but not yet recorded, at most (per class)
+
+# --- Failures -----------------------------------------------------------------------------
+DOWNLOAD_TIMEOUT = 60  # API pages
+IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request; 0 means DOWNLOAD_TIMEOUT
+RETRY_TIMES = 2  # retries after the first try: bounded, never forever
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+RETRY_AFTER_MAX = 60  # ours: the longest Retry-After we wait, in seconds
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "dataset_spiders.middlewares.retry_after.RetryAfterMiddleware": 550,
+}
+DOWNLOAD_MAXSIZE = 1024 * 1024 * 1024  # bytes; a larger body is `too_large`
+DOWNLOAD_WARNSIZE = 0  # ISIC TIFFs are large by nature; no warning per file
+
+# --- Images -------------------------------------------------------------------------------
+ITEM_PIPELINES = {
+    "dataset_spiders.pipelines.download.DatasetImagesPipeline": 100,  # fetch, stage as served
+    "dataset_spiders.pipelines.validate.ValidateImagesPipeline": 200,  # decode in full, limits
+    "dataset_spiders.pipelines.placeholders.RejectPlaceholdersPipeline": 300,
+    "dataset_spiders.pipelines.commit.CommitImagesPipeline": 400,  # the rename into place
+    "dataset_spiders.pipelines.describe.SaveDescriptionsPipeline": 500,
+    "dataset_spiders.pipelines.record.RecordOutcomesPipeline": 900,  # manifest, stats, quota
+}
+EXTENSIONS = {
+    "dataset_spiders.extensions.report.OutcomeReport": 500,
+    "dataset_spiders.extensions.isic_catalog.IsicCatalog": 600,  # isic runs only
+}
+IMAGES_STORE = "Data"  # each spider sets it to its `out_dir`; staging files live under it
+MEDIA_ALLOW_REDIRECTS = True  # old image URLs redirect (http to https, moved buckets)
+IMAGES_MIN_WIDTH = 0
+IMAGES_MIN_HEIGHT = 0
+IMAGES_MAX_PIXELS = 178_956_970  # ours: larger is `too_large`, checked before decoding
+PLACEHOLDER_URL_PATTERNS = [  # ours: a redirect hop or final URL matching one is a placeholder
+    r"yimg\.com/.*photo_unavailable",
+    r"//i\.imgur\.com/removed\.png",
+]
+PLACEHOLDER_DIGESTS = [  # ours: "sha1:<hex>" or "sha256:<hex>" of known placeholder bytes
+    "sha1:10f3f7f79e6528aa9d828316248997568ac0d833",  # Flickr "photo unavailable"
+]
+
+HTTPCACHE_ENABLED = False
+FEED_EXPORT_ENCODING = "utf-8"

@@ -1,0 +1,208 @@
+"""The ISIC Archive's two APIs: v2 (current, cursor pages) and v1 (legacy Girder, offset pages).
+
+Both are read into one ``IsicRecord``. Facts and sources: shared/reference/isic-api.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+ISIC_ID = re.compile(r"ISIC_[0-9]{7}")
+LABELS = ("benign", "malignant", "indeterminate")
+PAGE_SIZE = 100  # v2 clamps limit to 100; v1 takes any
+V2_LICENSES = ("CC-0", "CC-BY", "CC-BY-NC")
+V1_FILTER_FIELD = "meta.clinical.benign_malignant"
+V1_LABEL_VALUES = {
+    "benign": ["benign"],
+    "malignant": ["malignant"],
+    "indeterminate": ["indeterminate", "indeterminate/benign", "indeterminate/malignant"],
+}
+
+
+class RecordError(ValueError):
+    """A record lacks what the spider needs; the message says what."""
+
+
+@dataclass
+class IsicRecord:
+    """One image of the archive, whatever the API it came from."""
+
+    isic_id: str
+    label: str | None  # benign, malignant, indeterminate, or None when unlabeled
+    image_url: str | None
+    ext: str | None  # from the URL path; v1 download URLs name none
+    license: str | None
+    attribution: str | None
+    acquisition: dict[str, Any] = field(default_factory=dict)
+    clinical: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    source_id: str | None = None  # v1's Mongo _id, for segmentation requests
+
+
+def valid_id(isic_id: Any) -> bool:
+    return isinstance(isic_id, str) and ISIC_ID.fullmatch(isic_id) is not None
+
+
+def url_extension(url: str) -> str | None:
+    """The extension of a URL's path (never its query string), lower-cased, or None."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return None
+    ext = name.rsplit(".", 1)[1].lower()
+    return ext if ext.isalnum() and len(ext) <= 5 else None
+
+
+# --- v2 -------------------------------------------------------------------------------------
+
+
+def v2_query(label_filter: str | None, query: str | None) -> str | None:
+    """The search expression: ``diagnosis_1:Benign AND (query)`` when both are given."""
+    terms = []
+    if label_filter:
+        terms.append(f"diagnosis_1:{label_filter.capitalize()}")
+    if query:
+        terms.append(f"({query})" if label_filter else query)
+    return " AND ".join(terms) or None
+
+
+def v2_search_url(api_url: str, query: str | None, collections: tuple[int, ...]) -> str:
+    params: dict[str, str] = {"limit": str(PAGE_SIZE)}
+    if query:
+        params["query"] = query
+    if collections:
+        params["collections"] = ",".join(map(str, collections))
+    return f"{api_url}/images/search/?{urlencode(params)}"
+
+
+def v2_collection_url(api_url: str, collection: int) -> str:
+    return f"{api_url}/collections/{collection}/"
+
+
+def v2_license_url(api_url: str, license_name: str) -> str:
+    return f"{api_url}/zip-download/license-file/{license_name}/"
+
+
+def v2_label(clinical: dict[str, Any]) -> str | None:
+    value = clinical.get("diagnosis_1")
+    return value.lower() if isinstance(value, str) and value.lower() in LABELS else None
+
+
+def v2_record(raw: Any) -> IsicRecord:
+    if not isinstance(raw, dict):
+        raise RecordError(f"a result is not a JSON object: {str(raw)[:80]}")
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    clinical = metadata.get("clinical") if isinstance(metadata.get("clinical"), dict) else {}
+    acquisition = metadata.get("acquisition") if isinstance(metadata.get("acquisition"), dict) else {}
+    files = raw.get("files") if isinstance(raw.get("files"), dict) else {}
+    full = files.get("full") if isinstance(files.get("full"), dict) else {}
+    url = full.get("url") if isinstance(full.get("url"), str) else None
+    return IsicRecord(
+        isic_id=str(raw.get("isic_id")),
+        label=v2_label(clinical),
+        image_url=url,
+        ext=url_extension(url) if url else None,
+        license=raw.get("copyright_license") if isinstance(raw.get("copyright_license"), str) else None,
+        attribution=raw.get("attribution") if isinstance(raw.get("attribution"), str) else None,
+        acquisition=acquisition,
+        clinical=clinical,
+        raw=raw,
+    )
+
+
+def v2_page(data: Any) -> tuple[list[Any], str | None, int | None]:
+    """Results, next URL and count of a v2 page; RecordError when it is not the envelope."""
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise RecordError("the page is not the API's {count, next, previous, results} envelope")
+    next_url = data.get("next")
+    if next_url is not None and not (isinstance(next_url, str) and next_url.startswith(("http://", "https://"))):
+        raise RecordError(f"the page's next link is not an absolute URL: {str(next_url)[:80]}")
+    count = data.get("count") if isinstance(data.get("count"), int) else None
+    return data["results"], next_url, count
+
+
+# --- v1 -------------------------------------------------------------------------------------
+
+
+def v1_list_url(api_url: str, offset: int, label_filter: str | None, limit: int = PAGE_SIZE) -> str:
+    params = {"limit": str(limit), "offset": str(offset), "sort": "name", "sortdir": "1", "detail": "true"}
+    if label_filter:
+        values = V1_LABEL_VALUES[label_filter]
+        operand = {"identifier": V1_FILTER_FIELD, "type": "string"}
+        ast = (
+            {"operator": "=", "operands": [operand, values[0]]}
+            if len(values) == 1
+            else {"operator": "in", "operands": [operand, values]}
+        )
+        params["filter"] = json.dumps(ast, separators=(",", ":"))
+    return f"{api_url}/image?{urlencode(params)}"
+
+
+def v1_download_url(api_url: str, source_id: str) -> str:
+    return f"{api_url}/image/{source_id}/download?contentDisposition=inline"
+
+
+def v1_segmentations_url(api_url: str, source_id: str) -> str:
+    return f"{api_url}/segmentation?{urlencode({'imageId': source_id, 'limit': '0'})}"
+
+
+def v1_mask_url(api_url: str, segmentation_id: str) -> str:
+    return f"{api_url}/segmentation/{segmentation_id}/mask?contentDisposition=inline"
+
+
+def v1_label(value: Any) -> str | None:
+    """``indeterminate/benign`` and ``indeterminate/malignant`` count as indeterminate."""
+    if not isinstance(value, str):
+        return None
+    value = value.lower().split("/", 1)[0]
+    return value if value in LABELS else None
+
+
+def v1_record(raw: Any, api_url: str) -> IsicRecord:
+    if not isinstance(raw, dict):
+        raise RecordError(f"a result is not a JSON object: {str(raw)[:80]}")
+    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
+    clinical = meta.get("clinical") if isinstance(meta.get("clinical"), dict) else {}
+    acquisition = meta.get("acquisition") if isinstance(meta.get("acquisition"), dict) else {}
+    dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
+    source_id = raw.get("_id")
+    if not (isinstance(source_id, str) and re.fullmatch(r"[0-9a-fA-F]{24}", source_id)):
+        raise RecordError(f"record {str(raw.get('name'))[:40]!r} has no valid _id")
+    attribution = dataset.get("attribution") or dataset.get("name")
+    return IsicRecord(
+        isic_id=str(raw.get("name")),
+        label=v1_label(clinical.get("benign_malignant")),
+        image_url=v1_download_url(api_url, source_id),
+        ext=None,
+        license=dataset.get("license") if isinstance(dataset.get("license"), str) else None,
+        attribution=attribution if isinstance(attribution, str) else None,
+        acquisition=acquisition,
+        clinical=clinical,
+        raw=raw,
+        source_id=source_id,
+    )
+
+
+def pick_segmentations(listing: Any, preferred_skill: str | None) -> list[dict[str, Any]]:
+    """Candidate segmentations in the order to try: not failed; preferred skill first, newest first."""
+    if not isinstance(listing, list):
+        raise RecordError("the segmentation list is not a JSON list")
+    usable = [
+        s for s in listing
+        if isinstance(s, dict) and not s.get("failed") and isinstance(s.get("_id"), str)
+        and re.fullmatch(r"[0-9a-fA-F]{24}", s["_id"])
+    ]
+    usable.sort(key=lambda s: str(s.get("created", "")), reverse=True)
+    if preferred_skill:
+        usable.sort(key=lambda s: s.get("skill") != preferred_skill)  # stable: newest first within
+    return usable
+
+
+def record_from_description(raw: dict[str, Any]) -> IsicRecord:
+    """Read a saved description back, whichever API wrote it."""
+    if "isic_id" in raw:
+        return v2_record(raw)
+    return v1_record(raw, api_url="")

@@ -1,0 +1,1 @@
+"""The sources: one spider per kind of image list."""

@@ -1,0 +1,119 @@
+"""What every dataset spider has: validated arguments, the dataset on disk, the quota, and a
+way to stop the run with one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from typing import Any, ClassVar
+
+import scrapy
+from scrapy import Request
+from scrapy.utils.defer import _schedule_coro
+
+from ..dataset import Dataset
+from ..params import parse_args
+from ..quota import Quota
+
+logger = logging.getLogger(__name__)
+
+
+class SourceError(Exception):
+    """A source answered something the spider cannot use; the message is one line."""
+
+
+class DatasetSpider(scrapy.Spider):
+    """Base class: ``Params`` is the argument model, checked before anything is requested."""
+
+    Params: ClassVar[type]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+        self.params = parse_args(self.Params, kwargs)
+        self.fatal_error: str | None = None
+        self.dataset: Dataset
+        self.quota: Quota
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.dataset = Dataset(spider.out_dir())
+        spider.quota = Quota(spider.target(), crawler.settings.getint("DATASET_MAX_IN_FLIGHT"))
+        crawler.settings.set("IMAGES_STORE", spider.dataset.root, priority="spider")
+        return spider
+
+    def out_dir(self) -> str:
+        return self.params.out_dir  # type: ignore[attr-defined, no-any-return]
+
+    def target(self) -> int | None:
+        """How many images to keep per group (None: all there are)."""
+        return None
+
+    def fail(self, message: str, *, stop: bool = True) -> None:
+        """Mark the run failed (the exit status will say so); with ``stop``, end it now."""
+        if self.fatal_error is None:
+            self.fatal_error = message
+            logger.error(message)
+            self.crawler.stats.set_value("dataset/fatal_error", message)
+        if stop and self.crawler.engine.running:
+            _schedule_coro(self.crawler.engine.close_spider_async(reason="failed"))
+
+    async def settle(self) -> None:
+        """Wait for every image in flight to finish its pipelines.
+
+        Scrapy notices that a spider whose ``start()`` has ended is idle only at its next
+        5-second heartbeat; ending ``start()`` once the last item is through lets it close
+        at once.
+        """
+        await self.quota.wait_until_settled()
+        slot = self.crawler.engine.scraper.slot
+        for _ in range(500):
+            if slot is None or slot.is_idle():
+                return
+            await asyncio.sleep(0.01)
+
+    async def prepare_dataset(self, folders: list[str]) -> bool:
+        """Check that every output folder can be written, and read the manifest. False: failed."""
+        try:
+            await asyncio.to_thread(_check_writable, [self.dataset.root, *folders])
+            await asyncio.to_thread(self.dataset.load)
+        except OSError as exc:
+            where = exc.filename or self.dataset.root
+            self.fail(f"cannot write to {where}: {exc.strerror or exc}")
+            return False
+        if self.dataset.index:
+            logger.info("The manifest lists %d image(s) from earlier runs", len(self.dataset.index))
+        return True
+
+    async def fetch(self, url: str, what: str) -> scrapy.http.Response:
+        """GET ``url`` through the downloader middlewares (retries, proxy, Retry-After)."""
+        try:
+            return await self.crawler.engine.download_async(Request(url, dont_filter=True))
+        except Exception as exc:
+            raise SourceError(f"cannot fetch the {what} {url}: {type(exc).__name__}: {exc}") from None
+
+    async def fetch_json(self, url: str, what: str) -> tuple[int, Any]:
+        """Status and decoded JSON of ``url``; SourceError when the body is not JSON."""
+        response = await self.fetch(url, what)
+        try:
+            return response.status, json.loads(response.body)
+        except ValueError:
+            kind = response.headers.get(b"Content-Type", b"?").decode("latin-1")
+            raise SourceError(
+                f"the {what} {url} answered HTTP {response.status} with {kind}, not JSON"
+            ) from None
+
+
+def _check_writable(folders: list[str]) -> None:
+    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+        finally:
+            if os.path.exists(probe):
+                os.unlink(probe)

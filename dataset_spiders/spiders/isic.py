@@ -1,0 +1,238 @@
+"""``scrapy crawl isic``: images, descriptions and (v1) masks from the ISIC Archive.
+
+The listing is lazy: a page is fetched only when the images in flight leave room for more,
+so ``num_images=25`` costs one page request; failures are topped up from the next records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from scrapy import Request
+from scrapy.http import Response
+
+from .. import signals as our_signals
+from ..items import ImageItem
+from ..outcomes import BAD_ID, KEPT_OUTCOMES, NO_URL
+from ..pipelines.store import atomic_write
+from ..sources import isic
+from .base import DatasetSpider, SourceError
+from .isic_args import IsicParams
+
+logger = logging.getLogger(__name__)
+
+
+class IsicSpider(DatasetSpider):
+    name = "isic"
+    Params = IsicParams
+    params: IsicParams
+    custom_settings = {
+        "IMAGES_MAX_PIXELS": 1_000_000_000,  # ISIC keeps TIFFs of over 100 megapixels
+        "IMAGES_DOWNLOAD_TIMEOUT": 300,
+    }
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> IsicSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        p = spider.params
+        setting = "ISIC_API_URL" if p.api_version == 2 else "ISIC_V1_API_URL"
+        spider.api_url = (p.api_url or crawler.settings.get(setting)).rstrip("/")
+        spider.images_dir, spider.descs_dir, spider.seg_dir = (p.folder(n) for n in ("images", "descs", "seg"))
+        spider.licenses_asked: set[str] = set()
+        crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
+        return spider
+
+    def target(self) -> int | None:
+        return self.params.num_images
+
+    async def start(self) -> AsyncIterator[Any]:
+        p = self.params
+        folders = [self.descs_dir] + ([] if p.no_images else [self.images_dir])
+        if p.segmentation:
+            folders.append(self.seg_dir)
+        if not await self.prepare_dataset(folders):
+            return
+        if p.segmentation and p.api_version == 2:
+            logger.warning("The ISIC API v2 serves no segmentation masks; use api_version=1 for masks. Going on.")
+        try:
+            await self.check_collections()
+            async for record in self.records():
+                item = self.make_item(record)
+                if item is None:
+                    continue
+                if not await self.quota.wait_for_room():
+                    break
+                self.quota.reserve()
+                yield item
+        except SourceError as exc:
+            self.fail(str(exc), stop=isinstance(exc, SearchRejected))
+        await self.settle()
+
+    # --- listing ------------------------------------------------------------------------
+
+    async def check_collections(self) -> None:
+        for collection in self.params.collections:
+            url = isic.v2_collection_url(self.api_url, collection)
+            status, _ = await self.fetch_json(url, "collection")
+            if status == 404:
+                raise SearchRejected(f"collections: collection {collection} does not exist ({url} answered 404)")
+            if status != 200:
+                raise SearchRejected(f"collections: cannot check collection {collection}: HTTP {status} from {url}")
+
+    def records(self) -> AsyncIterator[isic.IsicRecord]:
+        return self.v2_records() if self.params.api_version == 2 else self.v1_records()
+
+    async def v2_records(self) -> AsyncIterator[isic.IsicRecord]:
+        p = self.params
+        query = isic.v2_query(p.filter, p.query)
+        url: str | None = isic.v2_search_url(self.api_url, query, p.collections)
+        seen: set[str] = set()
+        to_skip, first = p.offset, True
+        while url:
+            if url in seen:
+                raise SourceError(f"the search repeated a page ({url}); the listing ends here")
+            seen.add(url)
+            status, data = await self.fetch_json(url, "search page")
+            if status == 400:
+                message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
+                raise SearchRejected(f"the ISIC API rejected the search {query!r}: {message or 'HTTP 400'}")
+            if status != 200:
+                raise SourceError(f"the search page {url} answered HTTP {status}; the listing ends here")
+            try:
+                results, url, count = isic.v2_page(data)
+            except isic.RecordError as exc:
+                raise SourceError(f"the search page {sorted(seen)[-1]}: {exc}") from None
+            if first and count is not None:
+                logger.info("%d image(s) match %s", count, query or "(everything)")
+            first = False
+            if not results and url:
+                raise SourceError(f"the search gave an empty page that links to another ({url}); the listing ends here")
+            for raw in results:
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                yield isic.v2_record(raw)
+
+    async def v1_records(self) -> AsyncIterator[isic.IsicRecord]:
+        p = self.params
+        offset, previous = p.offset, None
+        while True:
+            url = isic.v1_list_url(self.api_url, offset, p.filter)
+            status, data = await self.fetch_json(url, "image list")
+            if status == 400:
+                message = data.get("message") if isinstance(data, dict) else None
+                raise SearchRejected(f"the ISIC API v1 rejected the listing: {message or 'HTTP 400'}")
+            if status != 200 or not isinstance(data, list):
+                raise SourceError(
+                    f"the image list {url} answered HTTP {status} without a JSON list; the listing ends here"
+                )
+            names = [r.get("name") if isinstance(r, dict) else None for r in data]
+            if data and names == previous:
+                raise SourceError(f"the image list repeated a page at offset {offset}; the listing ends here")
+            previous = names
+            for raw in data:
+                try:
+                    yield isic.v1_record(raw, self.api_url)
+                except isic.RecordError as exc:
+                    logger.warning("Skipping a v1 record: %s", exc)
+            if len(data) < isic.PAGE_SIZE:
+                return
+            offset += len(data)
+
+    # --- items --------------------------------------------------------------------------
+
+    def make_item(self, record: isic.IsicRecord) -> ImageItem | None:
+        p = self.params
+        if not isic.valid_id(record.isic_id):
+            return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=BAD_ID,
+                             detail="the id is not ISIC_ and 7 digits")
+        if p.filter and record.label != p.filter:
+            self.crawler.stats.inc_value("isic/outside_filter")
+            logger.warning("%s is labelled %s, outside filter=%s; skipped", record.isic_id, record.label, p.filter)
+            return None
+        folder = self.images_dir
+        if p.layout == "by_label":
+            folder = os.path.join(folder, record.label or "unlabeled")
+        urls = [] if p.no_images or not record.image_url else [record.image_url]
+        if not urls and not p.no_images:
+            return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=NO_URL,
+                             detail="the record has no image URL")
+        return ImageItem(
+            image_id=record.isic_id,
+            image_urls=urls,
+            stems=[os.path.join(folder, record.isic_id)] * len(urls),
+            label=record.label,
+            ext=record.ext,
+            description=record.raw,
+            description_path=os.path.join(self.descs_dir, f"{record.isic_id}.json"),
+            source_id=record.source_id,
+        )
+
+    # --- follow-ups: licenses and masks -----------------------------------------------------
+
+    def on_recorded(self, item: ImageItem) -> None:
+        if item.kind != "image" or item.outcome not in KEPT_OUTCOMES or not item.description:
+            return
+        if self.params.api_version == 2:
+            self.ask_license(item.description.get("copyright_license"))
+        elif self.params.segmentation and item.source_id:
+            known = self.dataset.entry("mask", item.image_id)
+            present = known and known.outcome in KEPT_OUTCOMES and known.path
+            if present and os.path.exists(self.dataset.absolute(known.path)):
+                return
+            url = isic.v1_segmentations_url(self.api_url, item.source_id)
+            self.crawler.engine.crawl(
+                Request(url, callback=self.parse_segmentations, errback=self.segmentations_failed,
+                        cb_kwargs={"isic_id": item.image_id}, dont_filter=True)
+            )
+
+    def ask_license(self, name: Any) -> None:
+        if name not in isic.V2_LICENSES or name in self.licenses_asked:
+            return
+        self.licenses_asked.add(name)
+        if os.path.exists(self.license_path(name)):
+            return
+        self.crawler.engine.crawl(
+            Request(isic.v2_license_url(self.api_url, name), callback=self.save_license,
+                    errback=self.license_failed, cb_kwargs={"name": name}, dont_filter=True)
+        )
+
+    def license_path(self, name: str) -> str:
+        return os.path.join(self.dataset.root, "licenses", f"{name}.txt")
+
+    async def save_license(self, response: Response, name: str) -> None:
+        await asyncio.to_thread(atomic_write, self.license_path(name), response.body)
+
+    def license_failed(self, failure: Any) -> None:
+        logger.warning("Could not fetch a license text: %s", failure.getErrorMessage())
+
+    def parse_segmentations(self, response: Response, isic_id: str) -> Any:
+        try:
+            candidates = isic.pick_segmentations(response.json(), self.params.seg_level)
+        except (ValueError, isic.RecordError) as exc:
+            logger.warning("%s: unusable segmentation list: %s", isic_id, exc)
+            return
+        if not candidates:
+            self.crawler.stats.inc_value("isic/no_segmentation")
+            logger.info("%s has no segmentation that did not fail", isic_id)
+            return
+        skills = [c.get("skill") if c.get("skill") in ("novice", "expert") else "unknown" for c in candidates]
+        yield ImageItem(
+            image_id=isic_id,
+            kind="mask",
+            image_urls=[isic.v1_mask_url(self.api_url, c["_id"]) for c in candidates],
+            stems=[os.path.join(self.seg_dir, f"{isic_id}_{skill}") for skill in skills],
+            ext="png",
+        )
+
+    def segmentations_failed(self, failure: Any) -> None:
+        self.crawler.stats.inc_value("isic/segmentation_list_failed")
+        logger.warning("Could not list segmentations: %s", failure.getErrorMessage())
+
+
+class SearchRejected(SourceError):
+    """The server refused the search itself: nothing to download, so the run stops at once."""
