@@ -72,7 +72,11 @@ def load_index(path: str) -> dict[str, Entry]:
 
 
 class ManifestWriter:
-    """Appends one JSON line per outcome and flushes it, so a crash loses at most one line."""
+    """Appends one JSON line per outcome and flushes it, so a crash loses at most one line.
+
+    The file is opened at the first line, so a run that stops before trying any image leaves
+    no manifest behind (and an unwritable folder is reported by the spider, not here).
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -85,7 +89,9 @@ class ManifestWriter:
             self._file.write("\n")  # a torn last line from a crash stays on its own line
 
     def write(self, record: dict[str, Any]) -> None:
-        assert self._file is not None, "ManifestWriter.open() was not called"
+        if self._file is None:
+            self.open()
+        assert self._file is not None
         line = {name: record.get(name) for name in FIELDS}
         line["time"] = round(time.time(), 3)
         self._file.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -57,7 +57,10 @@ class DatasetImagesPipeline(ImagesPipeline):
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
-        removed = self.store.clear_staging()
+        try:
+            removed = self.store.clear_staging()
+        except OSError:
+            return  # the spider checks its folders first thing and stops with a clear message
         if removed:
             logger.info("Removed %d unfinished file(s) a stopped run left in %s", removed, self.store.staging_dir)
 

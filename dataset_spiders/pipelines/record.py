@@ -40,7 +40,6 @@ class RecordOutcomesPipeline:
 
     def open_spider(self) -> None:
         self.writer = ManifestWriter(self.crawler.spider.dataset.manifest_path)
-        self.writer.open()
 
     def close_spider(self) -> None:
         if self.writer:
@@ -66,26 +65,30 @@ class RecordOutcomesPipeline:
         spider = self.crawler.spider
         dataset = spider.dataset
         assert self.writer is not None
-        self.writer.write(
-            {
-                "id": item.image_id,
-                "kind": item.kind,
-                "group": item.group or None,
-                "label": item.label,
-                "url": item.url or (item.image_urls[0] if item.image_urls else None),
-                "final_url": item.final_url,
-                "outcome": item.outcome,
-                "detail": item.detail or None,
-                "path": dataset.relative(item.path),
-                "bytes": item.size,
-                "sha256": item.sha256,
-                "width": item.width,
-                "height": item.height,
-            }
-        )
+        try:
+            self.writer.write(self.line(item))
+        except OSError as exc:
+            spider.fail(f"cannot write to {dataset.manifest_path}: {exc.strerror or exc}")
         self.crawler.stats.inc_value(stat_key(item))
         if item.outcome not in KEPT_OUTCOMES:
             logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
         if item.kind == "image":
             spider.quota.release(item.group)
         self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)
+
+    def line(self, item: ImageItem) -> dict[str, Any]:
+        return {
+            "id": item.image_id,
+            "kind": item.kind,
+            "group": item.group or None,
+            "label": item.label,
+            "url": item.url or (item.image_urls[0] if item.image_urls else None),
+            "final_url": item.final_url,
+            "outcome": item.outcome,
+            "detail": item.detail or None,
+            "path": self.crawler.spider.dataset.relative(item.path),
+            "bytes": item.size,
+            "sha256": item.sha256,
+            "width": item.width,
+            "height": item.height,
+        }

@@ -68,8 +68,10 @@ class IsicSpider(DatasetSpider):
                     break
                 self.quota.reserve()
                 yield item
-        except SourceError as exc:
-            self.fail(str(exc), stop=isinstance(exc, SearchRejected))
+        except SearchRejected as exc:
+            self.fail(str(exc))
+        except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
+            self.fail(f"{exc}; the listing ends here", stop=False)
         await self.settle()
 
     # --- listing ------------------------------------------------------------------------
@@ -94,14 +96,14 @@ class IsicSpider(DatasetSpider):
         to_skip, first = p.offset, True
         while url:
             if url in seen:
-                raise SourceError(f"the search repeated a page ({url}); the listing ends here")
+                raise SourceError(f"the search repeated a page ({url})")
             seen.add(url)
             status, data = await self.fetch_json(url, "search page")
             if status == 400:
                 message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
                 raise SearchRejected(f"the ISIC API rejected the search {query!r}: {message or 'HTTP 400'}")
             if status != 200:
-                raise SourceError(f"the search page {url} answered HTTP {status}; the listing ends here")
+                raise SourceError(f"the search page {url} answered HTTP {status}")
             try:
                 results, url, count = isic.v2_page(data)
             except isic.RecordError as exc:
@@ -110,7 +112,7 @@ class IsicSpider(DatasetSpider):
                 logger.info("%d image(s) match %s", count, query or "(everything)")
             first = False
             if not results and url:
-                raise SourceError(f"the search gave an empty page that links to another ({url}); the listing ends here")
+                raise SourceError(f"the search gave an empty page that links to another ({url})")
             for raw in results:
                 if to_skip:
                     to_skip -= 1
@@ -128,11 +130,11 @@ class IsicSpider(DatasetSpider):
                 raise SearchRejected(f"the ISIC API v1 rejected the listing: {message or 'HTTP 400'}")
             if status != 200 or not isinstance(data, list):
                 raise SourceError(
-                    f"the image list {url} answered HTTP {status} without a JSON list; the listing ends here"
+                    f"the image list {url} answered HTTP {status} without a JSON list"
                 )
             names = [r.get("name") if isinstance(r, dict) else None for r in data]
             if data and names == previous:
-                raise SourceError(f"the image list repeated a page at offset {offset}; the listing ends here")
+                raise SourceError(f"the image list repeated a page at offset {offset}")
             previous = names
             for raw in data:
                 try:

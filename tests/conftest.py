@@ -1,0 +1,54 @@
+"""Shared helpers: run the real `scrapy crawl` in a subprocess and read what it left on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    code: int
+    stderr: str
+    out: Path
+
+    def manifest(self) -> list[dict]:
+        path = self.out / "manifest.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def outcomes(self, kind: str = "image") -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for line in self.manifest():
+            if line["kind"] == kind:
+                counts[line["outcome"]] = counts.get(line["outcome"], 0) + 1
+        return counts
+
+    def files(self, sub: str = "Images") -> dict[str, bytes]:
+        """Every file under ``out/sub``, by path relative to it."""
+        base = self.out / sub
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def crawl(spider: str, out: Path, *args: str, settings: dict[str, str] | None = None, timeout: float = 120) -> Run:
+    """``scrapy crawl SPIDER -a out_dir=OUT -a ARG...`` from the project root."""
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}"]
+    for arg in args:
+        cmd += ["-a", arg]
+    for name, value in (settings or {}).items():
+        cmd += ["-s", f"{name}={value}"]
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stderr, out)
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "Data"

@@ -1,0 +1,191 @@
+"""Emulator of the current ISIC API v2 (``/api/v2/...``), reference §2.2-§2.5, §3.1."""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from .cursor import Cursor, decode_cursor, encode_cursor, paginate, replace_query_param
+from .isic_data import FakeImage, as_list
+from .isic_dsl import QueryError, parse_query
+from .isic_host import ImageHost
+from .server import EmulatorServer, HttpError, Request
+
+PAGE_MODES = ("normal", "repeat_next", "empty_with_next", "not_json")
+MAX_LIMIT = 100
+LICENSES = {
+    "CC-0": "CC-0 (CC0 1.0 Universal) public domain dedication - emulator license text.\n",
+    "CC-BY": "CC-BY (Attribution 4.0 International) - emulator license text.\n",
+    "CC-BY-NC": "CC-BY-NC (Attribution-NonCommercial 4.0 International) - emulator license text.\n",
+}
+_BAD_QUERY = {"message": "Could not parse search query."}
+_BAD_CURSOR = {"detail": "Invalid cursor."}
+
+
+def flat_record(img: FakeImage) -> dict[str, Any]:
+    """The searchable view of an image: reserved fields + acquisition + clinical."""
+    base = {"isic_id": img.isic_id, "public": img.public, "copyright_license": img.license}
+    return {**img.acquisition(), **img.clinical(), **base}
+
+
+class IsicV2Server(EmulatorServer):
+    """ISIC v2 API emulator.
+
+    ``page_mode`` (settable at any time) makes pages after the first hostile:
+    ``"repeat_next"`` (a cursor page's ``next`` is its own URL, i.e. page 2 repeats
+    page 1's ``next``), ``"empty_with_next"`` (the first cursor page served has
+    ``results: []`` and a non-null ``next`` that continues correctly; once),
+    ``"not_json"`` (cursor pages are 200 text/html).
+    """
+
+    def __init__(
+        self,
+        fake_images: Iterable[FakeImage],
+        host: ImageHost,
+        collections: dict[int, str] | None = None,
+        page_mode: str = "normal",
+    ) -> None:
+        super().__init__()
+        self.images: list[FakeImage] = as_list(fake_images)
+        self.host = host
+        self.collections: dict[int, str] = dict(collections or {})
+        self.page_mode = page_mode
+        self._empty_served = False
+        api = "/api/v2"
+        self.route("GET", rf"{api}/images/search/", self._search)
+        self.route("GET", rf"{api}/images/search/size/", self._search_size)
+        self.route("GET", rf"{api}/images/", self._list)
+        self.route("GET", rf"{api}/images/(?P<isic_id>[^/]+)/", self._image)
+        self.route("GET", rf"{api}/collections/(?P<id>[^/]+)/", self._collection)
+        self.route("GET", rf"{api}/zip-download/license-file/(?P<license>[^/]+)/", self._license)
+        self.route("GET", rf"{api}/.*[^/]", self._append_slash)
+
+    # -- JSON shapes -------------------------------------------------------
+    def image_out(self, img: FakeImage) -> dict[str, Any]:
+        """ImageOut exactly as §2.5 (absent metadata fields omitted)."""
+        thumb = self.host.thumbnail(img)
+        full_size = len(img.body) if img.size is None else img.size
+        return {
+            "isic_id": img.isic_id,
+            "public": img.public,
+            "copyright_license": img.license,
+            "attribution": img.attribution,
+            "files": {
+                "full": {"url": img.full_url or self.host.image_url(img), "size": full_size},
+                "thumbnail_256": {"url": self.host.thumbnail_url(img), "size": len(thumb)},
+            },
+            "metadata": {"acquisition": img.acquisition(), "clinical": img.clinical()},
+        }
+
+    def collection_out(self, cid: int) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "name": self.collections[cid],
+            "description": f"Emulated collection {cid}.",
+            "public": True,
+            "pinned": False,
+            "locked": False,
+            "doi": None,
+            "doi_url": None,
+        }
+
+    # -- handlers ----------------------------------------------------------
+    def _search(self, req: Request) -> None:
+        self._send_page(req, self._matching(req))
+
+    def _search_size(self, req: Request) -> None:
+        req.send_json({"size": sum(len(img.body) for img in self._matching(req))})
+
+    def _list(self, req: Request) -> None:
+        self._send_page(req, self._ordered(self.images))
+
+    def _image(self, req: Request) -> None:
+        img = next((i for i in self.images if i.isic_id == req.match["isic_id"]), None)
+        if img is None:
+            raise HttpError(404, {"detail": "Not Found"})
+        req.send_json(self.image_out(img))
+
+    def _collection(self, req: Request) -> None:
+        cid = req.match["id"]
+        if not cid.isdigit() or int(cid) not in self.collections:
+            raise HttpError(404, {"detail": "Not Found"})
+        req.send_json(self.collection_out(int(cid)))
+
+    def _license(self, req: Request) -> None:
+        text = LICENSES.get(req.match["license"])
+        if text is None:
+            raise HttpError(404, {"detail": "Not Found"})
+        req.send_text(text)
+
+    def _append_slash(self, req: Request) -> None:
+        """Django's APPEND_SLASH: permanent redirect to the slash-terminated path."""
+        req.send_redirect(req.path + "/" + (f"?{req.raw_query}" if req.raw_query else ""), 301)
+
+    # -- search and pagination ---------------------------------------------
+    @staticmethod
+    def _ordered(imgs: Iterable[FakeImage]) -> list[FakeImage]:
+        return sorted(imgs, key=lambda i: i.created_dt)
+
+    def _matching(self, req: Request) -> list[FakeImage]:
+        try:
+            predicate = parse_query(req.arg("query") or "")
+        except QueryError:
+            raise HttpError(400, _BAD_QUERY) from None
+        wanted: set[int] | None = None
+        raw = (req.arg("collections") or "").strip()
+        if raw:
+            try:
+                wanted = {int(part) for part in raw.split(",")}
+            except ValueError:
+                raise HttpError(400, {"detail": "Invalid collections."}) from None
+        return self._ordered(
+            img
+            for img in self.images
+            if predicate(flat_record(img)) and (wanted is None or wanted & set(img.collections))
+        )
+
+    def _send_page(self, req: Request, records: list[FakeImage]) -> None:
+        limit = self._limit(req)
+        encoded = req.arg("cursor")
+        cursor: Cursor | None = None
+        try:
+            if encoded is not None:
+                cursor = decode_cursor(encoded)
+            page = paginate(records, lambda i: i.created_dt, datetime.fromisoformat, cursor, limit)
+        except (ValueError, TypeError, binascii.Error):
+            raise HttpError(400, _BAD_CURSOR) from None
+        own_url = f"{req.base_url}{req.path}?{req.raw_query}"
+
+        def link(c: Cursor | None, **extra: str) -> str | None:
+            return None if c is None else replace_query_param(own_url, "cursor", encode_cursor(c, **extra))
+
+        body: dict[str, Any] = {
+            "count": len(records) if cursor is None or cursor.position is None else None,
+            "next": link(page.next),
+            "previous": link(page.previous),
+            "results": [self.image_out(img) for img in page.items],
+        }
+        if encoded is not None and self.page_mode != "normal":
+            if self.page_mode == "not_json":
+                return req.send_html("<html><body><h1>502 Bad Gateway</h1></body></html>")
+            if self.page_mode == "repeat_next":
+                body["next"] = replace_query_param(own_url, "cursor", encoded)
+            elif self.page_mode == "empty_with_next" and not self._empty_served and cursor is not None:
+                self._empty_served = True
+                body.update(results=[], previous=None, next=link(cursor, x="1"))
+        req.send_json(body)
+
+    @staticmethod
+    def _limit(req: Request) -> int:
+        raw = req.arg("limit")
+        if raw is None:
+            return MAX_LIMIT
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise HttpError(400, {"detail": [{"loc": ["query", "limit"], "msg": "must be a positive integer"}]})
+        return min(value, MAX_LIMIT)

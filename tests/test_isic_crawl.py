@@ -1,0 +1,232 @@
+"""`scrapy crawl isic` end to end against the local v2 emulator: files, bytes, manifest, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.conftest import crawl
+from tests.emulators import FakeImage, ImageHost, IsicV2Server, images, make_archive
+
+
+@pytest.fixture
+def archive():
+    """80 records alternating Benign/Malignant; among the first 25 Benign, a 404, HTML and a corrupt JPEG."""
+    records = make_archive(80)
+    benign = [r for r in records if r.diagnosis_1 == "Benign"]
+    benign[3].behaviour = "404"
+    benign[7].behaviour = "html"
+    benign[11].body = images.truncated(benign[11].body)  # served whole with 200, but the JPEG is cut
+    records[1].license = "CC-0"
+    return records
+
+
+@pytest.fixture
+def isic(archive):
+    with ImageHost(archive) as host, IsicV2Server(archive, host) as api:
+        yield api, host
+        assert not api.errors and not host.errors
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def api_args(api):
+    return f"api_url={api.url}/api/v2"
+
+
+def test_exactly_n_benign_images_byte_identical_in_one_page_request(isic, archive, out):
+    api, _ = isic
+    run = crawl("isic", out, api_args(api), "num_images=25", "filter=benign")
+    assert run.code == 0, run.stderr
+    assert "Traceback" not in run.stderr
+
+    files = run.files("Images")
+    served = {f"{r.isic_id}.jpg": r.body for r in archive}
+    assert len(files) == 25
+    assert all(files[name] == served[name] for name in files), "bytes differ from what the server sent"
+    for name in files:
+        description = json.loads((out / "Descriptions" / name.replace(".jpg", ".json")).read_text())
+        assert description["metadata"]["clinical"]["diagnosis_1"] == "Benign"
+        assert description["isic_id"] == name[:-4]
+
+    # the 25 kept are the first 25 good Benign records, in archive order: failures were topped up
+    good_benign = [r.isic_id for r in archive if r.diagnosis_1 == "Benign" and r.behaviour == "ok"]
+    good_benign = [i for i in good_benign if i != [r for r in archive if r.diagnosis_1 == "Benign"][11].isic_id]
+    assert sorted(n[:-4] for n in files) == good_benign[:25]
+
+    assert run.outcomes() == {"kept": 25, "http_404": 1, "not_image": 1, "truncated": 1}
+    assert "Outcomes (images): http_404 1, kept 25, not_image 1, truncated 1" in run.stderr
+    assert len(api.requests_for("/api/v2/images/search/")) == 1
+
+    rows = read_csv(out / "metadata.csv")
+    assert sorted(r["isic_id"] for r in rows) == sorted(n[:-4] for n in files)
+    assert list(rows[0])[:3] == ["isic_id", "attribution", "copyright_license"]
+    assert {r["diagnosis_1"] for r in rows} == {"Benign"}
+    assert (out / "attribution.txt").read_text() == "Test Hospital\n"
+    assert (out / "licenses" / "CC-BY.txt").read_text().strip()
+    assert not list((out / ".staging").iterdir()), "staging files left behind"
+
+
+def test_second_run_downloads_nothing_and_keeps_the_dataset(isic, out):
+    api, host = isic
+    first = crawl("isic", out, api_args(api), "num_images=10", "filter=malignant")
+    assert first.code == 0, first.stderr
+    before = first.files("Images")
+    host.clear_log()
+    second = crawl("isic", out, api_args(api), "num_images=10", "filter=malignant")
+    assert second.code == 0, second.stderr
+    assert host.log == [], "a re-run fetched images again"
+    assert second.files("Images") == before
+    assert second.outcomes()["present"] == 10
+    rows = read_csv(out / "metadata.csv")
+    assert len(rows) == 10
+
+
+def test_offset_appends_the_next_records(isic, archive, out):
+    api, _ = isic
+    run = crawl("isic", out, api_args(api), "num_images=3", "offset=5", "filter=malignant")
+    assert run.code == 0, run.stderr
+    malignant = [r.isic_id for r in archive if r.diagnosis_1 == "Malignant"]
+    assert sorted(run.files("Images")) == [f"{i}.jpg" for i in malignant[5:8]]
+    crawl("isic", out, api_args(api), "num_images=2", "filter=malignant")
+    rows = read_csv(out / "metadata.csv")
+    assert sorted(r["isic_id"] for r in rows) == sorted(malignant[:2] + malignant[5:8])
+
+
+def test_no_images_saves_descriptions_only(isic, out):
+    api, host = isic
+    run = crawl("isic", out, api_args(api), "num_images=7", "no_images=true")
+    assert run.code == 0, run.stderr
+    assert host.log == []
+    assert not (out / "Images").exists() or run.files("Images") == {}
+    assert len(run.files("Descriptions")) == 7
+    assert run.outcomes() == {"described": 7}
+
+
+def test_formats_are_kept_byte_for_byte_with_their_real_extension(out):
+    records = [
+        FakeImage("ISIC_0000001", body=images.jpeg(120, 90, seed=1, exif=True, icc=True)),
+        FakeImage("ISIC_0000002", body=images.png_rgba(80, 60, seed=2), ext="png"),
+        FakeImage("ISIC_0000003", body=images.cmyk_jpeg(80, 60, seed=3)),
+        FakeImage("ISIC_0000004", body=images.tiff(90, 70, seed=4), ext="tif"),
+        FakeImage("ISIC_0000005", body=images.png_gray(50, 40, seed=5), ext="png"),
+    ]
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api))
+    assert run.code == 0, run.stderr
+    files = run.files("Images")
+    assert files == {f"{r.isic_id}.{r.ext}": r.body for r in records}
+    kept = {line["id"]: line for line in run.manifest()}
+    assert (kept["ISIC_0000001"]["width"], kept["ISIC_0000001"]["height"]) == (120, 90)
+
+
+def test_rejected_images_never_appear_under_a_final_name(out):
+    records = make_archive(6)
+    records[0].behaviour = "html"
+    records[1].body = images.truncated(records[1].body)
+    records[2].behaviour = "truncated"
+    records[3].body = b"GIF89a-not-really"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), settings={"RETRY_TIMES": "0"})
+    assert run.code == 0, run.stderr
+    assert sorted(run.files("Images")) == ["ISIC_0000004.jpg", "ISIC_0000005.jpg"]
+    assert sorted(run.files("Descriptions")) == ["ISIC_0000004.json", "ISIC_0000005.json"]
+    outcomes = {line["id"]: line["outcome"] for line in run.manifest()}
+    assert outcomes == {
+        "ISIC_0000000": "not_image", "ISIC_0000001": "truncated", "ISIC_0000002": "truncated",
+        "ISIC_0000003": "not_image", "ISIC_0000004": "kept", "ISIC_0000005": "kept",
+    }  # fmt: skip
+
+
+def test_by_label_layout_and_unlabeled(out):
+    records = make_archive(4, diagnoses=["Benign", "Malignant", "Indeterminate", None])
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "layout=by_label")
+    assert run.code == 0, run.stderr
+    assert sorted(run.files("Images")) == [
+        "benign/ISIC_0000000.jpg", "indeterminate/ISIC_0000002.jpg",
+        "malignant/ISIC_0000001.jpg", "unlabeled/ISIC_0000003.jpg",
+    ]  # fmt: skip
+
+
+def test_bad_record_id_is_skipped_and_topped_up(out):
+    records = make_archive(4)
+    records[1].isic_id = "ISIC_12"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "num_images=3")
+    assert run.code == 0, run.stderr
+    assert sorted(run.files("Images")) == ["ISIC_0000000.jpg", "ISIC_0000002.jpg", "ISIC_0000003.jpg"]
+    assert run.outcomes() == {"kept": 3, "bad_id": 1}
+
+
+def test_retry_after_is_honoured_and_the_image_kept(out):
+    records = make_archive(3)
+    records[0].behaviour = "429_once"
+    records[1].behaviour = "500_once"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api))
+        assert host.hits(f"/images/{records[0].isic_id}.jpg") == 2
+    assert run.code == 0, run.stderr
+    assert run.outcomes() == {"kept": 3}
+    assert "(Retry-After)" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["filter=foo"], "error: isic: filter: expected one of benign, malignant, indeterminate, got 'foo'"),
+        (["num_images=-3"], "error: isic: num_images: expected a whole number >= 1, got -3"),
+        (["api_version=7"], "error: isic: api_version: expected one of 1, 2, got '7'"),
+    ],
+)
+def test_bad_arguments_stop_before_any_request_with_one_line(args, message, out):
+    run = crawl("isic", out, "api_url=http://127.0.0.1:9/api/v2", *args)
+    assert run.code == 2
+    assert run.stderr.strip() == message
+    assert not out.exists()
+
+
+def test_a_query_the_server_rejects_ends_the_run_with_one_line(isic, out):
+    api, host = isic
+    run = crawl("isic", out, api_args(api), "query=benign_malignant:benign")
+    assert run.code == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "error: the ISIC API rejected the search 'benign_malignant:benign': Could not parse search query."
+    )
+    assert host.log == []
+
+
+def test_a_missing_collection_ends_the_run_before_downloading(isic, out):
+    api, host = isic
+    run = crawl("isic", out, api_args(api), "collections=999")
+    assert run.code == 1
+    assert "error: collections: collection 999 does not exist" in run.stderr
+    assert host.log == [] and api.requests_for("/api/v2/images/") == []
+
+
+@pytest.mark.parametrize("mode", ["repeat_next", "empty_with_next", "not_json"])
+def test_a_broken_listing_ends_cleanly_and_says_why(mode, out):
+    records = make_archive(250, diagnoses=["Benign"])
+    with ImageHost(records) as host, IsicV2Server(records, host, page_mode=mode) as api:
+        run = crawl("isic", out, api_args(api))
+        pages = len(api.requests_for("/api/v2/images/search/"))
+    assert run.code == 1
+    assert "Traceback" not in run.stderr
+    assert "the listing ends here" in run.stderr.strip().splitlines()[-1]
+    assert pages <= 3
+    assert len(run.files("Images")) == run.outcomes()["kept"] >= 100
+
+
+def test_an_unwritable_output_folder_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    run = crawl("isic", blocker / "Data", "api_url=http://127.0.0.1:9/api/v2")
+    assert run.code == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("error: cannot write to ")
+    assert "Traceback" not in run.stderr
