@@ -230,3 +230,24 @@ def test_an_unwritable_output_folder_is_one_line_and_exit_1(tmp_path):
     assert run.code == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: cannot write to ")
     assert "Traceback" not in run.stderr
+
+
+def test_retry_after_pauses_only_the_host_that_asked(out):
+    slow, fast = make_archive(4), make_archive(4, seed=1)
+    for i, record in enumerate(fast):
+        record.isic_id = f"ISIC_{i + 100:07d}"
+    for record in slow:
+        record.behaviour = "429_once"  # Retry-After: 1
+    records = [r for pair in zip(slow, fast, strict=True) for r in pair]
+    with ImageHost(slow) as host_a, ImageHost(fast) as host_b:
+        for record in fast:  # another host name: Scrapy's download slots are per host name, not port
+            record.full_url = host_b.image_url(record).replace("127.0.0.1", "localhost")
+        with IsicV2Server(records, host_a) as api:
+            run = crawl("isic", out, api_args(api))
+    assert run.code == 0, run.stderr
+    assert run.outcomes() == {"kept": 8}
+    recorded = {line["id"]: line["time"] for line in run.manifest()}
+    slow_times = [recorded[r.isic_id] for r in slow]
+    fast_times = [recorded[r.isic_id] for r in fast]
+    assert max(fast_times) < min(slow_times), "the other host waited too"
+    assert min(slow_times) - min(fast_times) >= 0.9, "the 429 host did not wait for Retry-After"
