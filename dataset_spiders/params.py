@@ -54,7 +54,8 @@ def markdown_table(model: type) -> str:
     rows = ["| argument | meaning | default |", "|---|---|---|"]
     for f in dataclasses.fields(model):
         names = " / ".join(f"`{n}`" for n in (f.name, *f.metadata.get("aliases", ())))
-        default = f.metadata.get("shown") or f"`{f.default}`"
+        value = str(f.default).lower() if isinstance(f.default, bool) else f.default
+        default = f.metadata.get("shown") or f"`{value}`"
         rows.append(f"| {names} | {f.metadata['help']} | {default} |")
     return "\n".join(rows)
 
