@@ -251,3 +251,34 @@ def test_retry_after_pauses_only_the_host_that_asked(out):
     fast_times = [recorded[r.isic_id] for r in fast]
     assert max(fast_times) < min(slow_times), "the other host waited too"
     assert min(slow_times) - min(fast_times) >= 0.9, "the 429 host did not wait for Retry-After"
+
+
+def test_the_largest_isic_images_are_kept_and_an_old_file_is_not_fetched_again(out):
+    from PIL import Image
+
+    big = Image.new("1", (14_000, 13_000))  # 182 megapixels: over Pillow's own hard limit
+    buf = __import__("io").BytesIO()
+    big.save(buf, format="TIFF", compression="tiff_deflate")
+    records = [FakeImage("ISIC_0000001", body=buf.getvalue(), ext="tif")]
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        first = crawl("isic", out, api_args(api))
+        assert first.code == 0, first.stderr
+        assert first.files("Images") == {"ISIC_0000001.tif": records[0].body}
+        path = out / "Images" / "ISIC_0000001.tif"
+        old = path.stat().st_mtime - 400 * 86400  # far past Scrapy's 90-day IMAGES_EXPIRES
+        __import__("os").utime(path, (old, old))
+        host.clear_log()
+        second = crawl("isic", out, api_args(api))
+        assert host.log == []
+    line = second.manifest()[-1]
+    assert line["outcome"] == "present"
+    assert (line["width"], line["height"]) == (14_000, 13_000)
+
+
+def test_the_pixel_limit_rejects_before_decoding(isic, out):
+    api, _ = isic
+    run = crawl("isic", out, api_args(api), "num_images=2", settings={"IMAGES_MAX_PIXELS": "1000"})
+    assert run.code == 0, run.stderr
+    assert run.files("Images") == {}
+    assert run.outcomes() == {"too_large": 78, "http_404": 1, "not_image": 1}
+    assert "kept 0 of the 2 images asked for" in run.stderr

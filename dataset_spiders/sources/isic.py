@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 ISIC_ID = re.compile(r"ISIC_[0-9]{7}")
 LABELS = ("benign", "malignant", "indeterminate")
@@ -45,6 +45,11 @@ class IsicRecord:
 
 def valid_id(isic_id: Any) -> bool:
     return isinstance(isic_id, str) and ISIC_ID.fullmatch(isic_id) is not None
+
+
+def valid_object_id(value: Any) -> bool:
+    """A v1 (Mongo) id: 24 hex digits, safe to put in a URL path."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{24}", value) is not None
 
 
 def url_extension(url: str) -> str | None:
@@ -113,13 +118,17 @@ def v2_record(raw: Any) -> IsicRecord:
     )
 
 
-def v2_page(data: Any) -> tuple[list[Any], str | None, int | None]:
+def v2_page(data: Any, page_url: str) -> tuple[list[Any], str | None, int | None]:
     """Results, next URL and count of a v2 page; RecordError when it is not the envelope."""
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise RecordError("the page is not the API's {count, next, previous, results} envelope")
     next_url = data.get("next")
-    if next_url is not None and not (isinstance(next_url, str) and next_url.startswith(("http://", "https://"))):
-        raise RecordError(f"the page's next link is not an absolute URL: {str(next_url)[:80]}")
+    if next_url is not None:
+        if not isinstance(next_url, str):
+            raise RecordError(f"the page's next link is not a URL: {str(next_url)[:80]}")
+        next_url = urljoin(page_url, next_url)  # the API sends absolute links; a mirror may not
+        if not next_url.startswith(("http://", "https://")):
+            raise RecordError(f"the page's next link is not an HTTP URL: {next_url[:80]}")
     count = data.get("count") if isinstance(data.get("count"), int) else None
     return data["results"], next_url, count
 
@@ -139,6 +148,10 @@ def v1_list_url(api_url: str, offset: int, label_filter: str | None, limit: int 
         )
         params["filter"] = json.dumps(ast, separators=(",", ":"))
     return f"{api_url}/image?{urlencode(params)}"
+
+
+def v1_image_url(api_url: str, source_id: str) -> str:
+    return f"{api_url}/image/{source_id}"
 
 
 def v1_download_url(api_url: str, source_id: str) -> str:
@@ -169,7 +182,7 @@ def v1_record(raw: Any, api_url: str) -> IsicRecord:
     acquisition = meta.get("acquisition") if isinstance(meta.get("acquisition"), dict) else {}
     dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
     source_id = raw.get("_id")
-    if not (isinstance(source_id, str) and re.fullmatch(r"[0-9a-fA-F]{24}", source_id)):
+    if not valid_object_id(source_id):
         raise RecordError(f"record {str(raw.get('name'))[:40]!r} has no valid _id")
     attribution = dataset.get("attribution") or dataset.get("name")
     return IsicRecord(
@@ -191,9 +204,7 @@ def pick_segmentations(listing: Any, preferred_skill: str | None) -> list[dict[s
     if not isinstance(listing, list):
         raise RecordError("the segmentation list is not a JSON list")
     usable = [
-        s for s in listing
-        if isinstance(s, dict) and not s.get("failed") and isinstance(s.get("_id"), str)
-        and re.fullmatch(r"[0-9a-fA-F]{24}", s["_id"])
+        s for s in listing if isinstance(s, dict) and not s.get("failed") and valid_object_id(s.get("_id"))
     ]
     usable.sort(key=lambda s: str(s.get("created", "")), reverse=True)
     if preferred_skill:

@@ -73,6 +73,9 @@ class IsicSpider(DatasetSpider):
         except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
             self.fail(f"{exc}; the listing ends here", stop=False)
         await self.settle()
+        kept, wanted = self.quota.kept[""], self.quota.target
+        if wanted is not None and kept < wanted and self.fatal_error is None:
+            logger.warning("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
 
     # --- listing ------------------------------------------------------------------------
 
@@ -105,9 +108,9 @@ class IsicSpider(DatasetSpider):
             if status != 200:
                 raise SourceError(f"the search page {url} answered HTTP {status}")
             try:
-                results, url, count = isic.v2_page(data)
+                results, url, count = isic.v2_page(data, page_url=url)
             except isic.RecordError as exc:
-                raise SourceError(f"the search page {sorted(seen)[-1]}: {exc}") from None
+                raise SourceError(f"the search page {url}: {exc}") from None
             if first and count is not None:
                 logger.info("%d image(s) match %s", count, query or "(everything)")
             first = False
@@ -138,12 +141,22 @@ class IsicSpider(DatasetSpider):
             previous = names
             for raw in data:
                 try:
-                    yield isic.v1_record(raw, self.api_url)
+                    yield isic.v1_record(await self.v1_full(raw), self.api_url)
                 except isic.RecordError as exc:
                     logger.warning("Skipping a v1 record: %s", exc)
-            if len(data) < isic.PAGE_SIZE:
+            if not data:  # IA's own client pages until an empty list: a server may cap `limit`
                 return
             offset += len(data)
+
+    async def v1_full(self, raw: Any) -> Any:
+        """The full description of a v1 record, fetched when the server listed only a summary."""
+        if not isinstance(raw, dict) or "meta" in raw or not isic.valid_object_id(raw.get("_id")):
+            return raw
+        url = isic.v1_image_url(self.api_url, raw["_id"])
+        status, full = await self.fetch_json(url, "image description")
+        if status != 200 or not isinstance(full, dict):
+            raise isic.RecordError(f"{url} answered HTTP {status} without a description")
+        return full
 
     # --- items --------------------------------------------------------------------------
 
