@@ -8,7 +8,7 @@ import os
 from PIL import Image
 
 from . import manifest
-from .manifest import Entry
+from .manifest import Entry, ManifestWriter
 from .outcomes import KEPT_OUTCOMES, PRESENT
 
 #: The extensions a kept image may have, per Pillow format (the first is the one we give).
@@ -39,6 +39,7 @@ class Dataset:
         self.root = os.path.abspath(root)
         self.manifest_path = os.path.join(self.root, manifest.MANIFEST_NAME)
         self.index: dict[str, Entry] = {}
+        self.writer = ManifestWriter(self.manifest_path)  # opened at its first line
 
     def load(self) -> None:
         """Read the manifest an earlier run left (blocking; at start-up only)."""

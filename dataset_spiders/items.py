@@ -40,6 +40,7 @@ class ImageItem:
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    pixels: str | None = None  # digest of the decoded pixels, for duplicates that differ in bytes
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
 
     @property

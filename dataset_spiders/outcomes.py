@@ -55,6 +55,10 @@ def is_transient(outcome: str) -> bool:
     return outcome.startswith("http_5")
 
 
+class GroupFull(IgnoreRequest):
+    """The image's class was filled by other downloads; this one is no longer needed."""
+
+
 class ImageRejected(Exception):
     """An image failed a check; ``outcome`` is the manifest's word for why."""
 
@@ -80,6 +84,7 @@ _BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
         ),
         CONNECTION,
     ),
+    ((GroupFull,), SURPLUS),
     ((IgnoreRequest,), FILTERED),
 )
 

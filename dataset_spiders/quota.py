@@ -1,4 +1,4 @@
-"""How many images each group may still take: the one place that decides keep or reject.
+"""How many images each group may still take: the one place that counts keep or reject.
 
 The spider asks ``has_room`` before it yields an image; the commit pipeline calls ``admit``
 right before the rename, so concurrency cannot race past the target; the manifest pipeline
@@ -9,27 +9,33 @@ between processes (scrapy-redis) is behind these few methods.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 
 
 class Quota:
-    """Exact counts per group against a target, with a bounded number of images in flight."""
+    """Exact counts per group against a target, with a bounded number of images in flight.
 
-    def __init__(self, target: int | None, window: int):
+    ``slack`` lets a few more candidates than still needed be in flight, to hedge failures
+    (their late successes are surplus, never kept); ``window`` caps what is in flight.
+    """
+
+    def __init__(self, target: int | None, window: int, slack: int = 0):
         self.target = target  # None: no limit
         self.window = max(1, window)
+        self.slack = max(0, slack)
         self.kept: Counter[str] = Counter()
         self.pending: Counter[str] = Counter()
         self._changed = asyncio.Event()
+        self._full: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     def full(self, group: str = "") -> bool:
         return self.target is not None and self.kept[group] >= self.target
 
     def has_room(self, group: str = "") -> bool:
         """Whether one more image of ``group`` may be put in flight now."""
-        if self.pending[group] >= self.window:
+        if self.pending[group] >= self.window or self.full(group):
             return False
-        return self.target is None or self.kept[group] + self.pending[group] < self.target
+        return self.target is None or self.kept[group] + self.pending[group] < self.target + self.slack
 
     def reserve(self, group: str = "") -> None:
         self.pending[group] += 1
@@ -39,17 +45,23 @@ class Quota:
         if self.full(group):
             return False
         self.kept[group] += 1
+        if self.full(group):
+            self._full[group].set()
         return True
 
     def revoke(self, group: str = "") -> None:
         """Take back an admitted image (its file could not be written, or was withdrawn)."""
         if self.kept[group] > 0:
             self.kept[group] -= 1
+        if not self.full(group) and group in self._full:
+            self._full[group].clear()
         self._changed.set()
 
     def add_existing(self, group: str = "") -> None:
         """Count an image that is already in the dataset (found on disk)."""
         self.kept[group] += 1
+        if self.full(group):
+            self._full[group].set()
 
     def release(self, group: str = "") -> None:
         """An image in flight has its outcome; wake whoever waits for room."""
@@ -57,17 +69,27 @@ class Quota:
             self.pending[group] -= 1
         self._changed.set()
 
+    def in_flight(self) -> int:
+        return sum(self.pending.values())
+
+    async def wait_full(self, group: str) -> None:
+        """Return once ``group`` is full (used to cancel downloads it no longer needs)."""
+        await self._full[group].wait()
+
+    async def changed(self) -> None:
+        """Wait for the next admit, revoke or release."""
+        self._changed.clear()
+        await self._changed.wait()
+
     async def wait_until_settled(self) -> None:
         """Wait until no image is in flight (every one yielded has its outcome recorded)."""
-        while any(self.pending.values()):
-            self._changed.clear()
-            await self._changed.wait()
+        while self.in_flight():
+            await self.changed()
 
     async def wait_for_room(self, group: str = "") -> bool:
         """Wait until ``group`` has room (True), or return False once it is full."""
         while not self.has_room(group):
             if self.full(group):
                 return False
-            self._changed.clear()
-            await self._changed.wait()
+            await self.changed()
         return True

@@ -17,16 +17,21 @@ LOG_LEVEL = "INFO"
 # --- Where the sources are (ours); each spider also takes an `api_url` argument --------------
 ISIC_API_URL = "https://api.isic-archive.com/api/v2"
 ISIC_V1_API_URL = "https://isic-archive.com/api/v1"
+IMAGENET_API_URL = "https://www.image-net.org/api/imagenet.synset.geturls"
+FLICKR_DOMAINS = ["flickr.com", "staticflickr.com"]  # ours: flickr_only keeps URLs on these hosts
+IMAGENET_ACTIVE_CLASSES = 32  # ours: classes downloaded at the same time
 
 # --- Concurrency and politeness ------------------------------------------------------------
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 8
 DOWNLOAD_DELAY = 0
 DATASET_MAX_IN_FLIGHT = 32  # ours: images listed but not yet recorded, at most (per class)
+DATASET_EXTRA_IN_FLIGHT = 0  # ours: candidates in flight beyond what a class still needs
 
 # --- Failures -----------------------------------------------------------------------------
 DOWNLOAD_TIMEOUT = 60  # API pages
 IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request; 0 means DOWNLOAD_TIMEOUT
+IMAGES_RETRY_TIMES = None  # ours: retries per image request; None means RETRY_TIMES
 RETRY_TIMES = 2  # retries after the first try: bounded, never forever
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 RETRY_AFTER_MAX = 60  # ours: the longest Retry-After we wait, in seconds
@@ -59,8 +64,12 @@ PLACEHOLDER_URL_PATTERNS = [  # ours: a redirect hop or final URL matching one i
     r"yimg\.com/.*photo_unavailable",
     r"//i\.imgur\.com/removed\.png",
 ]
-PLACEHOLDER_DIGESTS = [  # ours: "sha1:<hex>" or "sha256:<hex>" of known placeholder bytes
-    "sha1:10f3f7f79e6528aa9d828316248997568ac0d833",  # Flickr "photo unavailable"
+PLACEHOLDER_LEARN_THRESHOLD = 0  # ours: the same bytes for this many URLs of a site: a placeholder (0: off)
+DEDUPLICATE_IMAGES = False  # ours: refuse a byte- or pixel-identical copy of a kept image
+PLACEHOLDER_DIGESTS = [  # ours: "sha256:", "sha1:" or "md5:" + hex of known placeholder bytes, or "size:<bytes>"
+    "sha1:10f3f7f79e6528aa9d828316248997568ac0d833",  # Flickr "photo unavailable" (ImageNet gatherer scripts)
+    "size:2051",  # Flickr "photo unavailable": 108,034 of 961,148 files of that size (jetson-inference #124)
+    "md5:e60b98765d26e34bfbb797c1a5f378f2",  # Flickr "temporarily unavailable" (JDownloader's plugin)
 ]
 
 HTTPCACHE_ENABLED = False

@@ -37,15 +37,29 @@ class Run:
         return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
 
 
-def crawl(spider: str, out: Path, *args: str, settings: dict[str, str] | None = None, timeout: float = 120) -> Run:
-    """``scrapy crawl SPIDER -a out_dir=OUT -a ARG...`` from the project root."""
+def crawl(
+    spider: str,
+    out: Path,
+    *args: str,
+    settings: dict[str, str] | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Run:
+    """``scrapy crawl SPIDER -a out_dir=OUT -a ARG...`` from the project root.
+
+    The machine's proxy variables are dropped; ``env`` adds variables (e.g. ``http_proxy``).
+    """
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}"]
     for arg in args:
         cmd += ["-a", arg]
     for name, value in (settings or {}).items():
         cmd += ["-s", f"{name}={value}"]
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    environ.update(env or {})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=environ, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
     return Run(proc.returncode, proc.stderr, out)
 
 

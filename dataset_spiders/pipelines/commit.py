@@ -13,8 +13,9 @@ from typing import Any
 
 from ..dataset import extension_for
 from ..items import ImageItem
-from ..outcomes import DESCRIBED, ERROR, KEPT, PRESENT, SURPLUS
+from ..outcomes import DESCRIBED, DUPLICATE, ERROR, KEPT, PLACEHOLDER, PRESENT, SURPLUS
 from .download import DOWNLOADED
+from .placeholders import site_of
 from .store import StagingFilesStore
 
 logger = logging.getLogger(__name__)
@@ -50,19 +51,38 @@ class CommitImagesPipeline:
             item.staged = None
         return item
 
-    async def _commit(self, item: ImageItem, spider: Any, counted: bool) -> None:
+    def decide(self, item: ImageItem, spider: Any, counted: bool) -> tuple[str, str] | None:
+        """Refuse the image (outcome, detail), or admit it. Synchronous: nothing can interleave."""
+        if spider.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+            return PLACEHOLDER, "the same image was served for many photo URLs of this site"
+        seen = spider.seen if counted else None
+        if seen is not None and (first := seen.duplicate_of(item)):
+            where = f" in {first.group}" if first.group else ""
+            return DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
         if counted and not spider.quota.admit(item.group):
-            item.outcome, item.detail = SURPLUS, f"{item.group or 'the selection'} was already full"
+            return SURPLUS, f"{item.group or 'the selection'} was already full"
+        item.path = f"{item.stem}.{extension_for(item.format, item.ext)}"
+        if seen is not None:
+            seen.add(item)
+        return None
+
+    async def _commit(self, item: ImageItem, spider: Any, counted: bool) -> None:
+        refused = self.decide(item, spider, counted)
+        if refused:
+            item.outcome, item.detail = refused
             return
-        final = f"{item.stem}.{extension_for(item.format, item.ext)}"
+        final = item.path
+        assert final is not None
         try:
             await asyncio.to_thread(self.store.commit, item.staged, final)
         except OSError as exc:
             if counted:
                 spider.quota.revoke(item.group)
+            if spider.seen is not None:
+                spider.seen.forget(item.sha256, item.pixels)
+            item.path = None
             item.outcome, item.detail = ERROR, f"cannot write {final}: {exc.strerror or exc}"
             spider.fail(f"cannot write to {spider.dataset.relative(final)}: {exc.strerror or exc}")
             return
         item.staged = None
-        item.path = final
         item.outcome = KEPT

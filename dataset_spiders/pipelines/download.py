@@ -22,6 +22,7 @@ from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 from twisted.python.failure import Failure
 
 from ..items import ImageItem
+from ..middlewares.cancel_when_full import GROUP_META
 from ..outcomes import DUPLICATE, EMPTY, PRESENT, ImageRejected, classify, http_outcome
 from .store import StagingFilesStore
 
@@ -54,6 +55,8 @@ class DatasetImagesPipeline(ImagesPipeline):
     def __init__(self, store_uri: str, download_func: None = None, *, crawler: Any):
         super().__init__(store_uri, crawler=crawler)
         self.timeout: float = crawler.settings.getfloat("IMAGES_DOWNLOAD_TIMEOUT", 0) or 0
+        retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
+        self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
@@ -82,6 +85,10 @@ class DatasetImagesPipeline(ImagesPipeline):
         meta: dict[str, Any] = {"dont_cache": True}
         if self.timeout:
             meta["download_timeout"] = self.timeout
+        if self.retry_times is not None:
+            meta["max_retry_times"] = self.retry_times
+        if item.group:
+            meta[GROUP_META] = item.group  # lets the download be cancelled once the class is full
         return [Request(item.url, meta=meta)]
 
     def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:

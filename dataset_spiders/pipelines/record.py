@@ -6,7 +6,9 @@ Images that are not in the dataset are dropped here (quietly: the manifest has t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import Any
 
 from scrapy import signals
@@ -14,9 +16,9 @@ from scrapy.exceptions import DropItem
 
 from .. import signals as our_signals
 from ..items import ImageItem
-from ..manifest import ManifestWriter
-from ..outcomes import ERROR, KEPT_OUTCOMES
+from ..outcomes import ERROR, KEPT, KEPT_OUTCOMES, PLACEHOLDER
 from .download import DOWNLOADED
+from .placeholders import site_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +33,14 @@ class RecordOutcomesPipeline:
 
     def __init__(self, crawler: Any):
         self.crawler = crawler
-        self.writer: ManifestWriter | None = None
         crawler.signals.connect(self.on_item_error, signal=signals.item_error)
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> RecordOutcomesPipeline:
         return cls(crawler)
 
-    def open_spider(self) -> None:
-        self.writer = ManifestWriter(self.crawler.spider.dataset.manifest_path)
-
     def close_spider(self) -> None:
-        if self.writer:
-            self.writer.close()
+        self.crawler.spider.dataset.writer.close()
 
     def process_item(self, item: Any) -> Any:
         if not isinstance(item, ImageItem):
@@ -64,17 +61,33 @@ class RecordOutcomesPipeline:
     def record(self, item: ImageItem) -> None:
         spider = self.crawler.spider
         dataset = spider.dataset
-        assert self.writer is not None
+        site = site_of(item.url)
+        if item.outcome == KEPT and spider.learner.is_placeholder(site, item.sha256 or ""):
+            self.withdraw_late(item)
         try:
-            self.writer.write(self.line(item))
+            dataset.writer.write(self.line(item))
         except OSError as exc:
             spider.fail(f"cannot write to {dataset.manifest_path}: {exc.strerror or exc}")
         self.crawler.stats.inc_value(stat_key(item))
         if item.outcome not in KEPT_OUTCOMES:
             logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
+        if item.outcome == KEPT:
+            spider.learner.note_kept(site, item)
         if item.kind == "image":
             spider.quota.release(item.group)
         self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)
+
+    def withdraw_late(self, item: ImageItem) -> None:
+        """A placeholder was learned while this copy was being kept: take it back out."""
+        spider = self.crawler.spider
+        if item.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(item.path)
+        spider.quota.revoke(item.group)
+        if spider.seen is not None:
+            spider.seen.forget(item.sha256, item.pixels)
+        item.path = None
+        item.outcome, item.detail = PLACEHOLDER, "withdrawn: the same image was served for many photo URLs of this site"
 
     def line(self, item: ImageItem) -> dict[str, Any]:
         return {

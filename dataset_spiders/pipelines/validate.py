@@ -8,6 +8,7 @@ The pixel limit is checked from the header, before anything is decoded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +32,11 @@ class Limits:
     min_width: int = 0
     min_height: int = 0
     max_pixels: int = 178_956_970
+    pixel_digest: bool = False  # also hash the decoded pixels (for duplicate detection)
 
 
-def inspect_image(path: str, limits: Limits) -> tuple[int, int, str]:
-    """Width, height and format of the image file at ``path``, decoded in full.
+def inspect_image(path: str, limits: Limits) -> tuple[int, int, str, str | None]:
+    """Width, height, format and (if asked) pixel digest of the image at ``path``, decoded in full.
 
     Raises ``ImageRejected`` naming the reason. Blocking: call it from a worker thread.
     """
@@ -69,7 +71,10 @@ def inspect_image(path: str, limits: Limits) -> tuple[int, int, str]:
             raise ImageRejected(outcome, str(exc)) from None
         except (SyntaxError, ValueError, EOFError, IndexError) as exc:
             raise ImageRejected(CORRUPT, f"{type(exc).__name__}: {exc}") from None
-    return width, height, fmt
+        digest = None
+        if limits.pixel_digest:  # JPEGs are hashed at the decoded (1/8) scale: same pixels, same digest
+            digest = hashlib.sha256(f"{width}x{height}:{im.mode}:".encode() + im.tobytes()).hexdigest()
+    return width, height, fmt, digest
 
 
 class ValidateImagesPipeline:
@@ -86,6 +91,7 @@ class ValidateImagesPipeline:
                 min_width=s.getint("IMAGES_MIN_WIDTH"),
                 min_height=s.getint("IMAGES_MIN_HEIGHT"),
                 max_pixels=s.getint("IMAGES_MAX_PIXELS"),
+                pixel_digest=s.getbool("DEDUPLICATE_IMAGES"),
             )
         )
 
@@ -95,7 +101,9 @@ class ValidateImagesPipeline:
         # A mask is as large as its image; the minimum sizes are for images only.
         limits = Limits(max_pixels=self.limits.max_pixels) if item.kind == "mask" else self.limits
         try:
-            item.width, item.height, item.format = await asyncio.to_thread(inspect_image, item.staged, limits)
+            item.width, item.height, item.format, item.pixels = await asyncio.to_thread(
+                inspect_image, item.staged, limits
+            )
         except ImageRejected as exc:
             item.outcome, item.detail = exc.outcome, exc.detail
         return item

@@ -17,6 +17,7 @@ from scrapy.utils.defer import _schedule_coro
 from ..dataset import Dataset
 from ..params import parse_args
 from ..quota import Quota
+from ..seen import PlaceholderLearner, SeenImages
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,17 @@ class DatasetSpider(scrapy.Spider):
         self.fatal_error: str | None = None
         self.dataset: Dataset
         self.quota: Quota
+        self.seen: SeenImages | None
+        self.learner: PlaceholderLearner
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.dataset = Dataset(spider.out_dir())
-        spider.quota = Quota(spider.target(), crawler.settings.getint("DATASET_MAX_IN_FLIGHT"))
+        s = crawler.settings
+        spider.quota = Quota(spider.target(), s.getint("DATASET_MAX_IN_FLIGHT"), s.getint("DATASET_EXTRA_IN_FLIGHT"))
+        spider.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
+        spider.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
         crawler.settings.set("IMAGES_STORE", spider.dataset.root, priority="spider")
         return spider
 

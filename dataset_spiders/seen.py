@@ -1,0 +1,78 @@
+"""What the crawl has seen of image content: kept images (to refuse duplicates) and images
+served for many URLs of one site (to learn placeholders nobody listed).
+
+Both are consulted by the commit pipeline in the same synchronous step as the quota, so no
+two downloads can race past a decision. Like the quota, this is state a scaled-out crawl
+would share.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .items import ImageItem
+
+
+@dataclass(frozen=True)
+class KeptRef:
+    image_id: str
+    group: str
+    path: str
+    url: str
+
+
+class SeenImages:
+    """Kept images by sha256 and by pixel digest: a second copy anywhere is a duplicate."""
+
+    def __init__(self) -> None:
+        self.by_bytes: dict[str, KeptRef] = {}
+        self.by_pixels: dict[str, KeptRef] = {}
+
+    def duplicate_of(self, item: ImageItem) -> KeptRef | None:
+        return self.by_bytes.get(item.sha256 or "") or self.by_pixels.get(item.pixels or "")
+
+    def add(self, item: ImageItem) -> None:
+        ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
+        if item.sha256:
+            self.by_bytes.setdefault(item.sha256, ref)
+        if item.pixels:
+            self.by_pixels.setdefault(item.pixels, ref)
+
+    def forget(self, sha256: str | None, pixels: str | None) -> None:
+        self.by_bytes.pop(sha256 or "", None)
+        self.by_pixels.pop(pixels or "", None)
+
+
+class PlaceholderLearner:
+    """The same bytes served for ``threshold`` or more distinct photo URLs of one site are a
+    placeholder: it is never kept again, and the copies kept before are withdrawn."""
+
+    def __init__(self, threshold: int):
+        self.threshold = threshold  # 0: off
+        self.urls: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        self.kept: defaultdict[tuple[str, str], list[tuple[KeptRef, str | None]]] = defaultdict(list)
+        self.learned: set[tuple[str, str]] = set()
+
+    def observe(self, site: str, sha256: str, url: str) -> list[tuple[KeptRef, str | None]] | None:
+        """Count ``url`` for this content; when that makes it a placeholder, return the kept
+        copies to withdraw (possibly none), else None."""
+        if not self.threshold:
+            return None
+        key = (site, sha256)
+        if key in self.learned:
+            return []
+        self.urls[key].add(url)
+        if len(self.urls[key]) < self.threshold:
+            return None
+        self.learned.add(key)
+        del self.urls[key]
+        return self.kept.pop(key, [])
+
+    def is_placeholder(self, site: str, sha256: str) -> bool:
+        return (site, sha256) in self.learned
+
+    def note_kept(self, site: str, item: ImageItem) -> None:
+        if self.threshold and item.sha256:
+            ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
+            self.kept[(site, item.sha256)].append((ref, item.pixels))

@@ -1,0 +1,252 @@
+"""``scrapy crawl imagenet``: exactly ``per_class`` valid, distinct images per WordNet class.
+
+Candidates come from the geturls endpoint or a URL list file and are tried in list order;
+each failed or rejected one is replaced by the next, so a class ends with min(N, good URLs).
+A class never has more than N + ``DATASET_EXTRA_IN_FLIGHT`` images kept or in flight, and
+the commit pipeline's quota makes sure no more than N are ever renamed into place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from .. import signals as our_signals
+from ..dataset import ALL_EXTENSIONS
+from ..items import ImageItem
+from ..outcomes import DUPLICATE, KEPT_OUTCOMES
+from ..pipelines.store import atomic_write
+from ..sources import imagenet
+from ..sources.isic import url_extension
+from .base import DatasetSpider, SourceError
+from .imagenet_args import ILSVRC, ImagenetParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassState:
+    """One class: its candidates, how far through them we are, and why it may end short."""
+
+    index: int
+    wnid: str
+    label: str | None
+    folder: str
+    candidates: list[imagenet.Candidate] = field(default_factory=list)
+    position: int = 0
+    present: set[str] = field(default_factory=set)  # image ids already in the dataset
+    no_urls: str | None = None  # why the source gave no candidates
+    loaded: bool = False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= len(self.candidates)
+
+
+class ImagenetSpider(DatasetSpider):
+    name = "imagenet"
+    Params = ImagenetParams
+    params: ImagenetParams
+    handler = "dataset_spiders.middlewares.cancel_when_full.CancelWhenFullDownloadHandler"
+    custom_settings = {
+        "IMAGES_DOWNLOAD_TIMEOUT": 15,  # old photo hosts hang; the next candidate is better than waiting
+        "IMAGES_RETRY_TIMES": 1,
+        "IMAGES_MIN_WIDTH": 32,
+        "IMAGES_MIN_HEIGHT": 32,
+        "DOWNLOAD_MAXSIZE": 64 * 1024 * 1024,
+        "DATASET_EXTRA_IN_FLIGHT": 2,
+        "DEDUPLICATE_IMAGES": True,
+        "PLACEHOLDER_LEARN_THRESHOLD": 3,
+        "DOWNLOAD_HANDLERS": {"http": handler, "https": handler},
+    }
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> ImagenetSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.api_url = (spider.params.api_url or crawler.settings.get("IMAGENET_API_URL")).rstrip("/")
+        spider.domains = crawler.settings.getlist("FLICKR_DOMAINS") if spider.params.flickr_only else None
+        spider.images_dir = spider.params.folder()
+        spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
+        return spider
+
+    def target(self) -> int | None:
+        return self.params.per_class
+
+    # --- the crawl ----------------------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Any]:
+        if not await self.prepare_dataset([self.images_dir]):
+            return
+        try:
+            classes = await asyncio.to_thread(self.load_classes)
+            await asyncio.to_thread(self.write_classes_txt, classes)
+            from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
+        except (ValueError, OSError) as exc:
+            self.fail(str(exc))
+            return
+        for state in classes:
+            for _ in state.present:
+                self.quota.add_existing(state.wnid)
+        self.urls_used: dict[str, str] = {}  # URL -> the class that listed it first
+        waiting: deque[ClassState] = deque(classes)
+        while waiting:
+            async for item in self.feed(waiting, from_file):
+                yield item
+            await self.settle()
+            # An image withdrawn late (a placeholder learned after its class was done) leaves
+            # room that only a new pass over the classes can fill.
+            waiting.extend(c for c in classes if not self.quota.full(c.wnid) and not c.exhausted and c.loaded)
+        self.summarise(classes)
+
+    async def feed(
+        self, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
+    ) -> AsyncIterator[ImageItem]:
+        """Yield candidates, class by class, while each has room, until every class is done."""
+        active: list[ClassState] = []
+        max_active = self.settings.getint("IMAGENET_ACTIVE_CLASSES")
+        while waiting or active:
+            while waiting and len(active) < max_active:
+                state = waiting.popleft()
+                if not state.loaded:
+                    await self.load_candidates(state, from_file)
+                active.append(state)
+            progressed = False
+            for state in list(active):
+                while not state.exhausted and self.quota.has_room(state.wnid):
+                    item = self.next_item(state)
+                    if item is not None:
+                        self.quota.reserve(state.wnid)
+                        progressed = True
+                        yield item
+                if self.quota.full(state.wnid) or (state.exhausted and not self.quota.pending[state.wnid]):
+                    active.remove(state)
+            if active and not progressed:
+                await self.quota.changed()
+
+    def load_classes(self) -> list[ClassState]:
+        """The classes asked for, in order, with their folders and the images already there."""
+        p = self.params
+        if p.wnids == (ILSVRC,):
+            pairs: list[tuple[str, str | None]] = list(imagenet.ilsvrc1000())
+        elif p.wnids:
+            labels = dict(imagenet.ilsvrc1000())
+            pairs = [(w, labels.get(w)) for w in p.wnids]
+        elif p.wnids_file == "-":
+            pairs = imagenet.parse_wnid_lines(sys.stdin, "standard input")
+        elif p.wnids_file:
+            with open(p.wnids_file, encoding="utf-8", errors="replace") as f:
+                pairs = imagenet.parse_wnid_lines(f, p.wnids_file)
+        else:
+            counts = imagenet.count_url_file(p.urls_file or "", self.domains)
+            chosen = imagenet.choose_classes(counts, p.num_classes or 0, p.min_urls or p.per_class, p.seed)
+            labels = dict(imagenet.ilsvrc1000())
+            pairs = [(w, labels.get(w)) for w in chosen]
+        if not pairs:
+            raise ValueError("the class list is empty")
+        states = []
+        for index, (wnid, label) in enumerate(pairs):
+            name = wnid
+            if p.layout == "name_wnid" and label:
+                name = f"{imagenet.safe_label(imagenet.first_lemma(label))}_{wnid}"
+            state = ClassState(index, wnid, label, os.path.join(self.images_dir, name))
+            state.present = _images_in(state.folder)
+            states.append(state)
+        return states
+
+    def write_classes_txt(self, classes: list[ClassState]) -> None:
+        """``classes.txt``: index, wnid and label in the order given, to map ImageFolder's indices back."""
+        lines = [f"{c.index}\t{c.wnid}\t{c.label or ''}\n" for c in classes]
+        atomic_write(os.path.join(self.images_dir, "classes.txt"), "".join(lines).encode("utf-8"))
+
+    def read_urls_file(self, classes: list[ClassState]) -> dict[str, list[imagenet.Candidate]]:
+        return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
+
+    async def load_candidates(self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None) -> None:
+        state.loaded = True
+        if self.quota.full(state.wnid):
+            return
+        if from_file is not None:
+            state.candidates = [c for c in from_file.get(state.wnid, []) if self.usable(c.url)]
+            if not state.candidates:
+                state.no_urls = "the URL list has no usable URL for it"
+            return
+        url = f"{self.api_url}?{urlencode({'wnid': state.wnid})}"
+        try:
+            response = await self.fetch(url, "URL list")
+            if response.status != 200:
+                raise SourceError(f"{url} answered HTTP {response.status}")
+            candidates = imagenet.parse_geturls(response.body, state.wnid)
+        except (SourceError, imagenet.NoUrls) as exc:
+            state.no_urls = str(exc)
+            logger.warning("%s: no URLs: %s", state.wnid, exc)
+            return
+        state.candidates = [c for c in candidates if self.usable(c.url)]
+        if not state.candidates:
+            state.no_urls = f"none of its {len(candidates)} URLs is usable (flickr_only={self.params.flickr_only})"
+
+    def usable(self, url: str) -> bool:
+        return self.domains is None or imagenet.host_matches(url, self.domains)
+
+    def next_item(self, state: ClassState) -> ImageItem | None:
+        """The item for the next candidate, or None when it needs no download."""
+        candidate = state.candidates[state.position]
+        state.position += 1
+        if candidate.image_id in state.present:
+            return None
+        item = ImageItem(
+            image_id=candidate.image_id,
+            image_urls=[candidate.url],
+            stems=[os.path.join(state.folder, candidate.image_id)],
+            group=state.wnid,
+            label=state.label,
+            ext=url_extension(candidate.url),
+        )
+        first = self.urls_used.setdefault(candidate.url, state.wnid)
+        if first != state.wnid:
+            item.outcome, item.detail = DUPLICATE, f"the same URL is listed in {first}, which came first"
+        return item
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def on_recorded(self, item: ImageItem) -> None:
+        if item.kind == "image" and item.group:
+            self.outcomes[item.group][item.outcome or "?"] += 1
+
+    def summarise(self, classes: list[ClassState]) -> None:
+        wanted = self.params.per_class
+        short = []
+        for state in classes:
+            kept = self.quota.kept[state.wnid]
+            name = f"{state.wnid} ({state.label.split(',')[0]})" if state.label else state.wnid
+            if kept >= wanted:
+                logger.info("%s: %d/%d", name, kept, wanted)
+                continue
+            failures = {k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES}
+            why = state.no_urls or (
+                f"out of candidates after {len(state.candidates)} URLs; "
+                + (", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "no failures")
+            )
+            logger.warning("%s: only %d/%d images: %s", name, kept, wanted, why)
+            short.append(state.wnid)
+        full = len(classes) - len(short)
+        logger.info("%d of %d classes have %d images", full, len(classes), wanted)
+        if short and self.params.strict:
+            self.fail(f"strict: {len(short)} class(es) have fewer than {wanted} images: {', '.join(short[:10])}",
+                      stop=False)
+
+
+def _images_in(folder: str) -> set[str]:
+    """Stems of the images in a class folder (each was checked before it was renamed there)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    return {n.rsplit(".", 1)[0] for n in names if "." in n and n.rsplit(".", 1)[1].lower() in ALL_EXTENSIONS}

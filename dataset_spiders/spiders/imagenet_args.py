@@ -1,0 +1,74 @@
+"""The ``imagenet`` spider's arguments: one model, validated before the first request."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..params import arg, boolean, choice, http_url, optional, path, whole_number
+from ..sources.imagenet import valid_wnid
+
+ILSVRC = "ilsvrc1000"
+
+
+def wnid_list(value: object) -> tuple[str, ...]:
+    """Comma-separated wnids, or ``ilsvrc1000``."""
+    items = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise ValueError("expected comma-separated wnids (n + 8 digits) or ilsvrc1000, got an empty value")
+    if items == [ILSVRC]:
+        return (ILSVRC,)
+    for item in items:
+        if not valid_wnid(item):
+            raise ValueError(f"{item!r} is not a wnid (n + 8 digits)")
+    return tuple(dict.fromkeys(items))
+
+
+def existing_file(value: object) -> str:
+    text = path(value)
+    if text != "-" and not os.path.isfile(text):
+        raise ValueError(f"no such file: {text}")
+    return text
+
+
+@dataclass(frozen=True)
+class ImagenetParams:
+    wnids: tuple[str, ...] = arg(
+        optional(wnid_list), (), "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes)", shown="none"
+    )
+    wnids_file: str | None = arg(
+        optional(existing_file), None,
+        "one class a line: `wnid`, `label,wnid` or `wnid<TAB>label`; `#` comments; `-` reads standard input",
+        shown="none",
+    )
+    num_classes: int | None = arg(
+        optional(whole_number(1)), None, "draw this many classes at random from `urls_file`", shown="none"
+    )
+    min_urls: int | None = arg(
+        optional(whole_number(1)), None, "with `num_classes`: only classes with this many usable URLs",
+        shown="`per_class`",
+    )
+    seed: int | None = arg(optional(whole_number(0)), None, "with `num_classes`: the random seed", shown="none")
+    per_class: int = arg(whole_number(1), 10, "images to keep per class")
+    urls_file: str | None = arg(
+        optional(existing_file), None, "a URL list such as `fall11_urls.txt` (or `.gz`): `<wnid>_<n>` TAB URL",
+        shown="none: the geturls API",
+    )
+    api_url: str | None = arg(optional(http_url), None, "the geturls endpoint", shown="setting `IMAGENET_API_URL`")
+    flickr_only: bool = arg(boolean, True, "only URLs on Flickr's hosts (setting `FLICKR_DOMAINS`)")
+    out_dir: str = arg(path, "Data", "the dataset root: `manifest.jsonl` goes here")
+    images_dir: str | None = arg(
+        optional(path), None, "the image tree, one folder per class", shown="`{out_dir}/ImageNet`"
+    )
+    layout: str = arg(choice("wnid", "name_wnid"), "wnid", "class folders named `{wnid}` or `{label}_{wnid}`")
+    strict: bool = arg(boolean, False, "exit 1 when a class ends with fewer than `per_class` images")
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("wnids", "wnids_file", "num_classes") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of wnids, wnids_file or num_classes")
+        if self.num_classes and not self.urls_file:
+            raise ValueError("num_classes: classes are drawn from urls_file; give urls_file too")
+
+    def folder(self) -> str:
+        return os.path.abspath(self.images_dir or os.path.join(self.out_dir, "ImageNet"))
