@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-
-from PIL import Image
+from typing import Any
 
 from . import manifest
 from .manifest import Entry, ManifestWriter
-from .outcomes import KEPT_OUTCOMES, PRESENT
+from .outcomes import KEPT_OUTCOMES, PRESENT, ImageRejected
 
 #: The extensions a kept image may have, per Pillow format (the first is the one we give).
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -54,11 +53,12 @@ class Dataset:
     def entry(self, kind: str, image_id: str) -> Entry | None:
         return self.index.get(manifest.key(kind, image_id))
 
-    def find_present(self, kind: str, image_id: str, stem: str) -> Entry | None:
+    def find_present(self, kind: str, image_id: str, stem: str, limits: Any = None) -> Entry | None:
         """The image already kept under ``stem``.*, or None. Blocking: run it in a thread.
 
-        A file under a final name was checked before it was renamed there, so finding it is
-        enough; the manifest's size makes a replaced file show, and spares hashing it again.
+        A file the manifest vouches for (same size) is trusted without reading it. Any other
+        file is decoded in full first (``limits``: the validation's); one that fails is not
+        present, and the download replaces it.
         """
         known = self.entry(kind, image_id)
         if known and known.outcome in KEPT_OUTCOMES and known.path:
@@ -72,7 +72,7 @@ class Dataset:
         for ext in ALL_EXTENSIONS:
             path = f"{stem}.{ext}"
             if os.path.isfile(path):
-                return _describe_file(path)
+                return _describe_file(path, limits)
         return None
 
 
@@ -80,17 +80,17 @@ def _stem(path: str) -> str:
     return os.path.splitext(path)[0]
 
 
-def _describe_file(path: str) -> Entry:
+def _describe_file(path: str, limits: Any) -> Entry | None:
+    from .pipelines.validate import Limits, inspect_image
+
+    try:
+        width, height, _, _ = inspect_image(path, limits or Limits(max_pixels=2**40))
+    except ImageRejected:
+        return None
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    width = height = None
-    try:
-        with Image.open(path) as im:  # header only: the file was fully checked before
-            width, height = im.size
-    except Exception:
-        pass
     return Entry(PRESENT, path, size, digest.hexdigest(), width, height)

@@ -17,6 +17,8 @@ from scrapy.exceptions import (
 )
 from twisted.internet import error as twisted_error
 
+DOWNLOADED = "downloaded"  # a stage, not an outcome: staged, the checks still to come
+
 KEPT = "kept"  # downloaded, checked and renamed into place in this run
 PRESENT = "present"  # already on disk from an earlier run; not downloaded again
 DESCRIBED = "described"  # description saved; the image was not asked for (no_images)
@@ -46,6 +48,17 @@ TRANSIENT_OUTCOMES = frozenset({TIMEOUT, CONNECTION, TRUNCATED, ERROR, "http_408
 def http_outcome(status: int) -> str:
     """``http_404`` and friends: one outcome per HTTP status."""
     return f"http_{status}"
+
+
+#: Failures a re-run does not try again: the same URL would give the same answer.
+PERMANENT_OUTCOMES = frozenset({EMPTY, NOT_IMAGE, CORRUPT, TOO_SMALL, TOO_LARGE, PLACEHOLDER})
+
+
+def is_permanent(outcome: str) -> bool:
+    """Whether a re-run should skip an image with this outcome (404, 410, not an image, ...)."""
+    if outcome in PERMANENT_OUTCOMES:
+        return True
+    return outcome.startswith("http_4") and outcome not in TRANSIENT_OUTCOMES
 
 
 def is_transient(outcome: str) -> bool:

@@ -25,6 +25,7 @@ class Quota:
         self.slack = max(0, slack)
         self.kept: Counter[str] = Counter()
         self.pending: Counter[str] = Counter()
+        self.stopped = False
         self._changed = asyncio.Event()
         self._full: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -33,7 +34,7 @@ class Quota:
 
     def has_room(self, group: str = "") -> bool:
         """Whether one more image of ``group`` may be put in flight now."""
-        if self.pending[group] >= self.window or self.full(group):
+        if self.stopped or self.pending[group] >= self.window or self.full(group):
             return False
         return self.target is None or self.kept[group] + self.pending[group] < self.target + self.slack
 
@@ -69,6 +70,11 @@ class Quota:
             self.pending[group] -= 1
         self._changed.set()
 
+    def stop(self) -> None:
+        """No more images may be put in flight (the run is stopping); wake whoever waits."""
+        self.stopped = True
+        self._changed.set()
+
     def in_flight(self) -> int:
         return sum(self.pending.values())
 
@@ -89,7 +95,7 @@ class Quota:
     async def wait_for_room(self, group: str = "") -> bool:
         """Wait until ``group`` has room (True), or return False once it is full."""
         while not self.has_room(group):
-            if self.full(group):
+            if self.full(group) or self.stopped:
                 return False
             await self.changed()
         return True

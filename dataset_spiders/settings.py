@@ -54,6 +54,7 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "dataset_spiders.extensions.report.OutcomeReport": 500,
     "dataset_spiders.extensions.isic_catalog.IsicCatalog": 600,  # isic runs only
+    "dataset_spiders.extensions.drain.FinishClosingWhenDrained": 700,  # Ctrl-C with items in flight
 }
 IMAGES_STORE = "Data"  # each spider sets it to its `out_dir`; staging files live under it
 MEDIA_ALLOW_REDIRECTS = True  # old image URLs redirect (http to https, moved buckets)

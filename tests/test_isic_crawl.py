@@ -282,3 +282,78 @@ def test_the_pixel_limit_rejects_before_decoding(isic, out):
     assert run.files("Images") == {}
     assert run.outcomes() == {"too_large": 78, "http_404": 1, "not_image": 1}
     assert "kept 0 of the 2 images asked for" in run.stderr
+
+
+def test_an_unwritable_folder_mid_run_stops_cleanly_with_exit_1(out):
+    records = make_archive(30)
+    (out / "Images").mkdir(parents=True)
+    (out / "Images" / "malignant").write_text("a file where a folder should be")
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "layout=by_label", timeout=60)
+    assert run.code == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: cannot write to Images/malignant/ISIC_")
+    kept = run.files("Images")
+    assert kept and all(name.startswith("benign/") for name in kept if name != "malignant")
+    assert not list((out / ".staging").iterdir())
+
+
+def test_urls_that_are_not_http_are_never_fetched(out):
+    records = make_archive(3)
+    records[0].full_url = "file:///etc/passwd"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api))
+    assert run.code == 0, run.stderr
+    assert sorted(run.files("Images")) == ["ISIC_0000001.jpg", "ISIC_0000002.jpg"]
+    assert run.outcomes() == {"kept": 2, "no_url": 1}
+
+
+def test_a_record_listed_twice_counts_once(out):
+    records = make_archive(8)
+    records[3].isic_id = records[2].isic_id
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "num_images=5")
+    assert run.code == 0, run.stderr
+    assert len(run.files("Images")) == 5
+    assert "ISIC_0000002 is listed twice" in run.stderr
+
+
+def test_a_rerun_replaces_a_damaged_file_and_skips_permanent_failures(isic, archive, out):
+    api, host = isic
+    first = crawl("isic", out, api_args(api), "num_images=12", "filter=benign")
+    assert first.code == 0, first.stderr
+    victim = out / "Images" / sorted(first.files("Images"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])
+    host.clear_log()
+    second = crawl("isic", out, api_args(api), "num_images=12", "filter=benign")
+    assert second.code == 0, second.stderr
+    assert victim.read_bytes() == good
+    fetched = {path for _, path in host.log}
+    benign = [r for r in archive if r.diagnosis_1 == "Benign"]
+    # the damaged file, and the truncated one (maybe a dropped connection); not the 404 nor the HTML page
+    assert fetched == {f"/images/{victim.name}", f"/images/{benign[11].isic_id}.jpg"}
+
+
+def test_filter_and_query_combine_into_one_search(out):
+    records = make_archive(12)
+    for i, record in enumerate(records):
+        record.extra_clinical = {"sex": "female" if i % 3 == 0 else "male"}
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "filter=malignant", "query=sex:female")
+        searches = api.requests_for("/api/v2/images/search/")
+    assert run.code == 0, run.stderr
+    wanted = [r for r in records if r.diagnosis_1 == "Malignant" and r.extra_clinical["sex"] == "female"]
+    expected = sorted(f"{r.isic_id}.jpg" for r in wanted)
+    assert sorted(run.files("Images")) == expected and expected
+    assert "query=diagnosis_1%3AMalignant+AND+%28sex%3Afemale%29" in searches[0]
+
+
+def test_num_images_100_costs_one_page_request(out):
+    records = make_archive(250, diagnoses=["Benign"])
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api), "num_images=100")
+        pages = api.requests_for("/api/v2/images/search/")
+    assert run.code == 0, run.stderr
+    assert len(run.files("Images")) == 100
+    assert len(pages) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
 from typing import Any
 
@@ -28,7 +29,7 @@ def parse_retry_after(value: bytes | str | None, now: float | None = None) -> fl
         return None
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     text = text.strip()
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,10}", text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

@@ -13,8 +13,7 @@ from typing import Any
 
 from ..dataset import extension_for
 from ..items import ImageItem
-from ..outcomes import DESCRIBED, DUPLICATE, ERROR, KEPT, PLACEHOLDER, PRESENT, SURPLUS
-from .download import DOWNLOADED
+from ..outcomes import DESCRIBED, DOWNLOADED, DUPLICATE, ERROR, KEPT, PLACEHOLDER, PRESENT, SURPLUS
 from .placeholders import site_of
 from .store import StagingFilesStore
 

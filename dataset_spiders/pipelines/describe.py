@@ -14,6 +14,13 @@ from .store import atomic_write
 class SaveDescriptionsPipeline:
     """Writes ``description`` to ``description_path`` for images in the dataset."""
 
+    def __init__(self, crawler: Any):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> SaveDescriptionsPipeline:
+        return cls(crawler)
+
     async def process_item(self, item: Any) -> Any:
         if (
             isinstance(item, ImageItem)
@@ -22,5 +29,8 @@ class SaveDescriptionsPipeline:
             and item.outcome in KEPT_OUTCOMES
         ):
             data = json.dumps(item.description, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-            await asyncio.to_thread(atomic_write, item.description_path, data)
+            try:
+                await asyncio.to_thread(atomic_write, item.description_path, data)
+            except OSError as exc:  # the image is complete and stays; a re-run writes the description
+                self.crawler.spider.fail(f"cannot write to {item.description_path}: {exc.strerror or exc}")
         return item

@@ -23,12 +23,12 @@ from twisted.python.failure import Failure
 
 from ..items import ImageItem
 from ..middlewares.cancel_when_full import GROUP_META
-from ..outcomes import DUPLICATE, EMPTY, PRESENT, ImageRejected, classify, http_outcome
+from ..outcomes import DOWNLOADED, DUPLICATE, EMPTY, PRESENT, ImageRejected, classify, http_outcome
 from .store import StagingFilesStore
+from .validate import Limits
 
 logger = logging.getLogger(__name__)
 
-DOWNLOADED = "downloaded"  # staged, not yet checked: never an outcome in the manifest
 #: Outcomes after which the next alternative URL of an item is tried.
 TRY_NEXT = frozenset({"http_404", "http_410"})
 
@@ -55,6 +55,7 @@ class DatasetImagesPipeline(ImagesPipeline):
     def __init__(self, store_uri: str, download_func: None = None, *, crawler: Any):
         super().__init__(store_uri, crawler=crawler)
         self.timeout: float = crawler.settings.getfloat("IMAGES_DOWNLOAD_TIMEOUT", 0) or 0
+        self.limits = Limits.from_settings(crawler.settings)
         retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
         self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
 
@@ -98,7 +99,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> FileInfo | None:
         dataset = self.crawler.spider.dataset
-        found = await asyncio.to_thread(dataset.find_present, item.kind, item.image_id, item.stem)
+        found = await asyncio.to_thread(dataset.find_present, item.kind, item.image_id, item.stem, self.limits)
         if found is None:
             return None
         item.path, item.size, item.sha256 = found.path, found.bytes, found.sha256

@@ -19,10 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..items import ImageItem
-from ..outcomes import KEPT, PLACEHOLDER
+from ..outcomes import DOWNLOADED, KEPT, PLACEHOLDER
 from ..seen import KeptRef
 from ..sources.imagenet import registrable_domain
-from .download import DOWNLOADED
 
 logger = logging.getLogger(__name__)
 

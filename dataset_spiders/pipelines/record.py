@@ -16,8 +16,7 @@ from scrapy.exceptions import DropItem
 
 from .. import signals as our_signals
 from ..items import ImageItem
-from ..outcomes import ERROR, KEPT, KEPT_OUTCOMES, PLACEHOLDER
-from .download import DOWNLOADED
+from ..outcomes import DOWNLOADED, ERROR, KEPT, KEPT_OUTCOMES, PLACEHOLDER
 from .placeholders import site_of
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..dataset import FORMAT_EXTENSIONS
 from ..items import ImageItem
-from ..outcomes import CORRUPT, NOT_IMAGE, TOO_LARGE, TOO_SMALL, TRUNCATED, ImageRejected
-from .download import DOWNLOADED
+from ..outcomes import CORRUPT, DOWNLOADED, NOT_IMAGE, TOO_LARGE, TOO_SMALL, TRUNCATED, ImageRejected
 
 # Our own limit (IMAGES_MAX_PIXELS) is checked before decoding, so Pillow's global one, which
 # only warns between 89 and 179 megapixels, is not needed.
@@ -33,6 +32,15 @@ class Limits:
     min_height: int = 0
     max_pixels: int = 178_956_970
     pixel_digest: bool = False  # also hash the decoded pixels (for duplicate detection)
+
+    @classmethod
+    def from_settings(cls, s: Any) -> Limits:
+        return cls(
+            min_width=s.getint("IMAGES_MIN_WIDTH"),
+            min_height=s.getint("IMAGES_MIN_HEIGHT"),
+            max_pixels=s.getint("IMAGES_MAX_PIXELS"),
+            pixel_digest=s.getbool("DEDUPLICATE_IMAGES"),
+        )
 
 
 def inspect_image(path: str, limits: Limits) -> tuple[int, int, str, str | None]:
@@ -85,15 +93,7 @@ class ValidateImagesPipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> ValidateImagesPipeline:
-        s = crawler.settings
-        return cls(
-            Limits(
-                min_width=s.getint("IMAGES_MIN_WIDTH"),
-                min_height=s.getint("IMAGES_MIN_HEIGHT"),
-                max_pixels=s.getint("IMAGES_MAX_PIXELS"),
-                pixel_digest=s.getbool("DEDUPLICATE_IMAGES"),
-            )
-        )
+        return cls(Limits.from_settings(crawler.settings))
 
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, ImageItem) or item.outcome != DOWNLOADED or not item.staged:

@@ -96,7 +96,15 @@ def v2_label(clinical: dict[str, Any]) -> str | None:
     return value.lower() if isinstance(value, str) and value.lower() in LABELS else None
 
 
-def v2_record(raw: Any) -> IsicRecord:
+def image_url(value: Any, base: str) -> str | None:
+    """An http(s) image URL from the record, resolved against the page; None for anything else."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    url = urljoin(base, value.strip())
+    return url if urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname else None
+
+
+def v2_record(raw: Any, page_url: str = "") -> IsicRecord:
     if not isinstance(raw, dict):
         raise RecordError(f"a result is not a JSON object: {str(raw)[:80]}")
     metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
@@ -104,7 +112,7 @@ def v2_record(raw: Any) -> IsicRecord:
     acquisition = metadata.get("acquisition") if isinstance(metadata.get("acquisition"), dict) else {}
     files = raw.get("files") if isinstance(raw.get("files"), dict) else {}
     full = files.get("full") if isinstance(files.get("full"), dict) else {}
-    url = full.get("url") if isinstance(full.get("url"), str) else None
+    url = image_url(full.get("url"), page_url)
     return IsicRecord(
         isic_id=str(raw.get("isic_id")),
         label=v2_label(clinical),

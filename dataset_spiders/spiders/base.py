@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 import scrapy
 from scrapy import Request
-from scrapy.utils.defer import _schedule_coro
 
 from ..dataset import Dataset
+from ..outcomes import is_permanent
 from ..params import parse_args
 from ..quota import Quota
 from ..seen import PlaceholderLearner, SeenImages
@@ -59,13 +59,27 @@ class DatasetSpider(scrapy.Spider):
         return None
 
     def fail(self, message: str, *, stop: bool = True) -> None:
-        """Mark the run failed (the exit status will say so); with ``stop``, end it now."""
+        """Mark the run failed (the exit status will say so); with ``stop``, list no more images.
+
+        The images in flight finish and are recorded; ``start()`` then ends and Scrapy closes.
+        (Closing the engine while items from ``start()`` are in the pipelines would hang.)
+        """
         if self.fatal_error is None:
             self.fatal_error = message
             logger.error(message)
             self.crawler.stats.set_value("dataset/fatal_error", message)
-        if stop and self.crawler.engine.running:
-            _schedule_coro(self.crawler.engine.close_spider_async(reason="failed"))
+        if stop:
+            self.quota.stop()
+
+    def known_failure(self, kind: str, image_id: str) -> bool:
+        """Whether an earlier run recorded a failure that trying again would not mend (a 404,
+        not an image, a placeholder): such an image is not asked for again. Timeouts, 5xx
+        and dropped connections are."""
+        entry = self.dataset.entry(kind, image_id)
+        if entry is None or not is_permanent(entry.outcome):
+            return False
+        self.crawler.stats.inc_value("dataset/skipped_known_failure")
+        return True
 
     async def settle(self) -> None:
         """Wait for every image in flight to finish its pipelines.

@@ -97,7 +97,7 @@ class ImagenetSpider(DatasetSpider):
                 self.quota.add_existing(state.wnid)
         self.urls_used: dict[str, str] = {}  # URL -> the class that listed it first
         waiting: deque[ClassState] = deque(classes)
-        while waiting:
+        while waiting and not self.quota.stopped:
             async for item in self.feed(waiting, from_file):
                 yield item
             await self.settle()
@@ -112,7 +112,7 @@ class ImagenetSpider(DatasetSpider):
         """Yield candidates, class by class, while each has room, until every class is done."""
         active: list[ClassState] = []
         max_active = self.settings.getint("IMAGENET_ACTIVE_CLASSES")
-        while waiting or active:
+        while (waiting or active) and not self.quota.stopped:
             while waiting and len(active) < max_active:
                 state = waiting.popleft()
                 if not state.loaded:

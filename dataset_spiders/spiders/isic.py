@@ -58,20 +58,27 @@ class IsicSpider(DatasetSpider):
             return
         if p.segmentation and p.api_version == 2:
             logger.warning("The ISIC API v2 serves no segmentation masks; use api_version=1 for masks. Going on.")
+        self.listed: set[str] = set()
         try:
             await self.check_collections()
-            async for record in self.records():
-                item = self.make_item(record)
-                if item is None:
-                    continue
-                if not await self.quota.wait_for_room():
+            records = aiter(self.records())
+            # Room first, then the next record: a page is fetched only when an image can go.
+            while await self.quota.wait_for_room():
+                try:
+                    record = await anext(records)
+                except StopAsyncIteration:
                     break
-                self.quota.reserve()
-                yield item
+                item = self.make_item(record)
+                if item is not None:
+                    self.quota.reserve()
+                    yield item
         except SearchRejected as exc:
             self.fail(str(exc))
         except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
             self.fail(f"{exc}; the listing ends here", stop=False)
+        except Exception as exc:  # a bug: still a clean end, a line in the log and exit 1
+            logger.exception("The listing failed")
+            self.fail(f"the listing failed: {type(exc).__name__}: {exc}", stop=False)
         await self.settle()
         kept, wanted = self.quota.kept[""], self.quota.target
         if wanted is not None and kept < wanted and self.fatal_error is None:
@@ -101,10 +108,12 @@ class IsicSpider(DatasetSpider):
             if url in seen:
                 raise SourceError(f"the search repeated a page ({url})")
             seen.add(url)
+            page = url
             status, data = await self.fetch_json(url, "search page")
             if status == 400:
                 message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
-                raise SearchRejected(f"the ISIC API rejected the search {query!r}: {message or 'HTTP 400'}")
+                what = f"the search {query!r}" if query else "the listing"
+                raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}")
             if status != 200:
                 raise SourceError(f"the search page {url} answered HTTP {status}")
             try:
@@ -120,7 +129,10 @@ class IsicSpider(DatasetSpider):
                 if to_skip:
                     to_skip -= 1
                     continue
-                yield isic.v2_record(raw)
+                try:
+                    yield isic.v2_record(raw, page_url=page)
+                except isic.RecordError as exc:
+                    logger.warning("Skipping a record: %s", exc)
 
     async def v1_records(self) -> AsyncIterator[isic.IsicRecord]:
         p = self.params
@@ -165,6 +177,13 @@ class IsicSpider(DatasetSpider):
         if not isic.valid_id(record.isic_id):
             return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=BAD_ID,
                              detail="the id is not ISIC_ and 7 digits")
+        if record.isic_id in self.listed:
+            self.crawler.stats.inc_value("isic/listed_twice")
+            logger.warning("%s is listed twice; the second listing is skipped", record.isic_id)
+            return None
+        self.listed.add(record.isic_id)
+        if self.known_failure("image", record.isic_id):
+            return None
         if p.filter and record.label != p.filter:
             self.crawler.stats.inc_value("isic/outside_filter")
             logger.warning("%s is labelled %s, outside filter=%s; skipped", record.isic_id, record.label, p.filter)

@@ -4,7 +4,7 @@ from scrapy.exceptions import DownloadTimeoutError, ResponseDataLossError
 from scrapy.pipelines.media import FileException
 
 from dataset_spiders.middlewares.retry_after import parse_retry_after
-from dataset_spiders.outcomes import ImageRejected, classify, is_transient
+from dataset_spiders.outcomes import ImageRejected, classify, is_permanent, is_transient
 
 
 def _wrapped(cause: BaseException) -> FileException:
@@ -28,6 +28,8 @@ def test_classify_finds_the_reason_in_the_context():
 def test_transient_outcomes_are_retried_on_a_rerun_and_permanent_ones_are_not():
     assert all(is_transient(o) for o in ("timeout", "connection", "http_503", "http_429", "truncated"))
     assert not any(is_transient(o) for o in ("http_404", "http_410", "not_image", "placeholder", "kept"))
+    assert all(is_permanent(o) for o in ("http_404", "http_410", "http_403", "not_image", "placeholder", "empty"))
+    assert not any(is_permanent(o) for o in ("timeout", "http_429", "http_503", "kept", "surplus", "duplicate"))
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
@@ -35,4 +37,5 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     assert parse_retry_after(b"soon") is None
+    assert parse_retry_after("²") is None
     assert parse_retry_after(None) is None
