@@ -244,3 +244,50 @@ def test_a_url_file_with_random_classes_is_reproducible(tmp_path):
 def test_bad_arguments_stop_before_any_request(args, message, out):
     run = crawl("imagenet", out, *args)
     assert (run.code, run.stderr.strip()) == (2, message)
+
+
+def test_formats_redirects_rate_limits_and_huge_images(out):
+    from tests.emulators import images
+
+    wnid = "n00000000"
+    photos = [
+        FakePhoto("http://farm3.static.flickr.com/1/cmyk.jpg", body=images.cmyk_jpeg(64, 48, seed=1)),
+        FakePhoto("http://farm3.static.flickr.com/1/alpha.png", body=images.png_rgba(64, 48, seed=2)),
+        FakePhoto("http://farm3.static.flickr.com/1/moved.jpg", behaviour="redirect_https"),
+        FakePhoto("http://farm3.static.flickr.com/1/busy.jpg", behaviour="429_once"),
+        FakePhoto("http://farm3.static.flickr.com/1/huge.png", behaviour="huge_pixels"),
+        FakePhoto("http://farm3.static.flickr.com/1/tiny.jpg", body=images.jpeg(16, 12, seed=3)),
+    ]
+    with PhotoHosts({wnid: photos}) as hosts, GeturlsServer({wnid: photos}) as api:
+        run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=6")
+    assert run.code == 0, run.stderr
+    files = run.files(f"ImageNet/{wnid}")
+    assert sorted(files.values()) == sorted(p.body for p in photos[:4])
+    assert sorted(name.rsplit(".", 1)[1] for name in files) == ["jpg", "jpg", "jpg", "png"]
+    outcomes = {line["url"].rsplit("/", 1)[1]: line for line in run.manifest()}
+    assert outcomes["huge.png"]["outcome"] == "too_large"
+    assert outcomes["tiny.jpg"]["outcome"] == "too_small"
+    assert outcomes["moved.jpg"]["final_url"] != outcomes["moved.jpg"]["url"]
+    assert f"{wnid}: only 4/6 images" in run.stderr
+
+
+def test_ilsvrc1000_writes_the_class_index_in_order(out):
+    with PhotoHosts({}) as hosts, GeturlsServer({}) as api:  # every class: "not ready yet"
+        run = imagenet(out, hosts, api, "wnids=ilsvrc1000", "per_class=1",
+                       settings={"IMAGENET_ACTIVE_CLASSES": "200", "LOG_LEVEL": "ERROR"})
+    assert run.code == 0, run.stderr
+    lines = (out / "ImageNet" / "classes.txt").read_text().splitlines()
+    assert len(lines) == 1000
+    assert lines[0] == "0\tn01440764\ttench, Tinca tinca"
+    assert lines[999].startswith("999\tn15075141\t")
+    assert os.listdir(out / "ImageNet") == ["classes.txt"]
+
+
+def test_an_empty_class_list_is_an_error_before_any_request(out, tmp_path):
+    listing = tmp_path / "wnids.txt"
+    listing.write_text("# nothing here\n\n")
+    with PhotoHosts({}) as hosts, GeturlsServer({}) as api:
+        run = imagenet(out, hosts, api, f"wnids_file={listing}")
+        assert api.log == [] and hosts.url_log == []
+    assert run.code == 1
+    assert run.stderr.strip().splitlines()[-1] == "error: the class list is empty"

@@ -113,11 +113,9 @@ class ImagenetSpider(DatasetSpider):
         active: list[ClassState] = []
         max_active = self.settings.getint("IMAGENET_ACTIVE_CLASSES")
         while (waiting or active) and not self.quota.stopped:
-            while waiting and len(active) < max_active:
-                state = waiting.popleft()
-                if not state.loaded:
-                    await self.load_candidates(state, from_file)
-                active.append(state)
+            starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
+            await asyncio.gather(*(self.load_candidates(s, from_file) for s in starting if not s.loaded))
+            active.extend(starting)
             progressed = False
             for state in list(active):
                 while not state.exhausted and self.quota.has_room(state.wnid):
