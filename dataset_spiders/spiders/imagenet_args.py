@@ -38,7 +38,7 @@ class ImagenetParams:
     )
     wnids_file: str | None = arg(
         optional(existing_file), None,
-        "one class a line: `wnid`, `label,wnid` or `wnid<TAB>label`; `#` comments; `-` reads standard input",
+        "one class a line: `wnid`, `label,wnid` or wnid, a tab, label; `#` comments; `-` reads standard input",
         shown="none",
     )
     num_classes: int | None = arg(
