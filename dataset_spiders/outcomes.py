@@ -116,6 +116,12 @@ def classify(exc: BaseException) -> tuple[str, str]:
         seen.add(id(current))
         if isinstance(current, ImageRejected):
             return current.outcome, current.detail
+        if type(current) is IgnoreRequest:  # Scrapy says why only in words
+            text = str(current)
+            if "DOWNLOAD_MAXSIZE" in text:  # a body, or a gzip bomb, over the size limit
+                return TOO_LARGE, _one_line(current)
+            if "redirection" in text:
+                return REDIRECT, _one_line(current)
         for types, outcome in _BY_EXCEPTION:
             if isinstance(current, types):
                 return outcome, _one_line(current)

@@ -291,3 +291,22 @@ def test_an_empty_class_list_is_an_error_before_any_request(out, tmp_path):
         assert api.log == [] and hosts.url_log == []
     assert run.code == 1
     assert run.stderr.strip().splitlines()[-1] == "error: the class list is empty"
+
+
+def test_hostile_hosts_are_bounded_and_recorded(out):
+    wnid = "n00000000"
+    big = FakePhoto("http://farm3.static.flickr.com/1/big.jpg", body=b"\xff\xd8" + bytes(300_000))
+    loop = FakePhoto("http://farm3.static.flickr.com/1/loop.jpg", behaviour="redirect_https",
+                     location="http://farm3.static.flickr.com/1/loop.jpg")
+    scheme = FakePhoto("http://farm3.static.flickr.com/1/file.jpg", behaviour="redirect_https",
+                       location="file:///etc/passwd")
+    good = FakePhoto("http://farm3.static.flickr.com/1/good.jpg")
+    photos = [big, loop, scheme, good]
+    with PhotoHosts({wnid: photos}) as hosts, GeturlsServer({wnid: photos}) as api:
+        run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=4", settings={"DOWNLOAD_MAXSIZE": "100000"})
+        loop_hits = hosts.hits_for(loop.url)
+    assert run.code == 0, run.stderr
+    assert list(run.files(f"ImageNet/{wnid}").values()) == [good.body]
+    outcomes = {line["url"].rsplit("/", 1)[1]: line["outcome"] for line in run.manifest()}
+    assert outcomes == {"big.jpg": "too_large", "loop.jpg": "redirect", "file.jpg": "http_301", "good.jpg": "kept"}
+    assert loop_hits <= 25

@@ -1,6 +1,6 @@
 """Failure reasons: the real cause, found behind Scrapy's bare FileException."""
 
-from scrapy.exceptions import DownloadTimeoutError, ResponseDataLossError
+from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError, IgnoreRequest, ResponseDataLossError
 from scrapy.pipelines.media import FileException
 
 from dataset_spiders.middlewares.retry_after import parse_retry_after
@@ -23,6 +23,12 @@ def test_classify_finds_the_reason_in_the_context():
     assert classify(_wrapped(ResponseDataLossError()))[0] == "truncated"
     assert classify(_wrapped(ImageRejected("http_404", "gone"))) == ("http_404", "gone")
     assert classify(ValueError("weird"))[0] == "error"
+    assert classify(_wrapped(IgnoreRequest("max redirections reached")))[0] == "redirect"
+    bomb = IgnoreRequest("Ignored response <200 http://x/b.jpg> because its body (1 B) exceeded DOWNLOAD_MAXSIZE")
+    assert classify(_wrapped(bomb))[0] == "too_large"
+    assert classify(_wrapped(DownloadCancelledError("Cancelling download: expected size larger than max")))[0] == (
+        "too_large"
+    )
 
 
 def test_transient_outcomes_are_retried_on_a_rerun_and_permanent_ones_are_not():
