@@ -19,6 +19,10 @@ T = TypeVar("T")
 class ArgumentError(ValueError):
     """A spider argument is wrong; the message is one line that names it."""
 
+    def __init__(self, message: str):
+        # What the user typed may hold line breaks or control characters: show them escaped.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
+
 
 def arg(parse: Callable[[Any], Any], default: Any, help: str, *, aliases: tuple[str, ...] = (), shown: str = "") -> Any:
     """A model field: ``parse`` turns the user's value into the field's type or raises ValueError."""

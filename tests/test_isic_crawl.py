@@ -357,3 +357,13 @@ def test_num_images_100_costs_one_page_request(out):
     assert run.code == 0, run.stderr
     assert len(run.files("Images")) == 100
     assert len(pages) == 1
+
+
+def test_a_disabled_image_pipeline_stops_the_run_instead_of_succeeding_empty(isic, out):
+    api, host = isic
+    run = crawl("isic", out, api_args(api), "num_images=2", settings={"IMAGES_STORE": "s3://bucket/images"})
+    assert run.code == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "error: the item pipeline DatasetImagesPipeline is disabled (the warning above says why); stopping"
+    )
+    assert host.log == [] and api.requests_for("/api/v2/images/search/") == []

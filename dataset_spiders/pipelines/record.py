@@ -16,7 +16,7 @@ from scrapy.exceptions import DropItem
 
 from .. import signals as our_signals
 from ..items import ImageItem
-from ..outcomes import DOWNLOADED, ERROR, KEPT, KEPT_OUTCOMES, PLACEHOLDER
+from ..outcomes import DOWNLOADED, ERROR, FILTERED, KEPT, KEPT_OUTCOMES, PLACEHOLDER
 from .placeholders import site_of
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class RecordOutcomesPipeline:
         self.crawler.stats.inc_value(stat_key(item))
         if item.outcome not in KEPT_OUTCOMES:
             logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
+        if item.outcome == FILTERED and "offsite" in item.detail.lower():
+            spider.fail(f"an image request was filtered as offsite ({item.url}): remove allowed_domains")
         if item.outcome == KEPT:
             spider.learner.note_kept(site, item)
         if item.kind == "image":

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import scrapy
 from scrapy import Request
+from scrapy.utils.misc import load_object
 
 from ..dataset import Dataset
 from ..outcomes import is_permanent
@@ -95,8 +96,22 @@ class DatasetSpider(scrapy.Spider):
                 return
             await asyncio.sleep(0.01)
 
+    def check_pipelines(self) -> bool:
+        """Scrapy disables a pipeline that raises NotConfigured (an ``s3://`` store without
+        botocore, say) with a mere warning, and the crawl "succeeds" with no images: stop instead."""
+        configured = [load_object(path) for path, order in self.settings.getdict("ITEM_PIPELINES").items()
+                      if order is not None]
+        enabled = {type(p) for p in self.crawler.engine.scraper.itemproc.middlewares}
+        for cls in configured:
+            if cls not in enabled:
+                self.fail(f"the item pipeline {cls.__name__} is disabled (the warning above says why); stopping")
+                return False
+        return True
+
     async def prepare_dataset(self, folders: list[str]) -> bool:
-        """Check that every output folder can be written, and read the manifest. False: failed."""
+        """Check the pipelines, that every output folder can be written, and read the manifest."""
+        if not self.check_pipelines():
+            return False
         try:
             await asyncio.to_thread(_check_writable, [self.dataset.root, *folders])
             await asyncio.to_thread(self.dataset.load)
