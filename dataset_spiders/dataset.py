@@ -10,6 +10,8 @@ from . import manifest
 from .manifest import Entry, ManifestWriter
 from .outcomes import KEPT_OUTCOMES, PRESENT, ImageRejected
 
+STAGING_DIR = ".staging"  # temporary files, under the dataset root; emptied at every start
+
 #: The extensions a kept image may have, per Pillow format (the first is the one we give).
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "JPEG": ("jpg", "jpeg"),
@@ -37,12 +39,14 @@ class Dataset:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self.manifest_path = os.path.join(self.root, manifest.MANIFEST_NAME)
+        self.staging_dir = os.path.join(self.root, STAGING_DIR)  # emptied at every start
         self.index: dict[str, Entry] = {}
+        self.learned_placeholders: set[tuple[str, str]] = set()  # (url, sha256) from earlier runs
         self.writer = ManifestWriter(self.manifest_path)  # opened at its first line
 
     def load(self) -> None:
         """Read the manifest an earlier run left (blocking; at start-up only)."""
-        self.index = manifest.load_index(self.manifest_path)
+        self.index = manifest.load_index(self.manifest_path, self.learned_placeholders)
 
     def relative(self, path: str | None) -> str | None:
         return None if path is None else os.path.relpath(path, self.root)
@@ -66,7 +70,7 @@ class Dataset:
             if _stem(path) == stem and known.sha256:
                 try:
                     if os.stat(path).st_size == known.bytes:
-                        return Entry(PRESENT, path, known.bytes, known.sha256, known.width, known.height)
+                        return Entry(PRESENT, path, known.bytes, known.sha256, known.width, known.height, known.pixels)
                 except OSError:
                     pass
         for ext in ALL_EXTENSIONS:
@@ -84,7 +88,7 @@ def _describe_file(path: str, limits: Any) -> Entry | None:
     from .pipelines.validate import Limits, inspect_image
 
     try:
-        width, height, _, _ = inspect_image(path, limits or Limits(max_pixels=2**40))
+        width, height, _, pixels = inspect_image(path, limits or Limits(max_pixels=2**40))
     except ImageRejected:
         return None
     digest = hashlib.sha256()
@@ -93,4 +97,4 @@ def _describe_file(path: str, limits: Any) -> Entry | None:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return Entry(PRESENT, path, size, digest.hexdigest(), width, height)
+    return Entry(PRESENT, path, size, digest.hexdigest(), width, height, pixels)

@@ -17,9 +17,10 @@ from typing import IO, Any
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+LEARNED_MARK = "photo URLs of"  # in the detail of every placeholder learned during a crawl
 FIELDS = (
     "id", "kind", "group", "label", "url", "final_url", "outcome", "detail",
-    "path", "bytes", "sha256", "width", "height",
+    "path", "bytes", "sha256", "width", "height", "pixels",
 )
 
 
@@ -33,6 +34,9 @@ class Entry:
     sha256: str | None
     width: int | None
     height: int | None
+    pixels: str | None = None  # digest of the decoded pixels (when duplicates are refused)
+    group: str | None = None
+    url: str | None = None
 
 
 def key(kind: str, image_id: str) -> str:
@@ -56,8 +60,11 @@ def read_lines(path: str) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def load_index(path: str) -> dict[str, Entry]:
-    """The last entry per image (``key(kind, id)``) of the manifest at ``path``."""
+def load_index(path: str, learned: set[tuple[str, str]] | None = None) -> dict[str, Entry]:
+    """The last entry per image (``key(kind, id)``) of the manifest at ``path``.
+
+    ``learned`` collects (url, sha256) of every placeholder learned during a crawl.
+    """
     index: dict[str, Entry] = {}
     for record in read_lines(path):
         index[key(record.get("kind") or "image", str(record["id"]))] = Entry(
@@ -67,7 +74,13 @@ def load_index(path: str) -> dict[str, Entry]:
             sha256=record.get("sha256"),
             width=record.get("width"),
             height=record.get("height"),
+            pixels=record.get("pixels"),
+            group=record.get("group"),
+            url=record.get("url"),
         )
+        learned_here = record.get("outcome") == "placeholder" and LEARNED_MARK in str(record.get("detail") or "")
+        if learned is not None and learned_here and record.get("sha256"):
+            learned.add((str(record.get("url") or ""), str(record["sha256"])))
     return index
 
 

@@ -33,11 +33,13 @@ class SeenImages:
         return self.by_bytes.get(item.sha256 or "") or self.by_pixels.get(item.pixels or "")
 
     def add(self, item: ImageItem) -> None:
-        ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
-        if item.sha256:
-            self.by_bytes.setdefault(item.sha256, ref)
-        if item.pixels:
-            self.by_pixels.setdefault(item.pixels, ref)
+        self.add_known(item.sha256, item.pixels, KeptRef(item.image_id, item.group, item.path or "", item.url or ""))
+
+    def add_known(self, sha256: str | None, pixels: str | None, ref: KeptRef) -> None:
+        if sha256:
+            self.by_bytes.setdefault(sha256, ref)
+        if pixels:
+            self.by_pixels.setdefault(pixels, ref)
 
     def forget(self, sha256: str | None, pixels: str | None) -> None:
         self.by_bytes.pop(sha256 or "", None)
@@ -51,7 +53,7 @@ class PlaceholderLearner:
     def __init__(self, threshold: int):
         self.threshold = threshold  # 0: off
         self.urls: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
-        self.kept: defaultdict[tuple[str, str], list[tuple[KeptRef, str | None]]] = defaultdict(list)
+        self.kept: defaultdict[tuple[str, str], dict[str, tuple[KeptRef, str | None]]] = defaultdict(dict)
         self.learned: set[tuple[str, str]] = set()
 
     def observe(self, site: str, sha256: str, url: str) -> list[tuple[KeptRef, str | None]] | None:
@@ -67,12 +69,20 @@ class PlaceholderLearner:
             return None
         self.learned.add(key)
         del self.urls[key]
-        return self.kept.pop(key, [])
+        return list(self.kept.pop(key, {}).values())
+
+    def add_learned(self, site: str, sha256: str) -> None:
+        """A placeholder an earlier run learned (from the manifest)."""
+        if self.threshold:
+            self.learned.add((site, sha256))
 
     def is_placeholder(self, site: str, sha256: str) -> bool:
         return (site, sha256) in self.learned
 
     def note_kept(self, site: str, item: ImageItem) -> None:
-        if self.threshold and item.sha256:
-            ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
-            self.kept[(site, item.sha256)].append((ref, item.pixels))
+        ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
+        self.note_kept_ref(site, item.sha256, ref, item.pixels)
+
+    def note_kept_ref(self, site: str, sha256: str | None, ref: KeptRef, pixels: str | None) -> None:
+        if self.threshold and sha256:
+            self.kept[(site, sha256)][ref.image_id] = (ref, pixels)

@@ -47,7 +47,10 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
-        fatal = getattr(getattr(crawler, "spider", None), "fatal_error", None)
+        spider = getattr(crawler, "spider", None)
+        fatal = getattr(spider, "fatal_error", None)
+        if not fatal and getattr(spider, "close_reason", None) == "shutdown":
+            fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
         if fatal:
             print(f"error: {fatal}", file=sys.stderr, flush=True)
             self.exitcode = 1

@@ -29,5 +29,9 @@ class FinishClosingWhenDrained:
     def check(self) -> None:
         scraper = self.crawler.engine.scraper
         slot = scraper.slot
-        if slot is not None and slot.closing is not None and not slot.closing.called:
+        if slot is None or slot.closing is None or slot.closing.called:
+            return
+        if slot.is_idle():
             scraper._check_if_closing()
+        else:  # the item is counted out of the slot a moment after its signal: look again soon
+            call_later(0.05, self.check)

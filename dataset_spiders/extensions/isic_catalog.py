@@ -77,6 +77,7 @@ class IsicCatalog:
     def write(self, spider: Any) -> None:
         metadata, attribution, count = build_catalog(spider.dataset.manifest_path, spider.descs_dir)
         root = spider.dataset.root
-        atomic_write(os.path.join(root, "metadata.csv"), metadata.encode("utf-8"))
-        atomic_write(os.path.join(root, "attribution.txt"), attribution.encode("utf-8"))
+        staging = spider.dataset.staging_dir
+        atomic_write(os.path.join(root, "metadata.csv"), metadata.encode("utf-8"), staging)
+        atomic_write(os.path.join(root, "attribution.txt"), attribution.encode("utf-8"), staging)
         logger.info("metadata.csv and attribution.txt describe %d image(s)", count)

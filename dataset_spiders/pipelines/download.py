@@ -103,7 +103,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         if found is None:
             return None
         item.path, item.size, item.sha256 = found.path, found.bytes, found.sha256
-        item.width, item.height = found.width, found.height
+        item.width, item.height, item.pixels = found.width, found.height, found.pixels
         self.inc_stats(PRESENT)
         return {"url": request.url, "path": found.path or "", "checksum": found.sha256, "status": PRESENT}
 

@@ -102,7 +102,7 @@ class RejectPlaceholdersPipeline:
             await asyncio.to_thread(os.unlink, ref.path)
         spider.dataset.writer.write(
             {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url,
-             "outcome": PLACEHOLDER, "detail": f"withdrawn: {why}"}
+             "outcome": PLACEHOLDER, "detail": f"withdrawn: {why}", "sha256": sha256}
         )
         stats = self.crawler.stats
         stats.inc_value(f"outcome/{KEPT}", -1)

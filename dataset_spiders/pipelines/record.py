@@ -105,4 +105,5 @@ class RecordOutcomesPipeline:
             "sha256": item.sha256,
             "width": item.width,
             "height": item.height,
+            "pixels": item.pixels,
         }

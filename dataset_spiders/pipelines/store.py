@@ -20,7 +20,7 @@ from typing import Any
 
 from scrapy.pipelines.files import FSFilesStore
 
-STAGING_DIR = ".staging"
+from ..dataset import STAGING_DIR
 
 
 def _fsync_write(path: str, data: bytes, fsync: bool) -> None:
@@ -31,14 +31,32 @@ def _fsync_write(path: str, data: bytes, fsync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+def move_into_place(staged: str, final: str) -> None:
+    """Rename ``staged`` to ``final`` (copying through a sibling when they are on two file systems)."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    try:
+        os.replace(staged, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = f"{final}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            shutil.copyfile(staged, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _unlink_quietly(staged)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, staging_dir: str, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through a file in ``staging_dir`` and a rename, so a crash
+    leaves nothing beside ``path`` (the staging folder is emptied at the next start)."""
+    os.makedirs(staging_dir, exist_ok=True)
+    tmp = os.path.join(staging_dir, f"{uuid.uuid4().hex}.part")
     try:
         _fsync_write(tmp, data, fsync)
-        os.replace(tmp, path)
+        move_into_place(tmp, os.path.abspath(os.fspath(path)))
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -87,20 +105,7 @@ class StagingFilesStore(FSFilesStore):
 
     def commit(self, staged: str, final: str) -> None:
         """Rename a staged file to its final path (copying across file systems). Blocking."""
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        try:
-            os.replace(staged, final)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = f"{final}.{uuid.uuid4().hex[:8]}.part"
-            try:
-                shutil.copyfile(staged, tmp)
-                os.replace(tmp, final)
-            except BaseException:
-                _unlink_quietly(tmp)
-                raise
-            _unlink_quietly(staged)
+        move_into_place(staged, final)
 
     def discard(self, staged: str | None) -> None:
         if staged:
@@ -116,9 +121,4 @@ class StagingFilesStore(FSFilesStore):
     ) -> None:
         """The stock entry point, made atomic."""
         final = str(Path(self.basedir, *os.fspath(path).split("/")))
-        staged, _ = self.stage(buf.getvalue())
-        try:
-            self.commit(staged, final)
-        except BaseException:
-            self.discard(staged)
-            raise
+        atomic_write(final, buf.getvalue(), self.staging_dir, self.fsync)

@@ -4,6 +4,7 @@ way to stop the run with one clear line and a non-zero exit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -11,14 +12,15 @@ import uuid
 from typing import Any, ClassVar
 
 import scrapy
-from scrapy import Request
+from scrapy import Request, signals
 from scrapy.utils.misc import load_object
 
 from ..dataset import Dataset
-from ..outcomes import is_permanent
+from ..outcomes import KEPT_OUTCOMES, is_permanent
 from ..params import parse_args
+from ..pipelines.placeholders import site_of
 from ..quota import Quota
-from ..seen import PlaceholderLearner, SeenImages
+from ..seen import KeptRef, PlaceholderLearner, SeenImages
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class DatasetSpider(scrapy.Spider):
         super().__init__()
         self.params = parse_args(self.Params, kwargs)
         self.fatal_error: str | None = None
+        self.close_reason: str | None = None
         self.dataset: Dataset
         self.quota: Quota
         self.seen: SeenImages | None
@@ -45,12 +48,16 @@ class DatasetSpider(scrapy.Spider):
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.dataset = Dataset(spider.out_dir())
+        crawler.signals.connect(spider.on_spider_closed, signal=signals.spider_closed)
         s = crawler.settings
         spider.quota = Quota(spider.target(), s.getint("DATASET_MAX_IN_FLIGHT"), s.getint("DATASET_EXTRA_IN_FLIGHT"))
         spider.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         spider.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
         crawler.settings.set("IMAGES_STORE", spider.dataset.root, priority="spider")
         return spider
+
+    def on_spider_closed(self, spider: Any, reason: str) -> None:
+        self.close_reason = reason
 
     def out_dir(self) -> str:
         return self.params.out_dir  # type: ignore[attr-defined, no-any-return]
@@ -121,7 +128,35 @@ class DatasetSpider(scrapy.Spider):
             return False
         if self.dataset.index:
             logger.info("The manifest lists %d image(s) from earlier runs", len(self.dataset.index))
+        await self.remember_earlier_runs()
         return True
+
+    async def remember_earlier_runs(self) -> None:
+        """Images kept and placeholders learned by earlier runs count in this one, so a re-run
+        after a crash refuses the same duplicates and placeholders an uninterrupted run would.
+        Kept images that turn out to be a placeholder (served for too many URLs, counting
+        earlier runs) are withdrawn now."""
+        for url, sha256 in self.dataset.learned_placeholders:
+            self.learner.add_learned(site_of(url), sha256)
+        withdraw: dict[str, tuple[KeptRef, str | None]] = {}
+        for key, entry in self.dataset.index.items():
+            if entry.outcome not in KEPT_OUTCOMES or not entry.path or ":" in key:
+                continue
+            ref = KeptRef(key, entry.group or "", self.dataset.absolute(entry.path), entry.url or "")
+            site = site_of(entry.url)
+            self.learner.note_kept_ref(site, entry.sha256, ref, entry.pixels)
+            for earlier, _ in self.learner.observe(site, entry.sha256 or "", entry.url or "") or []:
+                withdraw[earlier.image_id] = (earlier, entry.sha256)
+            if self.learner.is_placeholder(site, entry.sha256 or ""):
+                withdraw[key] = (ref, entry.sha256)
+            elif self.seen is not None:
+                self.seen.add_known(entry.sha256, entry.pixels, ref)
+        for ref, sha256 in withdraw.values():
+            await asyncio.to_thread(_unlink_quietly, ref.path)
+            self.dataset.writer.write(
+                {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,
+                 "outcome": "placeholder", "detail": f"withdrawn: served for too many photo URLs of {site_of(ref.url)}"}
+            )
 
     async def fetch(self, url: str, what: str) -> scrapy.http.Response:
         """GET ``url`` through the downloader middlewares (retries, proxy, Retry-After)."""
@@ -140,6 +175,11 @@ class DatasetSpider(scrapy.Spider):
             raise SourceError(
                 f"the {what} {url} answered HTTP {response.status} with {kind}, not JSON"
             ) from None
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _check_writable(folders: list[str]) -> None:

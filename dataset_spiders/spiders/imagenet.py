@@ -103,7 +103,7 @@ class ImagenetSpider(DatasetSpider):
             await self.settle()
             # An image withdrawn late (a placeholder learned after its class was done) leaves
             # room that only a new pass over the classes can fill.
-            waiting.extend(c for c in classes if not self.quota.full(c.wnid) and not c.exhausted and c.loaded)
+            waiting.extend(c for c in classes if not self.quota.full(c.wnid) and (not c.loaded or not c.exhausted))
         self.summarise(classes)
 
     async def feed(
@@ -162,15 +162,16 @@ class ImagenetSpider(DatasetSpider):
     def write_classes_txt(self, classes: list[ClassState]) -> None:
         """``classes.txt``: index, wnid and label in the order given, to map ImageFolder's indices back."""
         lines = [f"{c.index}\t{c.wnid}\t{c.label or ''}\n" for c in classes]
-        atomic_write(os.path.join(self.images_dir, "classes.txt"), "".join(lines).encode("utf-8"))
+        data = "".join(lines).encode("utf-8")
+        atomic_write(os.path.join(self.images_dir, "classes.txt"), data, self.dataset.staging_dir)
 
     def read_urls_file(self, classes: list[ClassState]) -> dict[str, list[imagenet.Candidate]]:
         return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
 
     async def load_candidates(self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None) -> None:
-        state.loaded = True
         if self.quota.full(state.wnid):
-            return
+            return  # not loaded: a withdrawal may still make room, and a later pass loads it
+        state.loaded = True
         if from_file is not None:
             state.candidates = [c for c in from_file.get(state.wnid, []) if self.usable(c.url)]
             if not state.candidates:

@@ -239,7 +239,7 @@ class IsicSpider(DatasetSpider):
         return os.path.join(self.dataset.root, "licenses", f"{name}.txt")
 
     async def save_license(self, response: Response, name: str) -> None:
-        await asyncio.to_thread(atomic_write, self.license_path(name), response.body)
+        await asyncio.to_thread(atomic_write, self.license_path(name), response.body, self.dataset.staging_dir)
 
     def license_failed(self, failure: Any) -> None:
         logger.warning("Could not fetch a license text: %s", failure.getErrorMessage())

@@ -1,0 +1,109 @@
+"""Kill -9 at any moment, run the same command again: the dataset an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, crawl
+from tests.emulators import FakeImage, ImageHost, IsicV2Server, images
+from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes, placeholder_png
+
+
+def start(spider: str, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}", *(f"-a{a}" for a in args)]
+    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | (env or {})
+    return subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def interrupt(proc: subprocess.Popen, after: float, sig: int = signal.SIGKILL) -> None:
+    time.sleep(after)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+
+
+def assert_every_file_is_whole(root: Path) -> None:
+    for path in root.rglob("*") if root.exists() else []:
+        if path.is_file() and path.suffix in (".jpg", ".png", ".tif"):
+            with Image.open(path) as im:
+                im.load()  # raises on a partial file
+
+
+@pytest.mark.parametrize("after", [0.6, 1.4, 2.2])
+def test_imagenet_killed_then_rerun_meets_every_guarantee(after, out):
+    classes = make_classes(6, 16, seed=21, failure_rate=0.3, latency=(0.05, 0.3))
+    good = {w: {p.body for p in ps if p.is_good} for w, ps in classes.items()}
+    wnids = ",".join(classes)
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        args = (f"wnids={wnids}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
+        interrupt(start("imagenet", out, *args, env=hosts.proxy_env()), after)
+        assert_every_file_is_whole(out / "ImageNet")
+        for folder in (out / "ImageNet").iterdir() if (out / "ImageNet").exists() else []:
+            assert not folder.is_dir() or len(list(folder.iterdir())) <= 8
+        run = crawl("imagenet", out, *args, env=hosts.proxy_env())
+    assert run.code == 0, run.stderr
+    assert not list((out / ".staging").iterdir())
+    digests = set()
+    for wnid in classes:
+        files = run.files(f"ImageNet/{wnid}")
+        assert len(files) == 8, (wnid, sorted(files))
+        assert set(files.values()) <= good[wnid]
+        assert placeholder_png() not in files.values()
+        digests |= {hashlib.sha256(b).hexdigest() for b in files.values()}
+    assert len(digests) == 8 * len(classes)
+    assert_every_file_is_whole(out / "ImageNet")
+
+
+def test_isic_killed_then_rerun_gives_the_uninterrupted_selection(tmp_path):
+    records = [FakeImage(f"ISIC_{i:07d}", body=images.jpeg(640, 480, seed=i)) for i in range(160)]
+    for i in (5, 40, 90):
+        records[i].behaviour = "404"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        args = (f"api_url={api.url}/api/v2", "num_images=150")
+        reference = crawl("isic", tmp_path / "ref", *args)
+        assert reference.code == 0
+        for after in (0.9, 1.6):
+            interrupt(start("isic", tmp_path / "k", *args), after)
+            assert_every_file_is_whole(tmp_path / "k" / "Images")
+        resumed = crawl("isic", tmp_path / "k", *args)
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.files("Images") == reference.files("Images")
+    assert resumed.files("Descriptions") == reference.files("Descriptions")
+    assert (tmp_path / "k" / "metadata.csv").read_text() == (tmp_path / "ref" / "metadata.csv").read_text()
+
+
+def test_one_ctrl_c_stops_cleanly_and_the_rerun_completes(out):
+    classes = make_classes(4, 16, seed=22, failure_rate=0.2, latency=(0.2, 0.5))
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        args = (f"wnids={','.join(classes)}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
+        proc = start("imagenet", out, *args, env=hosts.proxy_env())
+        started = time.monotonic()
+        interrupt(proc, 1.5, signal.SIGINT)
+        assert time.monotonic() - started < 20, "one Ctrl-C did not stop the crawl"
+        assert proc.returncode in (1, -signal.SIGINT)  # 1: stopped early, said so; -2: before Scrapy's handler
+        assert_every_file_is_whole(out / "ImageNet")
+        run = crawl("imagenet", out, *args, env=hosts.proxy_env())
+    assert run.code == 0, run.stderr
+    assert all(len(run.files(f"ImageNet/{w}")) == 8 for w in classes)
+
+
+def test_a_torn_manifest_line_is_tolerated(out):
+    records = [FakeImage(f"ISIC_{i:07d}") for i in range(4)]
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        assert crawl("isic", out, f"api_url={api.url}/api/v2", "num_images=2").code == 0
+        with open(out / "manifest.jsonl", "a") as f:
+            f.write('{"id": "ISIC_0000002", "kind": "ima')  # a write cut by a crash
+        run = crawl("isic", out, f"api_url={api.url}/api/v2", "num_images=4")
+    assert run.code == 0, run.stderr
+    assert len(run.files("Images")) == 4
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert lines[2] == '{"id": "ISIC_0000002", "kind": "ima'  # kept as it was, on its own line
+    assert sum(1 for line in lines if '"outcome": "kept"' in line) == 4
