@@ -111,9 +111,9 @@ class ManifestWriter:
         self._file.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 def _ends_with_newline(path: str) -> bool:

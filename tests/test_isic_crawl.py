@@ -367,3 +367,18 @@ def test_a_disabled_image_pipeline_stops_the_run_instead_of_succeeding_empty(isi
         "error: the item pipeline DatasetImagesPipeline is disabled (the warning above says why); stopping"
     )
     assert host.log == [] and api.requests_for("/api/v2/images/search/") == []
+
+
+def test_retry_failed_asks_again_for_what_failed_for_good(out):
+    records = make_archive(4)
+    records[1].behaviour = "404"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        assert crawl("isic", out, api_args(api)).outcomes() == {"kept": 3, "http_404": 1}
+        records[1].behaviour = "ok"  # the server has it again
+        host.clear_log()
+        assert crawl("isic", out, api_args(api)).code == 0
+        assert host.log == []  # a 404 is not asked again by default
+        again = crawl("isic", out, api_args(api), "retry_failed=true")
+        assert [path for _, path in host.log] == [f"/images/{records[1].isic_id}.jpg"]
+    assert again.code == 0
+    assert len(again.files("Images")) == 4

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from ..items import ImageItem
 from ..middlewares.cancel_when_full import GROUP_META
-from ..outcomes import DOWNLOADED, DUPLICATE, EMPTY, PRESENT, ImageRejected, classify, http_outcome
+from ..outcomes import DOWNLOADED, DUPLICATE, EMPTY, ERROR, PRESENT, ImageRejected, classify, http_outcome
 from .store import StagingFilesStore
 from .validate import Limits
 
@@ -117,7 +117,11 @@ class DatasetImagesPipeline(ImagesPipeline):
         if not response.body:
             raise ImageRejected(EMPTY, f"empty body from {response.url}")
         self.inc_stats(DOWNLOADED)
-        item.staged, item.sha256 = await asyncio.to_thread(self.store.stage, response.body)
+        try:
+            item.staged, item.sha256 = await asyncio.to_thread(self.store.stage, response.body)
+        except OSError as exc:  # a full disk or a read-only folder: nothing more can be kept
+            self.crawler.spider.fail(f"cannot write to {self.store.staging_dir}: {exc.strerror or exc}")
+            raise ImageRejected(ERROR, f"cannot stage the bytes: {exc.strerror or exc}") from None
         item.size = len(response.body)
         return {"url": request.url, "path": item.staged, "checksum": item.sha256, "status": DOWNLOADED}
 

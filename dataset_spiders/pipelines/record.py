@@ -39,7 +39,11 @@ class RecordOutcomesPipeline:
         return cls(crawler)
 
     def close_spider(self) -> None:
-        self.crawler.spider.dataset.writer.close()
+        spider = self.crawler.spider
+        try:
+            spider.dataset.writer.close()
+        except OSError as exc:
+            spider.fail(f"cannot write to {spider.dataset.manifest_path}: {exc.strerror or exc}")
 
     def process_item(self, item: Any) -> Any:
         if not isinstance(item, ImageItem):

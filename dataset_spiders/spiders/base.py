@@ -84,7 +84,7 @@ class DatasetSpider(scrapy.Spider):
         not an image, a placeholder): such an image is not asked for again. Timeouts, 5xx
         and dropped connections are."""
         entry = self.dataset.entry(kind, image_id)
-        if entry is None or not is_permanent(entry.outcome):
+        if entry is None or not is_permanent(entry.outcome) or getattr(self.params, "retry_failed", False):
             return False
         self.crawler.stats.inc_value("dataset/skipped_known_failure")
         return True

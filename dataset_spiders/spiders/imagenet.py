@@ -198,7 +198,7 @@ class ImagenetSpider(DatasetSpider):
         """The item for the next candidate, or None when it needs no download."""
         candidate = state.candidates[state.position]
         state.position += 1
-        if candidate.image_id in state.present:
+        if candidate.image_id in state.present or self.known_failure("image", candidate.image_id):
             return None
         item = ImageItem(
             image_id=candidate.image_id,

@@ -239,7 +239,10 @@ class IsicSpider(DatasetSpider):
         return os.path.join(self.dataset.root, "licenses", f"{name}.txt")
 
     async def save_license(self, response: Response, name: str) -> None:
-        await asyncio.to_thread(atomic_write, self.license_path(name), response.body, self.dataset.staging_dir)
+        try:
+            await asyncio.to_thread(atomic_write, self.license_path(name), response.body, self.dataset.staging_dir)
+        except OSError as exc:
+            self.fail(f"cannot write to {self.license_path(name)}: {exc.strerror or exc}")
 
     def license_failed(self, failure: Any) -> None:
         logger.warning("Could not fetch a license text: %s", failure.getErrorMessage())
