@@ -382,3 +382,18 @@ def test_retry_failed_asks_again_for_what_failed_for_good(out):
         assert [path for _, path in host.log] == [f"/images/{records[1].isic_id}.jpg"]
     assert again.code == 0
     assert len(again.files("Images")) == 4
+
+
+def test_a_host_that_never_answers_is_bounded_by_the_image_timeout(out):
+    import time
+
+    records = make_archive(4)
+    records[1].behaviour = "hang"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        host.hang_seconds = 60
+        started = time.monotonic()
+        run = crawl("isic", out, api_args(api), settings={"IMAGES_DOWNLOAD_TIMEOUT": "2", "RETRY_TIMES": "1"})
+        elapsed = time.monotonic() - started
+    assert run.code == 0, run.stderr
+    assert run.outcomes() == {"kept": 3, "timeout": 1}
+    assert elapsed < 20
