@@ -38,13 +38,16 @@ DUPLICATE = "duplicate"
 SURPLUS = "surplus"  # arrived after its class was full
 FILTERED = "filtered"  # refused by a downloader middleware (offsite, robots, ...)
 REDIRECT = "redirect"  # a redirect that could not be followed
+RATE_LIMITED = "rate_limited"  # the host asked to wait longer than RETRY_AFTER_MAX
 ERROR = "error"  # a bug or an unexpected failure; the detail says which
 DAMAGED = "damaged"  # `scrapy verify --fix` found the kept file changed or undecodable
 MISSING = "missing"  # `scrapy verify --fix` found the kept file gone
 
 KEPT_OUTCOMES = frozenset({KEPT, PRESENT, DESCRIBED})
 #: Failures worth trying again on a re-run: the server or the network may do better next time.
-TRANSIENT_OUTCOMES = frozenset({TIMEOUT, CONNECTION, TRUNCATED, ERROR, DAMAGED, MISSING, "http_408", "http_429"})
+TRANSIENT_OUTCOMES = frozenset(
+    {TIMEOUT, CONNECTION, TRUNCATED, ERROR, DAMAGED, MISSING, RATE_LIMITED, "http_408", "http_429"}
+)
 
 
 def http_outcome(status: int) -> str:

@@ -107,3 +107,21 @@ def test_a_torn_manifest_line_is_tolerated(out):
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert lines[2] == '{"id": "ISIC_0000002", "kind": "ima'  # kept as it was, on its own line
     assert sum(1 for line in lines if '"outcome": "kept"' in line) == 4
+
+
+def test_a_second_ctrl_c_stops_at_once_and_still_leaves_no_partial_file(out):
+    classes = make_classes(4, 16, seed=23, failure_rate=0.2, latency=(0.3, 0.8))
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        hosts.hang_seconds = 60
+        args = (f"wnids={','.join(classes)}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
+        proc = start("imagenet", out, *args, env=hosts.proxy_env())
+        time.sleep(1.8)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        started = time.monotonic()
+        interrupt(proc, 0, signal.SIGINT)
+        assert time.monotonic() - started < 5, "a second Ctrl-C did not stop at once"
+        assert_every_file_is_whole(out / "ImageNet")
+        run = crawl("imagenet", out, *args, env=hosts.proxy_env())
+    assert run.code == 0, run.stderr
+    assert all(len(run.files(f"ImageNet/{w}")) == 8 for w in classes)

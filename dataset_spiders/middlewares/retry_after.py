@@ -21,6 +21,7 @@ from scrapy.utils.asyncio import call_later
 logger = logging.getLogger(__name__)
 
 PAUSE_STATUSES = frozenset({429, 503})
+RATE_LIMITED_META = "rate_limited_for"  # set on a request given up for an absurd Retry-After
 
 
 def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
@@ -51,13 +52,14 @@ class RetryAfterMiddleware(RetryMiddleware):
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Request | Response:
         if response.status in PAUSE_STATUSES and not request.meta.get("dont_retry"):
             wait = parse_retry_after(response.headers.get(b"Retry-After"))
+            if wait is not None and wait > self.max_wait:
+                # Not worth stalling for: the host is paused for the cap, this request gives up.
+                self.crawler.stats.inc_value("retry_after/capped")
+                logger.warning("%s asked to wait %.0f s (over RETRY_AFTER_MAX); giving up on it", response.url, wait)
+                self.pause_host(request, self.max_wait)
+                request.meta[RATE_LIMITED_META] = wait
+                return response
             if wait is not None:
-                if wait > self.max_wait:
-                    self.crawler.stats.inc_value("retry_after/capped")
-                    logger.warning(
-                        "%s asked to wait %.0f s; waiting %.0f s (RETRY_AFTER_MAX)", response.url, wait, self.max_wait
-                    )
-                    wait = self.max_wait
                 self.pause_host(request, wait)
         return super().process_response(request, response)
 

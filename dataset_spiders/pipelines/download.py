@@ -23,7 +23,18 @@ from twisted.python.failure import Failure
 
 from ..items import ImageItem
 from ..middlewares.cancel_when_full import GROUP_META
-from ..outcomes import DOWNLOADED, DUPLICATE, EMPTY, ERROR, PRESENT, ImageRejected, classify, http_outcome
+from ..middlewares.retry_after import RATE_LIMITED_META
+from ..outcomes import (
+    DOWNLOADED,
+    DUPLICATE,
+    EMPTY,
+    ERROR,
+    PRESENT,
+    RATE_LIMITED,
+    ImageRejected,
+    classify,
+    http_outcome,
+)
 from .store import StagingFilesStore
 from .validate import Limits
 
@@ -112,6 +123,10 @@ class DatasetImagesPipeline(ImagesPipeline):
     ) -> FileInfo:
         item.final_url = response.url
         item.redirect_urls = list(response.meta.get("redirect_urls", []))
+        if RATE_LIMITED_META in response.meta:
+            wait = response.meta[RATE_LIMITED_META]
+            detail = f"HTTP {response.status}: asked to wait {wait:.0f} s, over RETRY_AFTER_MAX"
+            raise ImageRejected(RATE_LIMITED, detail)
         if response.status != 200:
             raise ImageRejected(http_outcome(response.status), f"HTTP {response.status} from {response.url}")
         if not response.body:
