@@ -16,7 +16,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import signals as our_signals
 from ..dataset import ALL_EXTENSIONS
@@ -70,7 +70,7 @@ class ImagenetSpider(DatasetSpider):
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> ImagenetSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.api_url = (spider.params.api_url or crawler.settings.get("IMAGENET_API_URL")).rstrip("/")
+        spider.api_url = spider.params.api_url or crawler.settings.get("IMAGENET_API_URL")
         spider.domains = crawler.settings.getlist("FLICKR_DOMAINS") if spider.params.flickr_only else None
         spider.images_dir = spider.params.folder()
         spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -177,7 +177,7 @@ class ImagenetSpider(DatasetSpider):
             if not state.candidates:
                 state.no_urls = "the URL list has no usable URL for it"
             return
-        url = f"{self.api_url}?{urlencode({'wnid': state.wnid})}"
+        url = geturls_url(self.api_url, state.wnid)
         try:
             response = await self.fetch(url, "URL list")
             if response.status != 200:
@@ -240,6 +240,13 @@ class ImagenetSpider(DatasetSpider):
         if short and self.params.strict:
             self.fail(f"strict: {len(short)} class(es) have fewer than {wanted} images: {', '.join(short[:10])}",
                       stop=False)
+
+
+def geturls_url(api_url: str, wnid: str) -> str:
+    """``api_url`` with ``wnid`` set in its query (it may already hold other parameters, or ``wnid=``)."""
+    parts = urlsplit(api_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "wnid"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("wnid", wnid)])))
 
 
 def _images_in(folder: str) -> set[str]:

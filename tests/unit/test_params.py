@@ -44,3 +44,12 @@ def test_bad_arguments_give_one_line_naming_the_argument(args, message):
         parse_args(IsicParams, args)
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
+
+
+def test_the_geturls_url_takes_the_wnid_whatever_the_api_url_holds():
+    from dataset_spiders.spiders.imagenet import geturls_url
+
+    base = "https://www.image-net.org/api/imagenet.synset.geturls"
+    assert geturls_url(base, "n01440764") == f"{base}?wnid=n01440764"
+    assert geturls_url(f"{base}?wnid=", "n01440764") == f"{base}?wnid=n01440764"
+    assert geturls_url("http://m/api/text/geturls?key=1", "n01440764") == "http://m/api/text/geturls?key=1&wnid=n01440764"
