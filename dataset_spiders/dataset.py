@@ -11,6 +11,7 @@ from .manifest import Entry, ManifestWriter
 from .outcomes import KEPT_OUTCOMES, PRESENT, ImageRejected
 
 STAGING_DIR = ".staging"  # temporary files, under the dataset root; emptied at every start
+QUARANTINE_DIR = ".quarantine"  # files found bad, moved out of the image tree
 
 #: The extensions a kept image may have, per Pillow format (the first is the one we give).
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -78,6 +79,38 @@ class Dataset:
             if os.path.isfile(path):
                 return _describe_file(path, limits)
         return None
+
+
+    def take_stock(self, folder: str, limits: Any) -> tuple[dict[str, Entry], dict[str, Entry]]:
+        """The images an earlier run left in ``folder``: those the manifest vouches for, and
+        those it does not list (a crash between the rename and the manifest line), decoded in
+        full. Anything else under an image name is moved to ``.quarantine``. Blocking."""
+        vouched: dict[str, Entry] = {}
+        unlisted: dict[str, Entry] = {}
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            return vouched, unlisted
+        for name in names:
+            stem, _, ext = name.rpartition(".")
+            if ext.lower() not in ALL_EXTENSIONS or stem in vouched or stem in unlisted:
+                continue
+            found = self.find_present("image", stem, os.path.join(folder, stem), limits)
+            known = self.entry("image", stem)
+            if found is None:
+                self.quarantine(os.path.join(folder, name))
+            elif known and known.outcome in KEPT_OUTCOMES and known.sha256 == found.sha256:
+                vouched[stem] = found
+            else:
+                unlisted[stem] = found
+        return vouched, unlisted
+
+    def quarantine(self, path: str) -> str:
+        """Move a file out of the image tree, to ``{root}/.quarantine/`` (same relative path)."""
+        aside = os.path.join(self.root, QUARANTINE_DIR, os.path.relpath(path, self.root))
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.replace(path, aside)
+        return aside
 
 
 def _stem(path: str) -> str:

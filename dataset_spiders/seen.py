@@ -76,6 +76,10 @@ class PlaceholderLearner:
         if self.threshold:
             self.learned.add((site, sha256))
 
+    def is_sha_learned(self, sha256: str | None) -> bool:
+        """Whether these bytes were learned as a placeholder of any site."""
+        return any(sha == sha256 for _, sha in self.learned)
+
     def is_placeholder(self, site: str, sha256: str) -> bool:
         return (site, sha256) in self.learned
 

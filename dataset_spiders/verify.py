@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import manifest
-from .dataset import ALL_EXTENSIONS, Dataset
+from .dataset import ALL_EXTENSIONS, QUARANTINE_DIR, Dataset
 from .manifest import Entry
 from .outcomes import DAMAGED, KEPT_OUTCOMES, MISSING, PLACEHOLDER, ImageRejected
 from .pipelines.validate import Limits, inspect_image
 
-QUARANTINE = ".quarantine"
+QUARANTINE = QUARANTINE_DIR
 
 
 @dataclass

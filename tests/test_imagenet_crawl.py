@@ -310,3 +310,20 @@ def test_hostile_hosts_are_bounded_and_recorded(out):
     outcomes = {line["url"].rsplit("/", 1)[1]: line["outcome"] for line in run.manifest()}
     assert outcomes == {"big.jpg": "too_large", "loop.jpg": "redirect", "file.jpg": "http_301", "good.jpg": "kept"}
     assert loop_hits <= 25
+
+
+def test_unusable_urls_and_a_broken_url_file_never_give_a_traceback(out, tmp_path):
+    wnid = "n00000000"
+    photos = [FakePhoto(f"http://farm3.static.flickr.com/1/{i}.jpg") for i in range(3)]
+    listed = {wnid: ["http://a[b@farm3.static.flickr.com/x.jpg", *photos]}
+    with PhotoHosts({wnid: photos}) as hosts, GeturlsServer(listed) as api:
+        run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=3")
+    assert run.code == 0, run.stderr
+    assert len(run.files(f"ImageNet/{wnid}")) == 3 and "Traceback" not in run.stderr
+    import gzip
+
+    broken = tmp_path / "urls.txt.gz"
+    broken.write_bytes(gzip.compress(b"".join(f"{wnid}_{i}\t{p.url}\n".encode() for i, p in enumerate(photos)))[:-12])
+    cut = crawl("imagenet", tmp_path / "cut", f"urls_file={broken}", f"wnids={wnid}")
+    assert cut.code == 1 and "Traceback" not in cut.stderr
+    assert cut.stderr.strip().splitlines()[-1].startswith("error: cannot read the class list or URL file:")

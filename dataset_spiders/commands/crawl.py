@@ -49,6 +49,8 @@ class Command(ScrapyCrawlCommand):
             self.exitcode = 1
         spider = getattr(crawler, "spider", None)
         fatal = getattr(spider, "fatal_error", None)
+        if not fatal and getattr(spider, "close_reason", None) == "start_error":
+            fatal = "the crawl failed (see the log above)"
         if not fatal and getattr(spider, "close_reason", None) == "shutdown":
             fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
         if fatal:

@@ -71,6 +71,7 @@ def _id_wnid(image_id: bytes) -> bytes | None:
         and image_id[:1] == b"n"
         and image_id[1:9].isdigit()  # bytes.isdigit: ASCII digits only
         and image_id[10:].isdigit()
+        and len(image_id) <= 40  # a file name, not an essay
     ):
         return image_id[:9]
     return None
@@ -222,6 +223,9 @@ _COUNT_LINE = re.compile(
 )
 
 
+_MAX_LINE = 1 << 20
+
+
 def _blocks(path: str) -> Iterator[bytes]:
     """The file in blocks of whole lines (the last may lack its newline), without a leading UTF-8 BOM."""
     with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
@@ -233,6 +237,8 @@ def _blocks(path: str) -> Iterator[bytes]:
             rest = block[cut:]
             if cut:
                 yield block[:cut]
+            elif len(rest) > _MAX_LINE:  # no line break in a megabyte: not a URL list; drop what we have
+                rest = b""
         if rest:
             yield rest
 
@@ -277,7 +283,11 @@ def scan_url_file(path: str, wnids: Collection[str], domains: Collection[str] | 
             if (test is not None and not _host_in(_host(url), *test)) or url in seen[wnid]:
                 continue
             seen[wnid].add(url)
-            out[wnid].append(Candidate(parsed[1].decode("ascii"), url))
+            image_id = parsed[1].decode("ascii")
+            if image_id in seen[wnid]:  # a repeated id would name two files alike
+                image_id = url_image_id(wnid, url)
+            seen[wnid].add(image_id)
+            out[wnid].append(Candidate(image_id, url))
     return out
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import scrapy
@@ -55,6 +56,19 @@ class DatasetSpider(scrapy.Spider):
         spider.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
         crawler.settings.set("IMAGES_STORE", spider.dataset.root, priority="spider")
         return spider
+
+    async def start(self) -> AsyncIterator[Any]:
+        """The spider's ``items()``, with any unexpected error turned into one line and exit 1."""
+        try:
+            async for item in self.items():
+                yield item
+        except Exception as exc:
+            logger.debug("The crawl failed", exc_info=True)
+            self.fail(f"the crawl failed: {type(exc).__name__}: {exc}", stop=False)
+            await self.settle()
+
+    def items(self) -> AsyncIterator[Any]:
+        raise NotImplementedError
 
     def on_spider_closed(self, spider: Any, reason: str) -> None:
         self.close_reason = reason
@@ -140,18 +154,25 @@ class DatasetSpider(scrapy.Spider):
             self.learner.add_learned(site_of(url), sha256)
         withdraw: dict[str, tuple[KeptRef, str | None]] = {}
         for key, entry in self.dataset.index.items():
-            if entry.outcome not in KEPT_OUTCOMES or not entry.path or ":" in key:
+            if ":" in key or not entry.sha256:
                 continue
-            ref = KeptRef(key, entry.group or "", self.dataset.absolute(entry.path), entry.url or "")
             site = site_of(entry.url)
-            self.learner.note_kept_ref(site, entry.sha256, ref, entry.pixels)
-            for earlier, _ in self.learner.observe(site, entry.sha256 or "", entry.url or "") or []:
+            ref = None
+            if entry.outcome in KEPT_OUTCOMES and entry.path:
+                ref = KeptRef(key, entry.group or "", self.dataset.absolute(entry.path), entry.url or "")
+                self.learner.note_kept_ref(site, entry.sha256, ref, entry.pixels)
+            # every copy counts as one more URL serving those bytes, kept or not (duplicate, surplus)
+            for earlier, _ in self.learner.observe(site, entry.sha256, entry.url or "") or []:
                 withdraw[earlier.image_id] = (earlier, entry.sha256)
-            if self.learner.is_placeholder(site, entry.sha256 or ""):
+            if ref is None:
+                continue
+            if self.learner.is_placeholder(site, entry.sha256):
                 withdraw[key] = (ref, entry.sha256)
             elif self.seen is not None:
                 self.seen.add_known(entry.sha256, entry.pixels, ref)
         for ref, sha256 in withdraw.values():
+            if self.seen is not None:
+                self.seen.forget(sha256, None)
             await asyncio.to_thread(_unlink_quietly, ref.path)
             self.dataset.writer.write(
                 {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,

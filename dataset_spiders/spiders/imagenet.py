@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import signals as our_signals
-from ..dataset import ALL_EXTENSIONS
 from ..items import ImageItem
-from ..outcomes import DUPLICATE, KEPT_OUTCOMES
+from ..manifest import Entry
+from ..outcomes import DUPLICATE, KEPT_OUTCOMES, SURPLUS
 from ..pipelines.store import atomic_write
+from ..pipelines.validate import Limits
+from ..seen import KeptRef
 from ..sources import imagenet
 from ..sources.isic import url_extension
 from .base import DatasetSpider, SourceError
@@ -42,12 +45,22 @@ class ClassState:
     candidates: list[imagenet.Candidate] = field(default_factory=list)
     position: int = 0
     present: set[str] = field(default_factory=set)  # image ids already in the dataset
+    unlisted: dict[str, Entry] = field(default_factory=dict)  # present, but not in the manifest
     no_urls: str | None = None  # why the source gave no candidates
     loaded: bool = False
 
+    spare: deque[imagenet.Candidate] = field(default_factory=deque)  # good but surplus: for top-ups
+
     @property
     def exhausted(self) -> bool:
-        return self.position >= len(self.candidates)
+        return self.position >= len(self.candidates) and not self.spare
+
+    def next_candidate(self) -> imagenet.Candidate:
+        """Spare candidates first (they came earlier in the list), then the rest in order."""
+        if self.spare:
+            return self.spare.popleft()
+        self.position += 1
+        return self.candidates[self.position - 1]
 
 
 class ImagenetSpider(DatasetSpider):
@@ -74,6 +87,7 @@ class ImagenetSpider(DatasetSpider):
         spider.domains = crawler.settings.getlist("FLICKR_DOMAINS") if spider.params.flickr_only else None
         spider.images_dir = spider.params.folder()
         spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        spider.candidate_of = {}
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
         return spider
 
@@ -82,20 +96,22 @@ class ImagenetSpider(DatasetSpider):
 
     # --- the crawl ----------------------------------------------------------------------------
 
-    async def start(self) -> AsyncIterator[Any]:
+    async def items(self) -> AsyncIterator[Any]:
         if not await self.prepare_dataset([self.images_dir]):
             return
         try:
             classes = await asyncio.to_thread(self.load_classes)
             await asyncio.to_thread(self.write_classes_txt, classes)
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
-        except (ValueError, OSError) as exc:
-            self.fail(str(exc))
+        except (ValueError, OSError, EOFError, zlib.error) as exc:
+            self.fail(str(exc) if isinstance(exc, ValueError) else f"cannot read the class list or URL file: {exc}")
             return
         for state in classes:
+            self.adopt_unlisted(state)
             for _ in state.present:
                 self.quota.add_existing(state.wnid)
         self.urls_used: dict[str, str] = {}  # URL -> the class that listed it first
+        self.candidate_of: dict[str, tuple[ClassState, imagenet.Candidate]] = {}  # in flight
         waiting: deque[ClassState] = deque(classes)
         while waiting and not self.quota.stopped:
             async for item in self.feed(waiting, from_file):
@@ -155,9 +171,28 @@ class ImagenetSpider(DatasetSpider):
             if p.layout == "name_wnid" and label:
                 name = f"{imagenet.safe_label(imagenet.first_lemma(label))}_{wnid}"
             state = ClassState(index, wnid, label, os.path.join(self.images_dir, name))
-            state.present = _images_in(state.folder)
+            vouched, state.unlisted = self.dataset.take_stock(state.folder, Limits.from_settings(self.settings))
+            state.present = set(vouched) | set(state.unlisted)
             states.append(state)
         return states
+
+    def adopt_unlisted(self, state: ClassState) -> None:
+        """Files a crash left without their manifest line: checked like new downloads (not a
+        duplicate, not a known placeholder), then recorded as present; the others moved aside."""
+        for stem, entry in state.unlisted.items():
+            ref = KeptRef(stem, state.wnid, entry.path or "", "")
+            if (self.seen and self.seen.by_bytes.get(entry.sha256 or "")) or self.learner.is_sha_learned(entry.sha256):
+                self.dataset.quarantine(entry.path or "")
+                state.present.discard(stem)
+                continue
+            if self.seen is not None:
+                self.seen.add_known(entry.sha256, entry.pixels, ref)
+            self.dataset.writer.write(
+                {"id": stem, "kind": "image", "group": state.wnid, "label": state.label, "outcome": "present",
+                 "detail": "found without a manifest line", "path": self.dataset.relative(entry.path),
+                 "bytes": entry.bytes, "sha256": entry.sha256, "width": entry.width, "height": entry.height,
+                 "pixels": entry.pixels}
+            )
 
     def write_classes_txt(self, classes: list[ClassState]) -> None:
         """``classes.txt``: index, wnid and label in the order given, to map ImageFolder's indices back."""
@@ -192,12 +227,16 @@ class ImagenetSpider(DatasetSpider):
             state.no_urls = f"none of its {len(candidates)} URLs is usable (flickr_only={self.params.flickr_only})"
 
     def usable(self, url: str) -> bool:
+        try:
+            if not urlsplit(url).hostname:
+                return False
+        except ValueError:  # e.g. "http://a[b@host/": not a URL a download can use
+            return False
         return self.domains is None or imagenet.host_matches(url, self.domains)
 
     def next_item(self, state: ClassState) -> ImageItem | None:
         """The item for the next candidate, or None when it needs no download."""
-        candidate = state.candidates[state.position]
-        state.position += 1
+        candidate = state.next_candidate()
         if candidate.image_id in state.present or self.known_failure("image", candidate.image_id):
             return None
         item = ImageItem(
@@ -208,6 +247,7 @@ class ImagenetSpider(DatasetSpider):
             label=state.label,
             ext=url_extension(candidate.url),
         )
+        self.candidate_of[candidate.image_id] = (state, candidate)
         first = self.urls_used.setdefault(candidate.url, state.wnid)
         if first != state.wnid:
             item.outcome, item.detail = DUPLICATE, f"the same URL is listed in {first}, which came first"
@@ -218,6 +258,9 @@ class ImagenetSpider(DatasetSpider):
     def on_recorded(self, item: ImageItem) -> None:
         if item.kind == "image" and item.group:
             self.outcomes[item.group][item.outcome or "?"] += 1
+            found = self.candidate_of.pop(item.image_id, None)
+            if found and item.outcome == SURPLUS:  # not needed now; wanted if a withdrawal makes room
+                found[0].spare.append(found[1])
 
     def summarise(self, classes: list[ClassState]) -> None:
         wanted = self.params.per_class
@@ -249,10 +292,3 @@ def geturls_url(api_url: str, wnid: str) -> str:
     return urlunsplit(parts._replace(query=urlencode([*query, ("wnid", wnid)])))
 
 
-def _images_in(folder: str) -> set[str]:
-    """Stems of the images in a class folder (each was checked before it was renamed there)."""
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return set()
-    return {n.rsplit(".", 1)[0] for n in names if "." in n and n.rsplit(".", 1)[1].lower() in ALL_EXTENSIONS}

@@ -49,7 +49,7 @@ class IsicSpider(DatasetSpider):
     def target(self) -> int | None:
         return self.params.num_images
 
-    async def start(self) -> AsyncIterator[Any]:
+    async def items(self) -> AsyncIterator[Any]:
         p = self.params
         folders = [self.descs_dir] + ([] if p.no_images else [self.images_dir])
         if p.segmentation:
