@@ -59,7 +59,10 @@ def check_entry(dataset: Dataset, key: str, entry: Entry, placeholders: set[str]
     path = dataset.absolute(entry.path or "")
     if not os.path.isfile(path):
         return Problem(key, path, "missing", "the file is not there")
-    size, sha256, sha1, md5 = _digests(path)
+    try:
+        size, sha256, sha1, md5 = _digests(path)
+    except OSError as exc:
+        return Problem(key, path, "unreadable", exc.strerror or str(exc))
     if entry.sha256 and (sha256 != entry.sha256 or size != entry.bytes):
         said = f"the manifest says {entry.bytes} bytes, sha256 {entry.sha256[:12]}…"
         return Problem(key, path, "changed", f"{size} bytes, sha256 {sha256[:12]}…; {said}")
