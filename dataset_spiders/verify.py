@@ -83,10 +83,13 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
     signatures = {p.lower() for p in placeholders}
     kept = {k: e for k, e in dataset.index.items() if e.outcome in KEPT_OUTCOMES and e.path}
     report = Report(checked=len(kept))
+    items = list(kept.items())
     with ThreadPoolExecutor(workers) as pool:
-        for problem in pool.map(lambda item: check_entry(dataset, *item, signatures), kept.items()):
-            if problem:
-                report.problems.append(problem)
+        for start in range(0, len(items), 1000):  # in batches: a million entries are not all queued at once
+            batch = items[start : start + 1000]
+            for problem in pool.map(lambda item: check_entry(dataset, *item, signatures), batch):
+                if problem:
+                    report.problems.append(problem)
     # Class folders hold exactly what the manifest kept there (ImageNet: one folder per class).
     expected: defaultdict[str, set[str]] = defaultdict(set)
     for entry in kept.values():
