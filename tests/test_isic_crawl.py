@@ -397,3 +397,19 @@ def test_a_host_that_never_answers_is_bounded_by_the_image_timeout(out):
     assert run.code == 0, run.stderr
     assert run.outcomes() == {"kept": 3, "timeout": 1}
     assert elapsed < 20
+
+
+def test_ids_meant_to_escape_the_output_folder_are_bad_ids(tmp_path):
+    records = make_archive(5)
+    records[0].isic_id = "../../escaped"
+    records[1].isic_id = "/tmp/absolute"
+    records[2].isic_id = "ISIC_0000002\x00.jpg"
+    records[3].isic_id = "ISIC_" + "1" * 300
+    out = tmp_path / "a" / "b" / "Data"
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        run = crawl("isic", out, api_args(api))
+        assert [path for _, path in host.log] == ["/images/ISIC_0000004.jpg"]
+    assert run.code == 0, run.stderr
+    assert run.outcomes() == {"bad_id": 4, "kept": 1}
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert all(name.startswith("a/b/Data/") for name in written), written
