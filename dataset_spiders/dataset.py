@@ -43,11 +43,22 @@ class Dataset:
         self.staging_dir = os.path.join(self.root, STAGING_DIR)  # emptied at every start
         self.index: dict[str, Entry] = {}
         self.learned_placeholders: set[tuple[str, str]] = set()  # (url, sha256) from earlier runs
+        self.latest: dict[tuple[str, str], str] = {}  # (kind, id) -> its latest outcome in this run
         self.writer = ManifestWriter(self.manifest_path)  # opened at its first line
 
     def load(self) -> None:
         """Read the manifest an earlier run left (blocking; at start-up only)."""
         self.index = manifest.load_index(self.manifest_path, self.learned_placeholders)
+
+    def count_outcome(self, stats: Any, kind: str, image_id: str, outcome: str) -> None:
+        """Count an image under its latest outcome of this run (an image tried twice, e.g. surplus
+        then kept, or kept then withdrawn, counts once): the stats equal the manifest's last lines."""
+        prefix = "outcome" if kind == "image" else f"outcome_{kind}"
+        key = (kind, image_id)
+        if key in self.latest:
+            stats.inc_value(f"{prefix}/{self.latest[key]}", -1)
+        self.latest[key] = outcome
+        stats.inc_value(f"{prefix}/{outcome}")
 
     def relative(self, path: str | None) -> str | None:
         return None if path is None else os.path.relpath(path, self.root)

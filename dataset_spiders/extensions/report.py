@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 
 def outcome_counts(stats: dict[str, Any], prefix: str = "outcome/") -> dict[str, int]:
-    return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix) and v}
 
 
 class OutcomeReport:

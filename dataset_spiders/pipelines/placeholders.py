@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..items import ImageItem
-from ..outcomes import DOWNLOADED, KEPT, PLACEHOLDER
+from ..outcomes import DOWNLOADED, PLACEHOLDER
 from ..seen import KeptRef
 from ..sources.imagenet import registrable_domain
 
@@ -104,10 +104,8 @@ class RejectPlaceholdersPipeline:
             {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url,
              "outcome": PLACEHOLDER, "detail": f"withdrawn: {why}", "sha256": sha256}
         )
-        stats = self.crawler.stats
-        stats.inc_value(f"outcome/{KEPT}", -1)
-        stats.inc_value(f"outcome/{PLACEHOLDER}")
-        stats.inc_value("images/withdrawn")
+        spider.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, PLACEHOLDER)
+        self.crawler.stats.inc_value("images/withdrawn")
         if spider.seen is not None:
             spider.seen.forget(sha256, pixels)
         spider.quota.revoke(ref.group)

@@ -22,9 +22,7 @@ from .placeholders import site_of
 logger = logging.getLogger(__name__)
 
 
-def stat_key(item: ImageItem) -> str:
-    prefix = "outcome" if item.kind == "image" else f"outcome_{item.kind}"
-    return f"{prefix}/{item.outcome}"
+
 
 
 class RecordOutcomesPipeline:
@@ -71,7 +69,7 @@ class RecordOutcomesPipeline:
             dataset.writer.write(self.line(item))
         except OSError as exc:
             spider.fail(f"cannot write to {dataset.manifest_path}: {exc.strerror or exc}")
-        self.crawler.stats.inc_value(stat_key(item))
+        dataset.count_outcome(self.crawler.stats, item.kind, item.image_id, item.outcome or ERROR)
         if item.outcome not in KEPT_OUTCOMES:
             logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
         if item.outcome == FILTERED and "offsite" in item.detail.lower():

@@ -174,6 +174,7 @@ class DatasetSpider(scrapy.Spider):
             if self.seen is not None:
                 self.seen.forget(sha256, None)
             await asyncio.to_thread(_unlink_quietly, ref.path)
+            self.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, "placeholder")
             self.dataset.writer.write(
                 {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,
                  "outcome": "placeholder", "detail": f"withdrawn: served for too many photo URLs of {site_of(ref.url)}"}

@@ -88,6 +88,7 @@ class ImagenetSpider(DatasetSpider):
         spider.images_dir = spider.params.folder()
         spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
         spider.candidate_of = {}
+        spider.requeued: set[str] = set()
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
         return spider
 
@@ -259,7 +260,8 @@ class ImagenetSpider(DatasetSpider):
         if item.kind == "image" and item.group:
             self.outcomes[item.group][item.outcome or "?"] += 1
             found = self.candidate_of.pop(item.image_id, None)
-            if found and item.outcome == SURPLUS:  # not needed now; wanted if a withdrawal makes room
+            if found and item.outcome == SURPLUS and item.image_id not in self.requeued:
+                self.requeued.add(item.image_id)  # once: not needed now, wanted if a withdrawal makes room
                 found[0].spare.append(found[1])
 
     def summarise(self, classes: list[ClassState]) -> None:
