@@ -42,8 +42,3 @@ class ImageItem:
     format: str | None = None
     pixels: str | None = None  # digest of the decoded pixels, for duplicates that differ in bytes
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
-
-    @property
-    def failed(self) -> bool:
-        """Whether a check has already rejected this image."""
-        return self.outcome is not None and self.outcome != "downloaded"

@@ -150,6 +150,21 @@ class DatasetSpider(scrapy.Spider):
         after a crash refuses the same duplicates and placeholders an uninterrupted run would.
         Kept images that turn out to be a placeholder (served for too many URLs, counting
         earlier runs) are withdrawn now."""
+        # A big manifest takes seconds to go through: off the reactor (nothing else runs yet).
+        withdraw = await asyncio.to_thread(self._scan_earlier_runs)
+        for ref, sha256 in withdraw.values():
+            if self.seen is not None:
+                self.seen.forget(sha256, None)
+            await asyncio.to_thread(_unlink_quietly, ref.path)
+            self.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, "placeholder")
+            self.dataset.writer.write(
+                {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,
+                 "outcome": "placeholder", "detail": f"withdrawn: served for too many photo URLs of {site_of(ref.url)}"}
+            )
+
+    def _scan_earlier_runs(self) -> dict[str, tuple[KeptRef, str | None]]:
+        """Feed the manifest's entries to the learner and the duplicate index; returns the kept
+        images to withdraw."""
         for url, sha256 in self.dataset.learned_placeholders:
             self.learner.add_learned(site_of(url), sha256)
         withdraw: dict[str, tuple[KeptRef, str | None]] = {}
@@ -170,15 +185,7 @@ class DatasetSpider(scrapy.Spider):
                 withdraw[key] = (ref, entry.sha256)
             elif self.seen is not None:
                 self.seen.add_known(entry.sha256, entry.pixels, ref)
-        for ref, sha256 in withdraw.values():
-            if self.seen is not None:
-                self.seen.forget(sha256, None)
-            await asyncio.to_thread(_unlink_quietly, ref.path)
-            self.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, "placeholder")
-            self.dataset.writer.write(
-                {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,
-                 "outcome": "placeholder", "detail": f"withdrawn: served for too many photo URLs of {site_of(ref.url)}"}
-            )
+        return withdraw
 
     async def fetch(self, url: str, what: str) -> scrapy.http.Response:
         """GET ``url`` through the downloader middlewares (retries, proxy, Retry-After)."""
