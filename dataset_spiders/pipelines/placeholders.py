@@ -10,17 +10,14 @@ such a placeholder was recognised are withdrawn, and their classes topped up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..items import ImageItem
 from ..outcomes import DOWNLOADED, PLACEHOLDER
-from ..seen import KeptRef
 from ..sources.imagenet import registrable_domain
 
 logger = logging.getLogger(__name__)
@@ -81,31 +78,18 @@ class RejectPlaceholdersPipeline:
     async def learn(self, item: ImageItem) -> None:
         spider = self.crawler.spider
         site = site_of(item.url)
+        known = spider.learner.is_placeholder(site, item.sha256 or "")
         withdraw = spider.learner.observe(site, item.sha256 or "", item.url or "")
         if withdraw is None:
             return
         item.outcome = PLACEHOLDER
         item.detail = f"the same image was served for {spider.learner.threshold}+ photo URLs of {site}"
-        logger.warning(
-            "Learned a placeholder of %s (the same image for %d URLs); withdrawing %d image(s) kept before",
-            site,
-            spider.learner.threshold,
-            len(withdraw),
-        )
+        if not known:
+            logger.warning(
+                "Learned a placeholder of %s (the same image for %d URLs); withdrawing %d image(s) kept before",
+                site,
+                spider.learner.threshold,
+                len(withdraw),
+            )
         for ref, pixels in withdraw:
-            await self.withdraw(ref, item.sha256, pixels, item.detail)
-
-    async def withdraw(self, ref: KeptRef, sha256: str | None, pixels: str | None, why: str) -> None:
-        """Remove a kept copy of a placeholder, record it, and give its class the slot back."""
-        spider = self.crawler.spider
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(os.unlink, ref.path)
-        spider.dataset.writer.write(
-            {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url,
-             "outcome": PLACEHOLDER, "detail": f"withdrawn: {why}", "sha256": sha256}
-        )
-        spider.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, PLACEHOLDER)
-        self.crawler.stats.inc_value("images/withdrawn")
-        if spider.seen is not None:
-            spider.seen.forget(sha256, pixels)
-        spider.quota.revoke(ref.group)
+            await spider.withdraw(ref, item.sha256, pixels, item.detail)

@@ -153,14 +153,21 @@ class DatasetSpider(scrapy.Spider):
         # A big manifest takes seconds to go through: off the reactor (nothing else runs yet).
         withdraw = await asyncio.to_thread(self._scan_earlier_runs)
         for ref, sha256 in withdraw.values():
-            if self.seen is not None:
-                self.seen.forget(sha256, None)
-            await asyncio.to_thread(_unlink_quietly, ref.path)
-            self.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, "placeholder")
-            self.dataset.writer.write(
-                {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url, "sha256": sha256,
-                 "outcome": "placeholder", "detail": f"withdrawn: served for too many photo URLs of {site_of(ref.url)}"}
-            )
+            await self.withdraw(ref, sha256, None, f"served for too many photo URLs of {site_of(ref.url)}")
+
+    async def withdraw(self, ref: KeptRef, sha256: str | None, pixels: str | None, why: str) -> None:
+        """Take a kept copy of a learned placeholder out: remove the file, record it, forget its
+        bytes, and give its class the slot back (so the class is topped up)."""
+        await asyncio.to_thread(_unlink_quietly, ref.path)
+        self.dataset.writer.write(
+            {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url,
+             "outcome": "placeholder", "detail": f"withdrawn: {why}", "sha256": sha256}
+        )
+        self.dataset.count_outcome(self.crawler.stats, "image", ref.image_id, "placeholder")
+        self.crawler.stats.inc_value("images/withdrawn")
+        if self.seen is not None:
+            self.seen.forget(sha256, pixels)
+        self.quota.revoke(ref.group)
 
     def _scan_earlier_runs(self) -> dict[str, tuple[KeptRef, str | None]]:
         """Feed the manifest's entries to the learner and the duplicate index; returns the kept

@@ -23,6 +23,7 @@ from .. import signals as our_signals
 from ..items import ImageItem
 from ..manifest import Entry
 from ..outcomes import DUPLICATE, KEPT_OUTCOMES, SURPLUS
+from ..pipelines.placeholders import site_of
 from ..pipelines.store import atomic_write
 from ..pipelines.validate import Limits
 from ..seen import KeptRef
@@ -205,9 +206,32 @@ class ImagenetSpider(DatasetSpider):
         return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
 
     async def load_candidates(self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None) -> None:
-        if self.quota.full(state.wnid):
+        if self.quota.full(state.wnid) and not state.unlisted:
             return  # not loaded: a withdrawal may still make room, and a later pass loads it
         state.loaded = True
+        await self._load_candidates(state, from_file)
+        await self.learn_from_unlisted(state)
+
+    async def learn_from_unlisted(self, state: ClassState) -> None:
+        """Files a crash left without their manifest line count towards learning placeholders as
+        their downloads would have; now that the candidates are known, so are their URLs."""
+        urls = {c.image_id: c.url for c in state.candidates}
+        for stem, entry in state.unlisted.items():
+            url = urls.get(stem)
+            if url is None or not entry.sha256:
+                continue
+            site, ref = site_of(url), KeptRef(stem, state.wnid, entry.path or "", url)
+            self.learner.note_kept_ref(site, entry.sha256, ref, entry.pixels)
+            withdraw = {r.image_id: (r, px) for r, px in self.learner.observe(site, entry.sha256, url) or []}
+            if self.learner.is_placeholder(site, entry.sha256):
+                withdraw[stem] = (ref, entry.pixels)
+            for r, px in withdraw.values():
+                await self.withdraw(r, entry.sha256, px, f"the same image was served for many photo URLs of {site}")
+        state.unlisted = {}
+
+    async def _load_candidates(
+        self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None
+    ) -> None:
         if from_file is not None:
             state.candidates = [c for c in from_file.get(state.wnid, []) if self.usable(c.url)]
             if not state.candidates:
