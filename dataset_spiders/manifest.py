@@ -43,21 +43,63 @@ def key(kind: str, image_id: str) -> str:
     return image_id if kind == "image" else f"{kind}:{image_id}"
 
 
+MAX_LINE = 1 << 20  # bytes; a longer line is no line of ours
+_TEXT_FIELDS = ("id", "kind", "group", "label", "url", "final_url", "outcome", "detail", "path", "sha256", "pixels")
+_INT_FIELDS = ("bytes", "width", "height")
+
+
+def problem_with(record: Any) -> str | None:
+    """Why a parsed line cannot be one of ours (a hand edit, another tool, junk), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for name in ("id", "outcome"):
+        if not isinstance(record.get(name), str) or not record[name]:
+            return f"no text {name!r}"
+    for name in _TEXT_FIELDS:
+        value = record.get(name)
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            return f"{name!r} is not text"
+    for name in _INT_FIELDS:
+        value = record.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return f"{name!r} is not a whole number"
+    if len(record["id"]) > 255 or (record.get("path") and len(record["path"]) > 4096):
+        return "an id or path too long to be ours"
+    return None
+
+
 def read_lines(path: str) -> Iterator[dict[str, Any]]:
-    """Every well-formed line of a manifest, in order; a torn or foreign line is skipped."""
+    """Every well-formed line of a manifest, in order. A torn, foreign or malformed line is
+    skipped with a warning (the first few are named, then a count): never acted on."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
+    skipped = 0
+    with open(path, "rb") as f:
+        number = 0
+        while raw := f.readline(MAX_LINE):
+            number += 1
+            why = None
+            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE:
+                while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of an overlong line
+                why = f"over {MAX_LINE} bytes"
+            elif not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                logger.warning("%s:%d: skipping a line that is not JSON (a torn write?)", path, number)
-                continue
-            if isinstance(record, dict) and "id" in record and "outcome" in record:
+            else:
+                try:
+                    record = json.loads(raw.decode("utf-8", errors="replace"))
+                except (ValueError, RecursionError):
+                    why = "not JSON (a torn write?)"
+                else:
+                    why = problem_with(record)
+            if why is None:
                 yield record
+                continue
+            skipped += 1
+            if skipped <= 5:
+                logger.warning("%s:%d: skipping a line: %s", path, number, why)
+    if skipped > 5:
+        logger.warning("%s: skipped %d malformed line(s) in all", path, skipped)
 
 
 def load_index(path: str, learned: set[tuple[str, str]] | None = None) -> dict[str, Entry]:
@@ -67,8 +109,8 @@ def load_index(path: str, learned: set[tuple[str, str]] | None = None) -> dict[s
     """
     index: dict[str, Entry] = {}
     for record in read_lines(path):
-        index[key(record.get("kind") or "image", str(record["id"]))] = Entry(
-            outcome=str(record["outcome"]),
+        index[key(record.get("kind") or "image", record["id"])] = Entry(
+            outcome=record["outcome"],
             path=record.get("path"),
             bytes=record.get("bytes"),
             sha256=record.get("sha256"),
@@ -78,9 +120,9 @@ def load_index(path: str, learned: set[tuple[str, str]] | None = None) -> dict[s
             group=record.get("group"),
             url=record.get("url"),
         )
-        learned_here = record.get("outcome") == "placeholder" and LEARNED_MARK in str(record.get("detail") or "")
+        learned_here = record["outcome"] == "placeholder" and LEARNED_MARK in (record.get("detail") or "")
         if learned is not None and learned_here and record.get("sha256"):
-            learned.add((str(record.get("url") or ""), str(record["sha256"])))
+            learned.add((record.get("url") or "", record["sha256"]))
     return index
 
 
@@ -97,7 +139,8 @@ class ManifestWriter:
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)  # never via a link
+        self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
         if self._file.tell() > 0 and not _ends_with_newline(self.path):
             self._file.write("\n")  # a torn last line from a crash stays on its own line
 

@@ -35,6 +35,7 @@ IMAGES_RETRY_TIMES = None  # ours: retries per image request; None means RETRY_T
 RETRY_TIMES = 2  # retries after the first try: bounded, never forever
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 RETRY_AFTER_MAX = 60  # ours: the longest Retry-After we wait, in seconds
+ISIC_MAX_IDLE_PAGES = 3  # ours: listing pages in a row with no new record end the listing (exit 1); 0: never
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "dataset_spiders.middlewares.retry_after.RetryAfterMiddleware": 550,

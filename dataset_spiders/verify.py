@@ -1,34 +1,36 @@
 """Re-check a dataset on disk against its manifest: what ``scrapy verify`` does.
 
 Every image the manifest says is in the dataset must be there, with the recorded size and
-sha256, decode in full, and not be a known placeholder; every class folder must hold what the
-manifest says it kept. With ``fix``, bad files are moved aside to ``{root}/.quarantine`` and a
-manifest line marks them for the next crawl, which fills the gaps.
+sha256, decode in full, and not be a known placeholder. Every file anywhere in the image
+folders (every class and label folder) must be one the manifest keeps: anything else, a
+``*.part``, a symlink, a foreign file, is reported; an ImageNet class over the target recorded
+in ``dataset.json`` is too. With ``fix``, bad files are moved aside to ``{root}/.quarantine``
+and a manifest line marks them for the next crawl, which fills the gaps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import manifest
-from .dataset import ALL_EXTENSIONS, QUARANTINE_DIR, Dataset
+from . import manifest, provenance
+from .dataset import ALL_EXTENSIONS, Dataset, _regular_size
+from .lock import is_locked
 from .manifest import Entry
-from .outcomes import DAMAGED, KEPT_OUTCOMES, MISSING, PLACEHOLDER, ImageRejected
+from .outcomes import DAMAGED, KEPT_OUTCOMES, MISSING, PLACEHOLDER, SURPLUS, ImageRejected
 from .pipelines.validate import Limits, inspect_image
 
-QUARANTINE = QUARANTINE_DIR
+OUR_FILES = frozenset({"classes.txt"})  # what the spiders themselves write at an image folder's top
 
 
 @dataclass
 class Problem:
-    key: str
+    key: str  # the manifest key, or "" for a file the manifest does not keep
     path: str
-    what: str  # missing, changed, undecodable, placeholder, unlisted
+    what: str  # missing, changed, undecodable, placeholder, unlisted, stray, symlink, over_target
     detail: str
 
 
@@ -36,6 +38,7 @@ class Problem:
 class Report:
     checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # valid images a running crawl has not recorded yet
     per_group: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -56,9 +59,10 @@ def _digests(path: str) -> tuple[int, str, str, str]:
 
 def check_entry(dataset: Dataset, key: str, entry: Entry, placeholders: set[str]) -> Problem | None:
     """The problem with one kept image, or None. Blocking (reads and decodes the file)."""
-    path = dataset.absolute(entry.path or "")
-    if not os.path.isfile(path):
-        return Problem(key, path, "missing", "the file is not there")
+    path = dataset.absolute(entry.path or "") or ""
+    if _regular_size(path) is None:
+        what = "symlink" if os.path.islink(path) else "missing"
+        return Problem(key, path, what, "a symlink, not a file" if what == "symlink" else "the file is not there")
     try:
         size, sha256, sha1, md5 = _digests(path)
     except OSError as exc:
@@ -75,11 +79,34 @@ def check_entry(dataset: Dataset, key: str, entry: Entry, placeholders: set[str]
     return None
 
 
-def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
-    dataset = Dataset(root)
+def dataset_folders(root: str) -> tuple[list[str], list[str], list[dict]]:
+    """From ``dataset.json``: every folder the runs named, the image folders among them, the runs."""
+    runs = provenance.read_runs(os.path.abspath(root))
+    folders = []
+    for run in runs:
+        named = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+        folders += [os.path.normpath(v) for k, v in named.items() if k != "out_dir" and isinstance(v, str)
+                    and os.path.isabs(v)]
+    return list(dict.fromkeys(folders)), provenance.image_folders(runs), runs
+
+
+def open_dataset(root: str) -> tuple[Dataset, list[str], list[dict]]:
+    """The dataset at ``root`` with the folders its runs wrote to, its image folders, its runs."""
+    folders, image_folders, runs = dataset_folders(root)
+    dataset = Dataset(root, folders)
     if not os.path.isfile(dataset.manifest_path):
         raise FileNotFoundError(f"no {manifest.MANIFEST_NAME} in {root}")
     dataset.load()
+    if not image_folders:  # a dataset from before dataset.json: the top folders of its kept images
+        for entry in dataset.index.values():
+            rel = os.path.relpath(dataset.absolute(entry.path or "") or dataset.root, dataset.root)
+            if entry.outcome in KEPT_OUTCOMES and entry.path and os.sep in rel:
+                image_folders.append(os.path.join(dataset.root, rel.split(os.sep, 1)[0]))
+    return dataset, list(dict.fromkeys(image_folders)), runs
+
+
+def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
+    dataset, image_folders, runs = open_dataset(root)
     signatures = {p.lower() for p in placeholders}
     kept = {k: e for k, e in dataset.index.items() if e.outcome in KEPT_OUTCOMES and e.path}
     report = Report(checked=len(kept))
@@ -90,32 +117,65 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
             for problem in pool.map(lambda item: check_entry(dataset, *item, signatures), batch):
                 if problem:
                     report.problems.append(problem)
-    # Class folders hold exactly what the manifest kept there (ImageNet: one folder per class).
-    expected: defaultdict[str, set[str]] = defaultdict(set)
-    for entry in kept.values():
-        path = dataset.absolute(entry.path or "")
-        expected[os.path.dirname(path)].add(path)
-    for folder, paths in expected.items():
-        report.per_group[os.path.relpath(folder, dataset.root)] = len(paths)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            path = os.path.join(folder, name)
-            if path not in paths and name.rsplit(".", 1)[-1].lower() in ALL_EXTENSIONS:
-                report.problems.append(Problem(name, path, "unlisted", "an image the manifest does not list"))
+    by_folder: defaultdict[str, list[str]] = defaultdict(list)  # folder -> kept keys, in manifest order
+    paths = {}
+    for key, entry in kept.items():
+        path = dataset.absolute(entry.path or "") or ""
+        paths[path] = key
+        by_folder[os.path.dirname(path)].append(key)
+    for folder, keys in by_folder.items():
+        report.per_group[os.path.relpath(folder, dataset.root)] = len(keys)
+    crawling = is_locked(dataset.root)
+    for top in image_folders:
+        _walk(top, paths, crawling, report)
+        target = provenance.imagenet_target(runs, top)
+        for folder, keys in by_folder.items() if target is not None else ():
+            if os.path.dirname(folder) == top and len(keys) > target:
+                for key in keys[target:]:
+                    report.problems.append(Problem(key, dataset.absolute(kept[key].path or "") or "", "over_target",
+                                                   f"the class holds {len(keys)} images, over per_class={target}"))
     return report
 
 
+def _walk(top: str, kept_paths: dict[str, str], crawling: bool, report: Report) -> None:
+    """Report every file under ``top`` that the manifest does not keep."""
+    for folder, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            path = os.path.join(folder, name)
+            if path in kept_paths:
+                continue
+            if os.path.islink(path):
+                report.problems.append(Problem("", path, "symlink", "a symlink in the image tree (never followed)"))
+            elif name in dirs or (folder == top and name in OUR_FILES):
+                continue
+            elif name.rsplit(".", 1)[-1].lower() not in ALL_EXTENSIONS:
+                why = "not an image of the dataset (a temporary or foreign file)"
+                report.problems.append(Problem("", path, "stray", why))
+            elif crawling and _decodes(path):
+                report.pending.append(path)  # a running crawl renamed it and has yet to write its line
+            else:
+                report.problems.append(Problem("", path, "unlisted", "an image the manifest does not list"))
+
+
+def _decodes(path: str) -> bool:
+    try:
+        inspect_image(path, Limits(max_pixels=2**40))
+    except (ImageRejected, OSError):
+        return False
+    return True
+
+
 def fix(root: str, report: Report) -> int:
-    """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many."""
-    dataset = Dataset(root)
+    """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many.
+    The caller holds the dataset's lock."""
+    dataset, _, _ = open_dataset(root)
     for problem in report.problems:
-        if os.path.exists(problem.path):
-            aside = os.path.join(dataset.root, QUARANTINE, os.path.relpath(problem.path, dataset.root))
-            os.makedirs(os.path.dirname(aside), exist_ok=True)
-            shutil.move(problem.path, aside)
-        if problem.what == "unlisted":
+        if os.path.lexists(problem.path):
+            dataset.quarantine(problem.path)
+        if not problem.key:
             continue
         kind, _, image_id = problem.key.rpartition(":") if ":" in problem.key else ("image", "", problem.key)
-        outcome = {"missing": MISSING, "placeholder": PLACEHOLDER}.get(problem.what, DAMAGED)
+        outcome = {"missing": MISSING, "placeholder": PLACEHOLDER, "over_target": SURPLUS}.get(problem.what, DAMAGED)
         dataset.writer.write(
             {"id": image_id, "kind": kind, "outcome": outcome, "detail": f"verify: {problem.what}: {problem.detail}"}
         )

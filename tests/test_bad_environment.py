@@ -11,19 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import crawl
+from tests.conftest import crawl, tmpfs
 from tests.emulators import FakeImage, ImageHost, IsicV2Server, images
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "disk", "600k") as mount:
+        yield mount
 
 
 def whole_images(folder: Path) -> dict[str, bytes]:

@@ -33,6 +33,8 @@ class Command(ScrapyCrawlCommand):
             spider_cls = loader.load(args[0])
         except KeyError:
             _fail(f"no spider named {args[0]!r} (there are: {', '.join(sorted(loader.list()))})", 2)
+        # Scrapy took the command's name out of sys.argv; dataset.json records the whole line
+        self.settings.set("DATASET_COMMAND_LINE", ["scrapy", "crawl", *sys.argv[1:]], priority="command")
         model = getattr(spider_cls, "Params", None)
         if model is not None:
             try:
@@ -48,11 +50,7 @@ class Command(ScrapyCrawlCommand):
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
         spider = getattr(crawler, "spider", None)
-        fatal = getattr(spider, "fatal_error", None)
-        if not fatal and getattr(spider, "close_reason", None) == "start_error":
-            fatal = "the crawl failed (see the log above)"
-        if not fatal and getattr(spider, "close_reason", None) == "shutdown":
-            fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
-        if fatal:
+        status, fatal = spider.exit_status() if hasattr(spider, "exit_status") else (0, None)
+        if status:
             print(f"error: {fatal}", file=sys.stderr, flush=True)
             self.exitcode = 1

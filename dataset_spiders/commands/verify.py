@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from ..verify import fix, verify
+from ..lock import DatasetBusy, DatasetLock
+from ..verify import Report, dataset_folders, fix, verify
 
 
 class Command(ScrapyCommand):
@@ -29,19 +31,37 @@ class Command(ScrapyCommand):
         if len(args) != 1:
             raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `scrapy verify Data`")
         assert self.settings is not None
+        lock = None
         try:
+            if opts.fix:  # --fix moves files and appends to the manifest: one run per dataset
+                folders, _, _ = dataset_folders(args[0])
+                lock = DatasetLock(os.path.abspath(args[0]), folders)
+                lock.acquire()
             report = verify(args[0], self.settings.getlist("PLACEHOLDER_DIGESTS"))
+        except DatasetBusy as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exitcode = 1
+            return
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 2
             return
+        try:
+            self.report(report, opts.fix, args[0])
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def report(self, report: Report, fixing: bool, root: str) -> None:
         for problem in report.problems:
             print(f"{problem.what}: {problem.path}: {problem.detail}")
+        if report.pending:
+            print(f"pending: {len(report.pending)} valid image(s) not yet in the manifest (a crawl is running)")
         counts = ", ".join(f"{what} {n}" for what, n in sorted(_count(report).items()))
         print(f"checked {report.checked} image(s) in {len(report.per_group)} folder(s): "
               + (f"{len(report.problems)} problem(s): {counts}" if report.problems else "all good"))
-        if report.problems and opts.fix:
-            moved = fix(args[0], report)
+        if report.problems and fixing:
+            moved = fix(root, report)
             print(f"fixed: {moved} moved aside to .quarantine and marked; the next crawl fills the gaps")
         self.exitcode = 0 if report.ok else 1
 

@@ -20,7 +20,7 @@ from scrapy import signals
 from .. import manifest
 from ..outcomes import KEPT_OUTCOMES
 from ..pipelines.store import atomic_write
-from ..sources.isic import record_from_description
+from ..sources.isic import record_from_description, valid_id
 
 logger = logging.getLogger(__name__)
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
@@ -30,7 +30,7 @@ def build_catalog(manifest_path: str, descs_dir: str) -> tuple[str, str, int]:
     """metadata.csv text, attribution.txt text, and the number of images described."""
     rows: list[dict[str, Any]] = []
     for key, entry in sorted(manifest.load_index(manifest_path).items()):
-        if ":" in key or entry.outcome not in KEPT_OUTCOMES:
+        if not valid_id(key) or entry.outcome not in KEPT_OUTCOMES:  # a key names a file: ours only
             continue
         try:
             with open(os.path.join(descs_dir, f"{key}.json"), encoding="utf-8") as f:
@@ -67,7 +67,8 @@ class IsicCatalog:
         return cls(crawler)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
-        if getattr(spider, "name", None) != "isic" or not os.path.isfile(spider.dataset.manifest_path):
+        held = getattr(spider, "lock", None) is not None and spider.lock.held
+        if getattr(spider, "name", None) != "isic" or not held or not os.path.isfile(spider.dataset.manifest_path):
             return
         try:
             await asyncio.to_thread(self.write, spider)

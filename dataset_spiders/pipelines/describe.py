@@ -30,7 +30,7 @@ class SaveDescriptionsPipeline:
         ):
             data = json.dumps(item.description, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             try:
-                staging = self.crawler.spider.dataset.staging_dir
+                staging = self.crawler.spider.dataset.staging_for(item.description_path)
                 await asyncio.to_thread(atomic_write, item.description_path, data, staging)
             except OSError as exc:  # the image is complete and stays; a re-run writes the description
                 self.crawler.spider.fail(f"cannot write to {item.description_path}: {exc.strerror or exc}")

@@ -70,15 +70,6 @@ class DatasetImagesPipeline(ImagesPipeline):
         retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
         self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
 
-    def open_spider(self, spider: Any = None) -> None:
-        super().open_spider()
-        try:
-            removed = self.store.clear_staging()
-        except OSError:
-            return  # the spider checks its folders first thing and stops with a clear message
-        if removed:
-            logger.info("Removed %d unfinished file(s) a stopped run left in %s", removed, self.store.staging_dir)
-
     async def process_item(self, item: Any, spider: Any = None) -> Any:
         if not isinstance(item, ImageItem) or item.outcome is not None or not item.image_urls:
             return item
@@ -133,9 +124,10 @@ class DatasetImagesPipeline(ImagesPipeline):
             raise ImageRejected(EMPTY, f"empty body from {response.url}")
         self.inc_stats(DOWNLOADED)
         try:
-            item.staged, item.sha256 = await asyncio.to_thread(self.store.stage, response.body)
+            staging = self.crawler.spider.dataset.staging_for(item.stem)
+            item.staged, item.sha256 = await asyncio.to_thread(self.store.stage, response.body, staging)
         except OSError as exc:  # a full disk or a read-only folder: nothing more can be kept
-            self.crawler.spider.fail(f"cannot write to {self.store.staging_dir}: {exc.strerror or exc}")
+            self.crawler.spider.fail(f"cannot write to {staging}: {exc.strerror or exc}")
             raise ImageRejected(ERROR, f"cannot stage the bytes: {exc.strerror or exc}") from None
         item.size = len(response.body)
         return {"url": request.url, "path": item.staged, "checksum": item.sha256, "status": DOWNLOADED}

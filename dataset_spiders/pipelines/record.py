@@ -6,7 +6,6 @@ Images that are not in the dataset are dropped here (quietly: the manifest has t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from typing import Any
@@ -65,6 +64,8 @@ class RecordOutcomesPipeline:
         site = site_of(item.url)
         if item.outcome == KEPT and spider.learner.is_placeholder(site, item.sha256 or ""):
             self.withdraw_late(item)
+        if item.kind == "image" and item.outcome in KEPT_OUTCOMES and item.path:
+            self.remove_old_copy(item)
         try:
             dataset.writer.write(self.line(item))
         except OSError as exc:
@@ -80,12 +81,27 @@ class RecordOutcomesPipeline:
             spider.quota.release(item.group)
         self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)
 
+    def remove_old_copy(self, item: ImageItem) -> None:
+        """An image kept under a new path (ISIC relabelled it, or the layout changed) loses its
+        old copy in the image folder, now that the new one is in place: one id, one file. Removed
+        before the line is written, so a crash in between leaves the old line to redo this."""
+        spider = self.crawler.spider
+        old = spider.dataset.kept_path("image", item.image_id)
+        new = os.path.abspath(item.path or "")
+        images_dir = getattr(spider, "images_dir", None)
+        if not old or old == new or not images_dir or not old.startswith(os.path.join(images_dir, "")):
+            return
+        if os.path.lexists(old) and spider.dataset.remove(old):
+            note = f"moved from {spider.dataset.relative(old)} (the old copy was removed)"
+            item.detail = f"{item.detail}; {note}" if item.detail else note
+            self.crawler.stats.inc_value("images/moved")
+            logger.info("%s %s", item.image_id, note)
+
     def withdraw_late(self, item: ImageItem) -> None:
         """A placeholder was learned while this copy was being kept: take it back out."""
         spider = self.crawler.spider
         if item.path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(item.path)
+            spider.dataset.remove(item.path)
         spider.quota.revoke(item.group)
         if spider.seen is not None:
             spider.seen.forget(item.sha256, item.pixels)

@@ -1,17 +1,15 @@
 """A files store that never leaves a partial file under a final name.
 
 Scrapy's ``FSFilesStore`` writes straight to the final path. Ours writes the bytes to a
-staging folder at the dataset root, and a separate ``commit`` renames them into place once
+staging folder on the same file system, and a separate ``commit`` renames them into place once
 every check has passed; a crash leaves only staging files, which the next run deletes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
-import shutil
 import uuid
 from collections import defaultdict
 from io import BytesIO
@@ -32,21 +30,11 @@ def _fsync_write(path: str, data: bytes, fsync: bool) -> None:
 
 
 def move_into_place(staged: str, final: str) -> None:
-    """Rename ``staged`` to ``final`` (copying through a sibling when they are on two file systems)."""
+    """Rename ``staged`` to ``final``. Staging is on the final folder's file system (see
+    ``Dataset.staging_for``), so this never copies, and never leaves a temporary file beside
+    ``final``; a folder mounted inside the image tree fails here with EXDEV, clearly."""
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    try:
-        os.replace(staged, final)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = f"{final}.{uuid.uuid4().hex[:8]}.part"
-        try:
-            shutil.copyfile(staged, tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        _unlink_quietly(staged)
+    os.replace(staged, final)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, staging_dir: str, fsync: bool = True) -> None:
@@ -82,24 +70,12 @@ class StagingFilesStore(FSFilesStore):
             self.created_directories = defaultdict(set)
         self.staging_dir = os.path.join(self.basedir, STAGING_DIR)
 
-    def clear_staging(self) -> int:
-        """Delete what a crashed run left in the staging folder; returns how many files."""
-        removed = 0
-        if os.path.isdir(self.staging_dir):
-            for entry in os.scandir(self.staging_dir):
-                if entry.is_file():
-                    _unlink_quietly(entry.path)
-                    removed += 1
-        os.makedirs(self.staging_dir, exist_ok=True)
-        return removed
-
-    def stage(self, data: bytes) -> tuple[str, str]:
-        """Write ``data`` to a new staging file; returns its path and the sha256 of the bytes.
-
-        Blocking: call it from a worker thread.
-        """
-        os.makedirs(self.staging_dir, exist_ok=True)
-        staged = os.path.join(self.staging_dir, f"{uuid.uuid4().hex}.part")
+    def stage(self, data: bytes, staging_dir: str | None = None) -> tuple[str, str]:
+        """Write ``data`` to a new file in ``staging_dir`` (the one on the final folder's file
+        system); returns its path and the sha256 of the bytes. Blocking: call it from a thread."""
+        staging_dir = staging_dir or self.staging_dir
+        os.makedirs(staging_dir, exist_ok=True)
+        staged = os.path.join(staging_dir, f"{uuid.uuid4().hex}.part")
         _fsync_write(staged, data, self.fsync)
         return staged, hashlib.sha256(data).hexdigest()
 

@@ -4,7 +4,7 @@ way to stop the run with one clear line and a non-zero exit."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -14,12 +14,15 @@ from typing import Any, ClassVar
 
 import scrapy
 from scrapy import Request, signals
+from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
-from ..dataset import Dataset
-from ..outcomes import KEPT_OUTCOMES, is_permanent
+from ..dataset import Dataset, FolderError
+from ..lock import DatasetBusy, DatasetLock
+from ..outcomes import is_permanent
 from ..params import parse_args
 from ..pipelines.placeholders import site_of
+from ..provenance import Provenance
 from ..quota import Quota
 from ..seen import KeptRef, PlaceholderLearner, SeenImages
 
@@ -34,6 +37,7 @@ class DatasetSpider(scrapy.Spider):
     """Base class: ``Params`` is the argument model, checked before anything is requested."""
 
     Params: ClassVar[type]
+    target_per: ClassVar[str] = "selection"  # what the target counts: the selection, or each class
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__()
@@ -48,17 +52,44 @@ class DatasetSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.dataset = Dataset(spider.out_dir())
+        spider.dataset = Dataset(spider.out_dir(), spider.named_folders())
         crawler.signals.connect(spider.on_spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(spider.on_engine_stopped, signal=signals.engine_stopped)
         s = crawler.settings
         spider.quota = Quota(spider.target(), s.getint("DATASET_MAX_IN_FLIGHT"), s.getint("DATASET_EXTRA_IN_FLIGHT"))
         spider.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         spider.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
         crawler.settings.set("IMAGES_STORE", spider.dataset.root, priority="spider")
+        spider.lock = DatasetLock(spider.dataset.root, spider.dataset.folders[1:])
+        spider.provenance = None
+        spider.claim_error = spider.claim()
         return spider
+
+    def claim(self) -> str | None:
+        """Take the dataset for this run, before any pipeline opens: lock its folders, refuse
+        symlinks where we make folders, and delete what a stopped run left in staging. Returns
+        why it cannot be taken (one line), having touched nothing of another run's."""
+        root = self.dataset.root
+        try:
+            self.lock.acquire()
+            self.dataset.plan_staging()
+            self.dataset.refuse_symlinks(self.own_folders())
+            removed = self.dataset.clear_staging()
+        except (DatasetBusy, FolderError) as exc:
+            self.lock.release()
+            return str(exc)
+        except OSError as exc:
+            self.lock.release()
+            return f"cannot write to {exc.filename or root}: {exc.strerror or exc}"
+        if removed:
+            logger.info("Removed %d unfinished file(s) a stopped run left in staging", removed)
+        return None
 
     async def start(self) -> AsyncIterator[Any]:
         """The spider's ``items()``, with any unexpected error turned into one line and exit 1."""
+        if self.claim_error:
+            self.fail(self.claim_error)
+            return
         try:
             async for item in self.items():
                 yield item
@@ -73,8 +104,55 @@ class DatasetSpider(scrapy.Spider):
     def on_spider_closed(self, spider: Any, reason: str) -> None:
         self.close_reason = reason
 
+    def on_engine_stopped(self) -> None:
+        """The last thing a run does: record how it ended in dataset.json, then unlock."""
+        if self.provenance is not None:
+            try:
+                self.provenance.end(*self.exit_status())
+            except OSError as exc:
+                logger.error("cannot record the end of the run in dataset.json: %s", exc.strerror or exc)
+        self.lock.release()
+
+    def exit_status(self) -> tuple[int, str | None]:
+        """1 and the one-line reason when the run did not do its job, else 0 and None."""
+        fatal = self.fatal_error
+        if not fatal and self.close_reason == "start_error":
+            fatal = "the crawl failed (see the log above)"
+        if not fatal and self.close_reason == "shutdown":
+            fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
+        return (1, fatal) if fatal else (0, None)
+
     def out_dir(self) -> str:
         return self.params.out_dir  # type: ignore[attr-defined, no-any-return]
+
+    def named_folders(self) -> list[str]:
+        """The output folders the user may name (and may put outside ``out_dir``)."""
+        return []
+
+    def own_folders(self) -> list[str]:
+        """Folders the spider makes itself: a symlink there is refused."""
+        return [self.dataset.staging_dir, self.dataset.quarantine_dir]
+
+    def provenance_record(self) -> dict[str, Any]:
+        """This run's selection, target, sources and folders, for dataset.json."""
+        target = self.target()
+        return {
+            "spider": self.name,
+            **({"command": command} if (command := self.settings.getlist("DATASET_COMMAND_LINE")) else {}),
+            "sources": self.sources(),
+            "arguments": dataclasses.asdict(self.params),
+            "settings": {k: v for k, v in self.settings.copy_to_dict().items()
+                         if self.settings.getpriority(k) == SETTINGS_PRIORITIES["cmdline"]},
+            "target": {"images": target, "per": self.target_per} if target is not None else None,
+            "folders": {"out_dir": self.dataset.root, **self.folder_names()},
+        }
+
+    def folder_names(self) -> dict[str, str]:
+        return {}
+
+    def sources(self) -> dict[str, str | None]:
+        """Where this run's images are listed, for dataset.json."""
+        return {"api_url": getattr(self, "api_url", None)}
 
     def target(self) -> int | None:
         """How many images to keep per group (None: all there are)."""
@@ -133,13 +211,18 @@ class DatasetSpider(scrapy.Spider):
         """Check the pipelines, that every output folder can be written, and read the manifest."""
         if not self.check_pipelines():
             return False
+        self.provenance = Provenance(self.dataset.root, self.dataset.staging_dir, self.provenance_record(),
+                                     self.dataset.quarantine)
         try:
             await asyncio.to_thread(_check_writable, [self.dataset.root, *folders])
+            await asyncio.to_thread(self.provenance.start)
             await asyncio.to_thread(self.dataset.load)
         except OSError as exc:
             where = exc.filename or self.dataset.root
             self.fail(f"cannot write to {where}: {exc.strerror or exc}")
             return False
+        if self.dataset.ignored_lines:
+            self.crawler.stats.set_value("manifest/ignored_lines", self.dataset.ignored_lines)
         if self.dataset.index:
             logger.info("The manifest lists %d image(s) from earlier runs", len(self.dataset.index))
         await self.remember_earlier_runs()
@@ -158,7 +241,7 @@ class DatasetSpider(scrapy.Spider):
     async def withdraw(self, ref: KeptRef, sha256: str | None, pixels: str | None, why: str) -> None:
         """Take a kept copy of a learned placeholder out: remove the file, record it, forget its
         bytes, and give its class the slot back (so the class is topped up)."""
-        await asyncio.to_thread(_unlink_quietly, ref.path)
+        await asyncio.to_thread(self.dataset.remove, ref.path)
         self.dataset.writer.write(
             {"id": ref.image_id, "kind": "image", "group": ref.group or None, "url": ref.url,
              "outcome": "placeholder", "detail": f"withdrawn: {why}", "sha256": sha256}
@@ -180,8 +263,9 @@ class DatasetSpider(scrapy.Spider):
                 continue
             site = site_of(entry.url)
             ref = None
-            if entry.outcome in KEPT_OUTCOMES and entry.path:
-                ref = KeptRef(key, entry.group or "", self.dataset.absolute(entry.path), entry.url or "")
+            path = self.dataset.kept_path("image", key)
+            if path:
+                ref = KeptRef(key, entry.group or "", path, entry.url or "")
                 self.learner.note_kept_ref(site, entry.sha256, ref, entry.pixels)
             # every copy counts as one more URL serving those bytes, kept or not (duplicate, surplus)
             for earlier, _ in self.learner.observe(site, entry.sha256, entry.url or "") or []:
@@ -206,16 +290,11 @@ class DatasetSpider(scrapy.Spider):
         response = await self.fetch(url, what)
         try:
             return response.status, json.loads(response.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             kind = response.headers.get(b"Content-Type", b"?").decode("latin-1")
             raise SourceError(
                 f"the {what} {url} answered HTTP {response.status} with {kind}, not JSON"
             ) from None
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _check_writable(folders: list[str]) -> None:

@@ -15,13 +15,12 @@ import sys
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import signals as our_signals
+from ..dataset import FolderError
 from ..items import ImageItem
-from ..manifest import Entry
 from ..outcomes import DUPLICATE, KEPT_OUTCOMES, SURPLUS
 from ..pipelines.placeholders import site_of
 from ..pipelines.store import atomic_write
@@ -31,37 +30,9 @@ from ..sources import imagenet
 from ..sources.isic import url_extension
 from .base import DatasetSpider, SourceError
 from .imagenet_args import ILSVRC, ImagenetParams
+from .imagenet_classes import ClassState, over_target
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ClassState:
-    """One class: its candidates, how far through them we are, and why it may end short."""
-
-    index: int
-    wnid: str
-    label: str | None
-    folder: str
-    candidates: list[imagenet.Candidate] = field(default_factory=list)
-    position: int = 0
-    present: set[str] = field(default_factory=set)  # image ids already in the dataset
-    unlisted: dict[str, Entry] = field(default_factory=dict)  # present, but not in the manifest
-    no_urls: str | None = None  # why the source gave no candidates
-    loaded: bool = False
-
-    spare: deque[imagenet.Candidate] = field(default_factory=deque)  # good but surplus: for top-ups
-
-    @property
-    def exhausted(self) -> bool:
-        return self.position >= len(self.candidates) and not self.spare
-
-    def next_candidate(self) -> imagenet.Candidate:
-        """Spare candidates first (they came earlier in the list), then the rest in order."""
-        if self.spare:
-            return self.spare.popleft()
-        self.position += 1
-        return self.candidates[self.position - 1]
 
 
 class ImagenetSpider(DatasetSpider):
@@ -93,8 +64,22 @@ class ImagenetSpider(DatasetSpider):
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
         return spider
 
+    target_per = "class"
+
     def target(self) -> int | None:
         return self.params.per_class
+
+    def named_folders(self) -> list[str]:
+        return [self.params.folder()]
+
+    def folder_names(self) -> dict[str, str]:
+        return {"images_dir": self.params.folder()}
+
+    def sources(self) -> dict[str, str | None]:
+        urls_file = self.params.urls_file
+        if urls_file and urls_file != "-":
+            return {"urls_file": os.path.abspath(urls_file)}
+        return super().sources()
 
     # --- the crawl ----------------------------------------------------------------------------
 
@@ -105,8 +90,9 @@ class ImagenetSpider(DatasetSpider):
             classes = await asyncio.to_thread(self.load_classes)
             await asyncio.to_thread(self.write_classes_txt, classes)
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
-        except (ValueError, OSError, EOFError, zlib.error) as exc:
-            self.fail(str(exc) if isinstance(exc, ValueError) else f"cannot read the class list or URL file: {exc}")
+        except (ValueError, FolderError, OSError, EOFError, zlib.error) as exc:
+            plain = isinstance(exc, (ValueError, FolderError))
+            self.fail(str(exc) if plain else f"cannot read the class list or URL file: {exc}")
             return
         for state in classes:
             self.adopt_unlisted(state)
@@ -173,8 +159,11 @@ class ImagenetSpider(DatasetSpider):
             if p.layout == "name_wnid" and label:
                 name = f"{imagenet.safe_label(imagenet.first_lemma(label))}_{wnid}"
             state = ClassState(index, wnid, label, os.path.join(self.images_dir, name))
+            self.dataset.refuse_symlinks([state.folder])
             vouched, state.unlisted = self.dataset.take_stock(state.folder, Limits.from_settings(self.settings))
             state.present = set(vouched) | set(state.unlisted)
+            state.on_disk = {**vouched, **state.unlisted}
+            state.vouched = set(vouched)
             states.append(state)
         return states
 
@@ -200,17 +189,46 @@ class ImagenetSpider(DatasetSpider):
         """``classes.txt``: index, wnid and label in the order given, to map ImageFolder's indices back."""
         lines = [f"{c.index}\t{c.wnid}\t{c.label or ''}\n" for c in classes]
         data = "".join(lines).encode("utf-8")
-        atomic_write(os.path.join(self.images_dir, "classes.txt"), data, self.dataset.staging_dir)
+        path = os.path.join(self.images_dir, "classes.txt")
+        atomic_write(path, data, self.dataset.staging_for(path))
 
     def read_urls_file(self, classes: list[ClassState]) -> dict[str, list[imagenet.Candidate]]:
         return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
 
     async def load_candidates(self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None) -> None:
-        if self.quota.full(state.wnid) and not state.unlisted:
+        if self.quota.full(state.wnid) and not state.unlisted and len(state.present) <= self.params.per_class:
             return  # not loaded: a withdrawal may still make room, and a later pass loads it
         state.loaded = True
         await self._load_candidates(state, from_file)
         await self.learn_from_unlisted(state)
+        await self.trim(state)
+
+    async def trim(self, state: ClassState) -> None:
+        """A class folder that held more than ``per_class`` images when the run started (placed
+        by hand, an older run with a larger N) is brought back to N: the surplus is moved to
+        ``.quarantine`` and recorded, never deleted."""
+        surplus = await asyncio.to_thread(over_target, state, self.params.per_class)
+        if not surplus:
+            return
+        moved_to = None
+        for stem, entry in surplus:
+            aside = await asyncio.to_thread(self.dataset.quarantine, entry.path or "")
+            if aside is None:
+                continue
+            moved_to = os.path.dirname(aside)
+            state.present.discard(stem)
+            self.quota.revoke(state.wnid)
+            if self.seen is not None:
+                self.seen.forget(entry.sha256, entry.pixels)
+            detail = f"trimmed: the class held more than per_class={self.params.per_class} images; moved to "
+            self.dataset.writer.write(
+                {"id": stem, "kind": "image", "group": state.wnid, "label": state.label, "outcome": SURPLUS,
+                 "detail": detail + (self.dataset.relative(aside) or ""), "bytes": entry.bytes, "sha256": entry.sha256}
+            )
+            self.dataset.count_outcome(self.crawler.stats, "image", stem, SURPLUS)
+            self.crawler.stats.inc_value("images/trimmed")
+        logger.warning("%s held %d images, over per_class=%d: moved %d to %s", state.wnid,
+                       len(state.present) + len(surplus), self.params.per_class, len(surplus), moved_to)
 
     async def learn_from_unlisted(self, state: ClassState) -> None:
         """Files a crash left without their manifest line count towards learning placeholders as

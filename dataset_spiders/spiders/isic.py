@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from scrapy import Request
@@ -48,6 +48,23 @@ class IsicSpider(DatasetSpider):
 
     def target(self) -> int | None:
         return self.params.num_images
+
+    def named_folders(self) -> list[str]:
+        return list(self.folder_names().values())
+
+    def folder_names(self) -> dict[str, str]:
+        p = self.params
+        names = {"descs_dir": p.folder("descs")}
+        if not p.no_images:
+            names["images_dir"] = p.folder("images")
+        if p.segmentation:
+            names["seg_dir"] = p.folder("seg")
+        return names
+
+    def own_folders(self) -> list[str]:
+        labels = (*isic.LABELS, "unlabeled") if self.params.layout == "by_label" else ()
+        return [*super().own_folders(), os.path.join(self.dataset.root, "licenses"),
+                *(os.path.join(self.params.folder("images"), label) for label in labels)]
 
     async def items(self) -> AsyncIterator[Any]:
         p = self.params
@@ -104,6 +121,7 @@ class IsicSpider(DatasetSpider):
         url: str | None = isic.v2_search_url(self.api_url, query, p.collections)
         seen: set[str] = set()
         to_skip, first = p.offset, True
+        idle = IdlePages(self.settings.getint("ISIC_MAX_IDLE_PAGES", 3), "search")
         while url:
             if url in seen:
                 raise SourceError(f"the search repeated a page ({url})")
@@ -125,6 +143,8 @@ class IsicSpider(DatasetSpider):
             first = False
             if not results and url:
                 raise SourceError(f"the search gave an empty page that links to another ({url})")
+            if not idle.progress([record_key(raw, "isic_id") for raw in results], page, more=url is not None):
+                continue  # every record on it was listed (or skipped by offset) already
             for raw in results:
                 if to_skip:
                     to_skip -= 1
@@ -137,6 +157,7 @@ class IsicSpider(DatasetSpider):
     async def v1_records(self) -> AsyncIterator[isic.IsicRecord]:
         p = self.params
         offset, previous = p.offset, None
+        idle = IdlePages(self.settings.getint("ISIC_MAX_IDLE_PAGES", 3), "image list")
         while True:
             url = isic.v1_list_url(self.api_url, offset, p.filter)
             status, data = await self.fetch_json(url, "image list")
@@ -151,13 +172,14 @@ class IsicSpider(DatasetSpider):
             if data and names == previous:
                 raise SourceError(f"the image list repeated a page at offset {offset}")
             previous = names
-            for raw in data:
-                try:
-                    yield isic.v1_record(await self.v1_full(raw), self.api_url)
-                except isic.RecordError as exc:
-                    logger.warning("Skipping a v1 record: %s", exc)
             if not data:  # IA's own client pages until an empty list: a server may cap `limit`
                 return
+            if idle.progress([record_key(raw, "name") for raw in data], url, more=True):
+                for raw in data:
+                    try:
+                        yield isic.v1_record(await self.v1_full(raw), self.api_url)
+                    except isic.RecordError as exc:
+                        logger.warning("Skipping a v1 record: %s", exc)
             offset += len(data)
 
     async def v1_full(self, raw: Any) -> Any:
@@ -214,9 +236,8 @@ class IsicSpider(DatasetSpider):
         if self.params.api_version == 2:
             self.ask_license(item.description.get("copyright_license"))
         elif self.params.segmentation and item.source_id:
-            known = self.dataset.entry("mask", item.image_id)
-            present = known and known.outcome in KEPT_OUTCOMES and known.path
-            if present and os.path.exists(self.dataset.absolute(known.path)):
+            known = self.dataset.kept_path("mask", item.image_id)
+            if known and os.path.isfile(known):
                 return
             url = isic.v1_segmentations_url(self.api_url, item.source_id)
             self.crawler.engine.crawl(
@@ -240,7 +261,8 @@ class IsicSpider(DatasetSpider):
 
     async def save_license(self, response: Response, name: str) -> None:
         try:
-            await asyncio.to_thread(atomic_write, self.license_path(name), response.body, self.dataset.staging_dir)
+            path = self.license_path(name)
+            await asyncio.to_thread(atomic_write, path, response.body, self.dataset.staging_for(path))
         except OSError as exc:
             self.fail(f"cannot write to {self.license_path(name)}: {exc.strerror or exc}")
 
@@ -269,6 +291,45 @@ class IsicSpider(DatasetSpider):
     def segmentations_failed(self, failure: Any) -> None:
         self.crawler.stats.inc_value("isic/segmentation_list_failed")
         logger.warning("Could not list segmentations: %s", failure.getErrorMessage())
+
+
+def record_key(raw: Any, name: str) -> str | None:
+    """The id a listed record goes by (v2 ``isic_id``, v1 ``name``), as the records read it."""
+    value = raw.get(name) if isinstance(raw, dict) else None
+    return None if value is None else str(value)
+
+
+class IdlePages:
+    """Pages in a row that bring no record not already listed.
+
+    A listing is bounded by progress, not only by URL identity: a server can mint fresh
+    cursors (or serve ever-growing offsets) over old records forever. Progress is judged per
+    page, since a legitimate page may repeat some records when the archive shifts under us.
+    """
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit, self.what = limit, what  # limit 0: never give up
+        self.listed: set[str] = set()
+        self.in_a_row = 0
+
+    def progress(self, keys: Iterable[str | None], url: str, *, more: bool) -> bool:
+        """Whether the page at ``url`` brought a record not listed before (records skipped by
+        ``offset`` count: they are new). SourceError once ``limit`` pages in a row brought none
+        and the listing would go on (``more``): the caller's line ends it, exit 1."""
+        fresh = False
+        for key in keys:
+            if key is not None and key not in self.listed:
+                self.listed.add(key)
+                fresh = True
+        self.in_a_row = 0 if fresh else self.in_a_row + 1
+        if fresh:
+            return True
+        if more and 0 < self.limit <= self.in_a_row:
+            pages = "a page" if self.in_a_row == 1 else f"{self.in_a_row} pages in a row"
+            raise SourceError(f"the {self.what} gave {pages} with no record not already listed (last: {url})")
+        logger.warning("The %s page %s brought no record not already listed (%d in a row)",
+                       self.what, url, self.in_a_row)
+        return False
 
 
 class SearchRejected(SourceError):

@@ -45,6 +45,15 @@ def decode_cursor(encoded: str, offset_cutoff: int = 100) -> Cursor:
     return Cursor(min(offset, offset_cutoff), reverse, tokens.get("p", [None])[0])
 
 
+def cursor_extras(encoded: str) -> dict[str, str]:
+    """The tokens of ``encoded`` beyond ``o``, ``r`` and ``p`` (those ``encode_cursor``'s ``extra`` added).
+
+    Hostile page modes mark their own cursors this way; raises ValueError like ``decode_cursor``.
+    """
+    tokens = parse_qs(base64.b64decode(encoded.encode("ascii")).decode("ascii"), keep_blank_values=True)
+    return {key: values[0] for key, values in tokens.items() if key not in ("o", "r", "p")}
+
+
 def replace_query_param(url: str, key: str, value: str) -> str:
     """Set ``key=value`` in ``url``'s query, re-sorting params alphabetically (DRF)."""
     scheme, netloc, path, query, fragment = urlsplit(url)

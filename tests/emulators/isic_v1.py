@@ -11,6 +11,7 @@ from .isic_data import FakeImage, FakeSegmentation, as_list, hex24
 from .server import EmulatorServer, HttpError, Request
 
 _FAILED_MASK = "This segmentation is failed, and thus has no mask."
+PAGE_MODES = ("normal", "recycle", "shift")
 _MISSING = object()
 
 
@@ -77,11 +78,21 @@ def _window(items: list[Any], req: Request, default_limit: int = 50) -> list[Any
 
 
 class IsicV1Server(EmulatorServer):
-    """Legacy Girder API: image list/description/download and segmentations."""
+    """Legacy Girder API: image list/description/download and segmentations.
 
-    def __init__(self, fake_images: Iterable[FakeImage]) -> None:
+    ``page_mode`` (settable at any time) changes the image list's offset pages:
+    ``"recycle"`` (past the last record, every offset returns records already served instead
+    of an empty list, rotated so that no page is the page before: it never ends);
+    ``"shift"`` (pages at an offset over 0 start ``overlap`` records earlier, as if records
+    were added before the offset mid-listing: one page repeats some records but brings new
+    ones; legitimate).
+    """
+
+    def __init__(self, fake_images: Iterable[FakeImage], page_mode: str = "normal") -> None:
         super().__init__()
         self.images: list[FakeImage] = as_list(fake_images)
+        self.page_mode = page_mode
+        self.overlap = 90  # "shift" mode: how many records earlier pages after the first start
         api = "/api/v1"
         self.route("GET", rf"{api}/image", self._list)
         self.route("GET", rf"{api}/image/(?P<id>[^/]+)", self._describe)
@@ -167,10 +178,22 @@ class IsicV1Server(EmulatorServer):
                 raise girder_error("The imageIds must be a JSON array.") from None
             docs = [d for d in docs if d["_id"] in ids]
         docs.sort(key=lambda d: d[sort], reverse=sortdir < 0)
-        docs = _window(docs, req)
+        docs = self._list_page(docs, req)
         if req.arg("detail", "false") != "true":
             docs = [{"_id": d["_id"], "name": d["name"], "updated": d["updated"]} for d in docs]
         req.send_json(docs)
+
+    def _list_page(self, docs: list[dict[str, Any]], req: Request) -> list[dict[str, Any]]:
+        """The window of the list at ``offset``, as ``page_mode`` says."""
+        limit, offset = _int_param(req, "limit", 50), max(_int_param(req, "offset", 0), 0)
+        if self.page_mode == "shift" and offset > 0:
+            offset = max(offset - self.overlap, 0)
+        elif self.page_mode == "recycle" and docs and offset >= len(docs):
+            size = len(docs) if limit <= 0 else min(limit, len(docs))
+            start = ((offset - len(docs)) // size + 1) % len(docs)  # one further each page a client steps
+            docs, offset = docs[start:] + docs[:start], 0
+        docs = docs[offset:]
+        return docs if limit <= 0 else docs[:limit]
 
     def _describe(self, req: Request) -> None:
         req.send_json(self.description(self._image(req.match["id"])))

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .cursor import Cursor, decode_cursor, encode_cursor, paginate, replace_query_param
+from .cursor import Cursor, cursor_extras, decode_cursor, encode_cursor, paginate, replace_query_param
 from .isic_data import FakeImage, as_list
 from .isic_dsl import QueryError, parse_query
 from .isic_host import ImageHost
 from .server import EmulatorServer, HttpError, Request
 
-PAGE_MODES = ("normal", "repeat_next", "empty_with_next", "not_json")
+PAGE_MODES = ("normal", "repeat_next", "empty_with_next", "not_json", "stale_cursors", "stale_detours", "overlap")
 MAX_LIMIT = 100
 LICENSES = {
     "CC-0": "CC-0 (CC0 1.0 Universal) public domain dedication - emulator license text.\n",
@@ -38,6 +38,15 @@ class IsicV2Server(EmulatorServer):
     page 1's ``next``), ``"empty_with_next"`` (the first cursor page served has
     ``results: []`` and a non-null ``next`` that continues correctly; once),
     ``"not_json"`` (cursor pages are 200 text/html).
+
+    Modes whose every link is fresh, so only progress can tell something is wrong (they act on
+    the first page's ``next`` too): ``"stale_cursors"`` (after the real records, ``next`` keeps
+    giving fresh cursors, an ever-increasing ``stale`` token, whose pages hold only records
+    already served, rotating among them: it never ends), ``"stale_detours"`` (every page's
+    ``next`` first leads to one such page of old records, whose ``next`` goes on with the real
+    listing: idle pages, never two in a row) and ``"overlap"`` (every page's ``next`` starts
+    ``overlap`` records before the page's end, as if the archive shifted under the client: each
+    page repeats some records but brings new ones; legitimate).
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class IsicV2Server(EmulatorServer):
         self.collections: dict[int, str] = dict(collections or {})
         self.page_mode = page_mode
         self._empty_served = False
+        self.overlap = 90  # "overlap" mode: records each page repeats from the page before
         api = "/api/v2"
         self.route("GET", rf"{api}/images/search/", self._search)
         self.route("GET", rf"{api}/images/search/size/", self._search_size)
@@ -150,16 +160,20 @@ class IsicV2Server(EmulatorServer):
         limit = self._limit(req)
         encoded = req.arg("cursor")
         cursor: Cursor | None = None
-        try:
-            if encoded is not None:
-                cursor = decode_cursor(encoded)
-            page = paginate(records, lambda i: i.created_dt, datetime.fromisoformat, cursor, limit)
-        except (ValueError, TypeError, binascii.Error):
-            raise HttpError(400, _BAD_CURSOR) from None
         own_url = f"{req.base_url}{req.path}?{req.raw_query}"
 
         def link(c: Cursor | None, **extra: str) -> str | None:
             return None if c is None else replace_query_param(own_url, "cursor", encode_cursor(c, **extra))
+
+        try:
+            if encoded is not None:
+                cursor = decode_cursor(encoded)
+                extras = cursor_extras(encoded)
+                if "stale" in extras:
+                    return self._send_stale_page(req, records, limit, extras, own_url)
+            page = paginate(records, lambda i: i.created_dt, datetime.fromisoformat, cursor, limit)
+        except (ValueError, TypeError, KeyError, binascii.Error):
+            raise HttpError(400, _BAD_CURSOR) from None
 
         body: dict[str, Any] = {
             "count": len(records) if cursor is None or cursor.position is None else None,
@@ -175,7 +189,30 @@ class IsicV2Server(EmulatorServer):
             elif self.page_mode == "empty_with_next" and not self._empty_served and cursor is not None:
                 self._empty_served = True
                 body.update(results=[], previous=None, next=link(cursor, x="1"))
+        if self.page_mode == "stale_cursors" and page.next is None and records:
+            body["next"] = link(Cursor(), stale="1", upto=str(records[-1].created_dt))
+        elif self.page_mode == "stale_detours" and page.next is not None and page.items:
+            then = encode_cursor(page.next)
+            body["next"] = link(Cursor(), stale="1", upto=str(page.items[-1].created_dt), then=then)
+        elif self.page_mode == "overlap" and page.next is not None and len(page.items) > self.overlap:
+            body["next"] = link(Cursor(position=str(page.items[-self.overlap - 1].created_dt)))
         req.send_json(body)
+
+    def _send_stale_page(
+        self, req: Request, records: list[FakeImage], limit: int, extras: dict[str, str], own_url: str
+    ) -> None:
+        """A page of records already served (created up to ``upto``), rotated by the ``stale``
+        count so no two are alike; ``next`` is the next stale cursor, or ``then`` (a detour's end)."""
+        n, upto = int(extras["stale"]), datetime.fromisoformat(extras["upto"])
+        served = [img for img in records if img.created_dt <= upto]
+        start = n % len(served) if served else 0
+        window = (served[start:] + served[:start])[:limit]
+        more = encode_cursor(Cursor(), stale=str(n + 1), upto=extras["upto"])
+        token = extras.get("then", more)  # a detour goes back to the real listing
+        following = replace_query_param(own_url, "cursor", token) if token else None
+        req.send_json(
+            {"count": None, "next": following, "previous": None, "results": [self.image_out(i) for i in window]}
+        )
 
     @staticmethod
     def _limit(req: Request) -> int:

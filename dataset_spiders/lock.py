@@ -1,0 +1,134 @@
+"""One run per dataset: an exclusive ``flock`` on every folder a run writes to, held for its life.
+
+The kernel drops an ``flock`` when its process dies, however it dies, so a lock left by a
+killed run never blocks the next one (a pid file would go stale). The lock is taken on the
+folders themselves (a directory file descriptor), so nothing is created inside the image
+tree. ``out_dir/.lock`` only says who holds it, for the message a second run prints.
+
+A later mode for cooperating workers can take ``LOCK_SH`` on the same descriptors, with a
+staging folder per worker; only the exclusive mode exists now. POSIX systems only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+import time
+
+INFO_NAME = ".lock"
+
+
+class DatasetBusy(Exception):
+    """Another run holds the dataset; the message is one line naming the folder and the holder."""
+
+
+class DatasetLock:
+    """Exclusive locks on ``folders`` (created if missing); ``root`` gets the holder's note."""
+
+    def __init__(self, root: str, folders: list[str]):
+        self.root = root
+        self.folders = list(dict.fromkeys([root, *folders]))
+        self._fds: list[int] = []
+
+    @property
+    def held(self) -> bool:
+        return bool(self._fds)
+
+    def acquire(self, attempts: int = 3) -> None:
+        """Lock every folder or none. Raises DatasetBusy, or OSError when a folder cannot be made.
+
+        A read-only ``scrapy verify`` probes the lock for an instant; a few quick tries keep a
+        crawl started at that instant from being refused.
+        """
+        for attempt in range(attempts):
+            try:
+                self._acquire_all()
+                break
+            except DatasetBusy:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2)
+        self._write_info()
+
+    def _acquire_all(self) -> None:
+        for folder in self.folders:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.release()
+                raise DatasetBusy(busy_message(folder, self.root)) from None
+            except BaseException:
+                os.close(fd)
+                self.release()
+                raise
+            self._fds.append(fd)
+
+    def _write_info(self) -> None:
+        note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}: "
+        note += " ".join(sys.argv)[:500] + "\n"
+        # informative only (a read-only root is reported later, clearly); never through a symlink
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with contextlib.suppress(OSError):
+            fd = os.open(os.path.join(self.root, INFO_NAME), flags, 0o644)
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(note)
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the last descriptor drops the flock
+
+
+def is_locked(folder: str) -> bool:
+    """Whether a run holds ``folder`` now (probes with a shared lock, released at once)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def holder_pid(folder: str) -> int | None:
+    """The pid holding an flock on ``folder``, from ``/proc/locks`` (Linux), or None."""
+    try:
+        st = os.stat(folder)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f":{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (blocked waiters have a "->" field)
+        if len(parts) >= 6 and parts[1] == "FLOCK" and "->" not in parts and parts[5].endswith(wanted):
+            major, minor, _ = parts[5].split(":")
+            if (int(major, 16), int(minor, 16)) == (os.major(st.st_dev), os.minor(st.st_dev)):
+                with contextlib.suppress(ValueError):
+                    return int(parts[4])
+    return None
+
+
+def busy_message(folder: str, root: str) -> str:
+    pid = holder_pid(folder)
+    who = f"process {pid}" if pid else "another run"
+    if pid is None:
+        note = ""
+        with contextlib.suppress(OSError), open(os.path.join(root, INFO_NAME), encoding="utf-8", errors="replace") as f:
+            note = f.readline(300).strip()
+        if note.startswith("pid "):
+            who = f"process {note.split()[1]} (per {INFO_NAME})"
+    return (f"{folder} is in use by {who}: one run per dataset at a time; "
+            "wait for it to finish, or choose another out_dir")
