@@ -39,9 +39,23 @@ ISIC_MAX_IDLE_PAGES = 3  # ours: listing pages in a row with no new record end t
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "dataset_spiders.middlewares.retry_after.RetryAfterMiddleware": 550,
+    # images ask for no transfer encoding; sees an encoded body before HttpCompression (590) inflates it
+    "dataset_spiders.middlewares.encoded_images.EncodedImagesMiddleware": 595,
 }
 DOWNLOAD_MAXSIZE = 1024 * 1024 * 1024  # bytes; a larger body is `too_large`
 DOWNLOAD_WARNSIZE = 0  # ISIC TIFFs are large by nature; no warning per file
+
+# --- Memory -------------------------------------------------------------------------------
+# ours: bytes an image sent with Content-Encoding (gzip, ...) despite our "identity" may inflate
+# to; larger is `too_large`, found without inflating it (a gzip bomb: 2 MB in, 2 GiB out). 0: off
+IMAGES_ENCODED_MAXSIZE = 64 * 1024 * 1024
+# ours: bytes of image bodies being received at once, at most (Scrapy holds each body in memory
+# until it is complete); a download that does not fit waits for room, never fails. 0: off
+IMAGES_MEMORY_BUDGET = 2 * 1024 * 1024 * 1024
+DOWNLOAD_HANDLERS = {  # keeps image downloads within that budget; also cancels surplus downloads
+    "http": "dataset_spiders.middlewares.cancel_when_full.CancelWhenFullDownloadHandler",
+    "https": "dataset_spiders.middlewares.cancel_when_full.CancelWhenFullDownloadHandler",
+}
 
 # --- Images -------------------------------------------------------------------------------
 ITEM_PIPELINES = {

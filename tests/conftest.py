@@ -39,6 +39,20 @@ class Run:
         return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
 
 
+def crawl_command(spider: str, out: Path, *args: str, settings: dict[str, str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}"]
+    for arg in args:
+        cmd += ["-a", arg]
+    for name, value in (settings or {}).items():
+        cmd += ["-s", f"{name}={value}"]
+    return cmd
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment without the machine's proxy variables, plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | (extra or {})
+
+
 def crawl(
     spider: str,
     out: Path,
@@ -52,15 +66,9 @@ def crawl(
 
     The machine's proxy variables are dropped; ``env`` adds variables (e.g. ``http_proxy``).
     """
-    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}"]
-    for arg in args:
-        cmd += ["-a", arg]
-    for name, value in (settings or {}).items():
-        cmd += ["-s", f"{name}={value}"]
-    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    environ.update(env or {})
     proc = subprocess.run(
-        cmd, cwd=ROOT, env=environ, input=stdin, capture_output=True, text=True, timeout=timeout
+        crawl_command(spider, out, *args, settings=settings), cwd=ROOT, env=clean_env(env), input=stdin,
+        capture_output=True, text=True, timeout=timeout,
     )
     return Run(proc.returncode, proc.stderr, out)
 

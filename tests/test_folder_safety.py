@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, crawl, tmpfs
+from tests.conftest import ROOT, clean_env, crawl, crawl_command, tmpfs
 from tests.emulators import ImageHost, IsicV2Server, images, make_archive
 from tests.emulators.imagenet import FakePhoto, GeturlsServer, PhotoHosts, make_classes
 
 
 def popen(spider: str, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}", *(f"-a{a}" for a in args)]
-    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | (env or {})
-    return subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(crawl_command(spider, out, *args), cwd=ROOT, env=clean_env(env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def verify(out: Path, *flags: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from ..items import ImageItem
 from ..middlewares.cancel_when_full import GROUP_META
+from ..middlewares.encoded_images import IMAGE_META
 from ..middlewares.retry_after import RATE_LIMITED_META
 from ..outcomes import (
     DOWNLOADED,
@@ -85,7 +86,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         return item
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        meta: dict[str, Any] = {"dont_cache": True}
+        meta: dict[str, Any] = {"dont_cache": True, IMAGE_META: True}  # no transfer encoding; memory budget
         if self.timeout:
             meta["download_timeout"] = self.timeout
         if self.retry_times is not None:
@@ -134,7 +135,9 @@ class DatasetImagesPipeline(ImagesPipeline):
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         outcome, detail = classify(failure.value)
-        raise ImageRejected(outcome, detail) from failure.value
+        # Not chained: Scrapy caches each failure for the whole run, and the original exception's
+        # traceback holds the response (a gzip bomb's buffer once held a GiB per failed image).
+        raise ImageRejected(outcome, detail) from None
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         for ok, value in results:

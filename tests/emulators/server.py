@@ -172,6 +172,7 @@ class EmulatorServer:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._lock = threading.Lock()
         self._log: list[tuple[str, str]] = []
+        self._headers: list[tuple[str, dict[str, str]]] = []  # (path_with_query, lower-cased headers)
         self._hits: Counter[str] = Counter()
         self._conns: set[socket.socket] = set()
         self._reset_socks: set[socket.socket] = set()
@@ -231,6 +232,11 @@ class EmulatorServer:
         """Paths (with query) of logged requests whose path starts with ``prefix``."""
         return [p for _, p in self.log if p.startswith(prefix)]
 
+    def headers_for(self, prefix: str) -> list[dict[str, str]]:
+        """Request headers (names lower-cased) of logged requests whose path starts with ``prefix``."""
+        with self._lock:
+            return [dict(h) for p, h in self._headers if urlsplit(p).path.startswith(prefix)]
+
     def hits(self, path: str) -> int:
         """Number of requests received for ``path`` (query string ignored)."""
         with self._lock:
@@ -239,6 +245,7 @@ class EmulatorServer:
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
+            self._headers.clear()
             self._hits.clear()
 
     # -- routing -----------------------------------------------------------
@@ -253,6 +260,7 @@ class EmulatorServer:
     def _dispatch(self, handler: _RequestHandler) -> None:
         with self._lock:
             self._log.append((handler.command, handler.path))
+            self._headers.append((handler.path, {k.lower(): v for k, v in handler.headers.items()}))
         path = urlsplit(handler.path).path
         func, match = self.not_found, re.compile("").match("")
         for method, pattern, route_func in self._routes:
