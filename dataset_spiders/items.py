@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .core.manifest import Key, Record
+from .core.seen import KeptRef
+
 
 @dataclass
 class ImageItem:
@@ -41,4 +44,20 @@ class ImageItem:
     height: int | None = None
     format: str | None = None
     pixels: str | None = None  # digest of the decoded pixels, for duplicates that differ in bytes
+    learned: bool = False  # the outcome is a placeholder learned in this crawl
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
+
+    @property
+    def key(self) -> Key:
+        return Key(self.kind, self.image_id)
+
+    def ref(self) -> KeptRef:
+        return KeptRef(self.image_id, self.group, self.path or "", self.url or "")
+
+    def to_record(self, path: str | None, outcome: str) -> Record:
+        """The manifest line of this image (``path`` relative to the dataset root)."""
+        return Record(
+            self.image_id, outcome, self.kind, self.group or None, self.label,
+            self.url or (self.image_urls[0] if self.image_urls else None), self.final_url, self.detail or None,
+            path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned,
+        )

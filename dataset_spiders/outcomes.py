@@ -6,6 +6,9 @@ that leave the image in the dataset; everything else names why it is not there.
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
+
 from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadCancelledError,
@@ -17,37 +20,45 @@ from scrapy.exceptions import (
 )
 from twisted.internet import error as twisted_error
 
-DOWNLOADED = "downloaded"  # a stage, not an outcome: staged, the checks still to come
 
-KEPT = "kept"  # downloaded, checked and renamed into place in this run
-PRESENT = "present"  # already on disk from an earlier run; not downloaded again
-DESCRIBED = "described"  # description saved; the image was not asked for (no_images)
+class Outcome(StrEnum):
+    """Why an image is, or is not, in the dataset: the manifest's ``outcome`` field. A server's
+    final HTTP status is an outcome too, ``http_404`` and friends (``http_outcome``)."""
 
-TIMEOUT = "timeout"
-CONNECTION = "connection"  # refused, reset, DNS failure, dropped before a response
-TRUNCATED = "truncated"  # the body or the image data ends early
-EMPTY = "empty"
-NOT_IMAGE = "not_image"  # HTML, text or bytes no decoder knows
-CORRUPT = "corrupt"  # an image format, but the data does not decode
-TOO_SMALL = "too_small"
-TOO_LARGE = "too_large"  # over the byte limit or the pixel limit
-BAD_ID = "bad_id"  # the source gave an id that cannot be a file name
-NO_URL = "no_url"  # the source lists the image without a URL to fetch it from
-PLACEHOLDER = "placeholder"  # an "image unavailable" stand-in
-DUPLICATE = "duplicate"
-SURPLUS = "surplus"  # arrived after its class was full
-FILTERED = "filtered"  # refused by a downloader middleware (offsite, robots, ...)
-REDIRECT = "redirect"  # a redirect that could not be followed
-RATE_LIMITED = "rate_limited"  # the host asked to wait longer than RETRY_AFTER_MAX
-ERROR = "error"  # a bug or an unexpected failure; the detail says which
-DAMAGED = "damaged"  # `scrapy verify --fix` found the kept file changed or undecodable
-MISSING = "missing"  # `scrapy verify --fix` found the kept file gone
+    KEPT = "kept"  # downloaded, checked and renamed into place in this run
+    PRESENT = "present"  # already on disk from an earlier run; not downloaded again
+    DESCRIBED = "described"  # description saved; the image was not asked for (no_images)
+    COMMITTING = "committing"  # in the commit journal only: about to be renamed into place
 
-KEPT_OUTCOMES = frozenset({KEPT, PRESENT, DESCRIBED})
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # refused, reset, DNS failure, dropped before a response
+    TRUNCATED = "truncated"  # the body or the image data ends early
+    EMPTY = "empty"
+    NOT_IMAGE = "not_image"  # HTML, text or bytes no decoder knows
+    CORRUPT = "corrupt"  # an image format, but the data does not decode
+    TOO_SMALL = "too_small"
+    TOO_LARGE = "too_large"  # over the byte limit or the pixel limit
+    BAD_ID = "bad_id"  # the source gave an id that cannot be a file name
+    NO_URL = "no_url"  # the source lists the image without a URL to fetch it from
+    PLACEHOLDER = "placeholder"  # an "image unavailable" stand-in
+    DUPLICATE = "duplicate"
+    SURPLUS = "surplus"  # arrived after its class was full, or over it when a run started
+    CANCELLED = "cancelled"  # the download was cancelled (the run stopping), not refused
+    FILTERED = "filtered"  # refused by a downloader middleware (offsite, robots, ...)
+    REDIRECT = "redirect"  # a redirect that could not be followed
+    RATE_LIMITED = "rate_limited"  # the host asked to wait longer than RETRY_AFTER_MAX
+    ERROR = "error"  # a bug or an unexpected failure; the detail says which
+    DAMAGED = "damaged"  # `scrapy verify --fix` found the kept file changed or undecodable
+    MISSING = "missing"  # `scrapy verify --fix` found the kept file gone
+
+
+KEPT_OUTCOMES = frozenset({Outcome.KEPT, Outcome.PRESENT, Outcome.DESCRIBED})
 #: Failures worth trying again on a re-run: the server or the network may do better next time.
 TRANSIENT_OUTCOMES = frozenset(
-    {TIMEOUT, CONNECTION, TRUNCATED, ERROR, DAMAGED, MISSING, RATE_LIMITED, "http_408", "http_429"}
+    {Outcome.TIMEOUT, Outcome.CONNECTION, Outcome.TRUNCATED, Outcome.ERROR, Outcome.DAMAGED, Outcome.MISSING,
+     Outcome.RATE_LIMITED, Outcome.CANCELLED, "http_408", "http_429"}
 )
+HTTP_OUTCOME = re.compile(r"http_[0-9]{3}")
 
 
 def http_outcome(status: int) -> str:
@@ -56,7 +67,14 @@ def http_outcome(status: int) -> str:
 
 
 #: Failures a re-run does not try again: the same URL would give the same answer.
-PERMANENT_OUTCOMES = frozenset({EMPTY, NOT_IMAGE, CORRUPT, TOO_SMALL, TOO_LARGE, PLACEHOLDER})
+PERMANENT_OUTCOMES = frozenset(
+    {Outcome.EMPTY, Outcome.NOT_IMAGE, Outcome.CORRUPT, Outcome.TOO_SMALL, Outcome.TOO_LARGE, Outcome.PLACEHOLDER}
+)
+
+
+def is_outcome(value: str) -> bool:
+    """Whether ``value`` is one of the outcomes (an Outcome, or ``http_NNN``)."""
+    return value in Outcome._value2member_map_ or HTTP_OUTCOME.fullmatch(value) is not None
 
 
 def is_permanent(outcome: str) -> bool:
@@ -84,12 +102,14 @@ class ImageRejected(Exception):
         super().__init__(f"{outcome}: {detail}" if detail else outcome)
         self.outcome = outcome
         self.detail = detail
+        self.sha256: str | None = None  # of the bytes refused, when they were read
 
 
 _BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
-    ((DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError), TIMEOUT),
-    ((ResponseDataLossError,), TRUNCATED),
-    ((DownloadCancelledError,), TOO_LARGE),
+    ((DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError), Outcome.TIMEOUT),
+    ((ResponseDataLossError,), Outcome.TRUNCATED),
+    ((GroupFull,), Outcome.SURPLUS),
+    ((DownloadCancelledError,), Outcome.CANCELLED),  # cancelled, not bad: a re-run tries it again
     (
         (
             DownloadConnectionRefusedError,
@@ -100,10 +120,9 @@ _BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
             twisted_error.ConnectionDone,
             ConnectionError,
         ),
-        CONNECTION,
+        Outcome.CONNECTION,
     ),
-    ((GroupFull,), SURPLUS),
-    ((IgnoreRequest,), FILTERED),
+    ((IgnoreRequest,), Outcome.FILTERED),
 )
 
 
@@ -119,17 +138,19 @@ def classify(exc: BaseException) -> tuple[str, str]:
         seen.add(id(current))
         if isinstance(current, ImageRejected):
             return current.outcome, current.detail
-        if type(current) is IgnoreRequest:  # Scrapy says why only in words
-            text = str(current)
+        text = str(current)
+        if isinstance(current, DownloadCancelledError) and "max size" in text:  # Scrapy says why only in words
+            return Outcome.TOO_LARGE, _one_line(current)  # the Content-Length is over DOWNLOAD_MAXSIZE
+        if type(current) is IgnoreRequest:
             if "DOWNLOAD_MAXSIZE" in text:  # a body, or a gzip bomb, over the size limit
-                return TOO_LARGE, _one_line(current)
+                return Outcome.TOO_LARGE, _one_line(current)
             if "redirection" in text:
-                return REDIRECT, _one_line(current)
+                return Outcome.REDIRECT, _one_line(current)
         for types, outcome in _BY_EXCEPTION:
             if isinstance(current, types):
                 return outcome, _one_line(current)
         current = current.__cause__ or current.__context__
-    return ERROR, _one_line(exc)
+    return Outcome.ERROR, _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

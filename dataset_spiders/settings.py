@@ -59,19 +59,20 @@ DOWNLOAD_HANDLERS = {  # keeps image downloads within that budget; also cancels 
 
 # --- Images -------------------------------------------------------------------------------
 ITEM_PIPELINES = {
-    "dataset_spiders.pipelines.download.DatasetImagesPipeline": 100,  # fetch, stage as served
-    "dataset_spiders.pipelines.validate.ValidateImagesPipeline": 200,  # decode in full, limits
-    "dataset_spiders.pipelines.placeholders.RejectPlaceholdersPipeline": 300,
-    "dataset_spiders.pipelines.commit.CommitImagesPipeline": 400,  # the rename into place
+    "dataset_spiders.pipelines.images.DatasetImagesPipeline": 100,  # fetch, check, keep or reject, commit
     "dataset_spiders.pipelines.describe.SaveDescriptionsPipeline": 500,
-    "dataset_spiders.pipelines.record.RecordOutcomesPipeline": 900,  # manifest, stats, quota
+    "dataset_spiders.pipelines.record.RecordOutcomesPipeline": 900,  # manifest line, stats, quota slot
 }
 EXTENSIONS = {
+    "dataset_spiders.core.DatasetCore": 0,  # the dataset's state, handed to every stage
     "dataset_spiders.extensions.report.OutcomeReport": 500,
     "dataset_spiders.extensions.isic_catalog.IsicCatalog": 600,  # isic runs only
     "dataset_spiders.extensions.drain.FinishClosingWhenDrained": 700,  # Ctrl-C with items in flight
 }
-IMAGES_STORE = "Data"  # each spider sets it to its `out_dir`; staging files live under it
+IMAGES_STORE = "Data"  # each spider sets it to its `out_dir` (over -s); staging files live under it
+DATASET_COMMIT_BATCH = 64  # ours: images renamed into place and made durable together, at most
+DATASET_COMMIT_DELAY = 0.05  # ours: seconds an image waits for its batch to fill, at most
+DATASET_FLUSH_INTERVAL = 0.5  # ours: seconds between writes of the other manifest lines, at most
 MEDIA_ALLOW_REDIRECTS = True  # old image URLs redirect (http to https, moved buckets)
 IMAGES_MIN_WIDTH = 0
 IMAGES_MIN_HEIGHT = 0

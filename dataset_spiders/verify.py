@@ -16,12 +16,12 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import manifest, provenance
-from .dataset import ALL_EXTENSIONS, Dataset, _regular_size
-from .lock import is_locked
-from .manifest import Entry
-from .outcomes import DAMAGED, KEPT_OUTCOMES, MISSING, PLACEHOLDER, SURPLUS, ImageRejected
-from .pipelines.validate import Limits, inspect_image
+from .core import manifest, provenance
+from .core.disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
+from .core.lock import is_locked
+from .core.manifest import ManifestWriter, Record
+from .outcomes import ImageRejected, Outcome
+from .pipelines.checks import Limits, inspect_image
 
 OUR_FILES = frozenset({"classes.txt"})  # what the spiders themselves write at an image folder's top
 
@@ -57,10 +57,12 @@ def _digests(path: str) -> tuple[int, str, str, str]:
     return size, sha256.hexdigest(), sha1.hexdigest(), md5.hexdigest()
 
 
-def check_entry(dataset: Dataset, key: str, entry: Entry, placeholders: set[str]) -> Problem | None:
+def check_entry(disk: DatasetDisk, key: str, entry: Record, placeholders: set[str]) -> Problem | None:
     """The problem with one kept image, or None. Blocking (reads and decodes the file)."""
-    path = dataset.absolute(entry.path or "") or ""
-    if _regular_size(path) is None:
+    path = disk.absolute(entry.path or "") or ""
+    if entry.outcome == Outcome.COMMITTING and not os.path.lexists(path):
+        return None  # a crash came before the rename: nothing was kept, the next crawl fetches it
+    if regular_size(path) is None:
         what = "symlink" if os.path.islink(path) else "missing"
         return Problem(key, path, what, "a symlink, not a file" if what == "symlink" else "the file is not there")
     try:
@@ -90,49 +92,57 @@ def dataset_folders(root: str) -> tuple[list[str], list[str], list[dict]]:
     return list(dict.fromkeys(folders)), provenance.image_folders(runs), runs
 
 
-def open_dataset(root: str) -> tuple[Dataset, list[str], list[dict]]:
-    """The dataset at ``root`` with the folders its runs wrote to, its image folders, its runs."""
+def open_dataset(root: str) -> tuple[DatasetDisk, dict[str, Record], list[str], list[dict]]:
+    """The dataset at ``root``: its folders, the images its manifest keeps (by key; those a run
+    was committing when it stopped too, from its journal), its image folders, its runs."""
     folders, image_folders, runs = dataset_folders(root)
-    dataset = Dataset(root, folders)
-    if not os.path.isfile(dataset.manifest_path):
+    disk = DatasetDisk(root, folders)
+    if not os.path.isfile(disk.manifest_path):
         raise FileNotFoundError(f"no {manifest.MANIFEST_NAME} in {root}")
-    dataset.load()
+    last: dict[str, Record] = {}
+    for _, record in manifest.read(disk.manifest_path):
+        if record.path is None or (disk.absolute(record.path) is not None and is_image_name(record.path)):
+            last[str(record.key)] = record
+    kept = {k: r for k, r in last.items() if r.path and r.kept}
+    for _, record in manifest.read(disk.journal_path):  # being renamed into place when a run stopped
+        key = str(record.key)
+        if record.path and disk.absolute(record.path) and is_image_name(record.path) and key not in kept:
+            kept[key] = record
     if not image_folders:  # a dataset from before dataset.json: the top folders of its kept images
-        for entry in dataset.index.values():
-            rel = os.path.relpath(dataset.absolute(entry.path or "") or dataset.root, dataset.root)
-            if entry.outcome in KEPT_OUTCOMES and entry.path and os.sep in rel:
-                image_folders.append(os.path.join(dataset.root, rel.split(os.sep, 1)[0]))
-    return dataset, list(dict.fromkeys(image_folders)), runs
+        for record in kept.values():
+            rel = os.path.relpath(disk.absolute(record.path or "") or disk.root, disk.root)
+            if os.sep in rel:
+                image_folders.append(os.path.join(disk.root, rel.split(os.sep, 1)[0]))
+    return disk, kept, list(dict.fromkeys(image_folders)), runs
 
 
 def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
-    dataset, image_folders, runs = open_dataset(root)
+    disk, kept, image_folders, runs = open_dataset(root)
     signatures = {p.lower() for p in placeholders}
-    kept = {k: e for k, e in dataset.index.items() if e.outcome in KEPT_OUTCOMES and e.path}
     report = Report(checked=len(kept))
     items = list(kept.items())
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(items), 1000):  # in batches: a million entries are not all queued at once
             batch = items[start : start + 1000]
-            for problem in pool.map(lambda item: check_entry(dataset, *item, signatures), batch):
+            for problem in pool.map(lambda item: check_entry(disk, *item, signatures), batch):
                 if problem:
                     report.problems.append(problem)
     by_folder: defaultdict[str, list[str]] = defaultdict(list)  # folder -> kept keys, in manifest order
     paths = {}
     for key, entry in kept.items():
-        path = dataset.absolute(entry.path or "") or ""
+        path = disk.absolute(entry.path or "") or ""
         paths[path] = key
         by_folder[os.path.dirname(path)].append(key)
     for folder, keys in by_folder.items():
-        report.per_group[os.path.relpath(folder, dataset.root)] = len(keys)
-    crawling = is_locked(dataset.root)
+        report.per_group[os.path.relpath(folder, disk.root)] = len(keys)
+    crawling = is_locked(disk.root)
     for top in image_folders:
         _walk(top, paths, crawling, report)
         target = provenance.imagenet_target(runs, top)
         for folder, keys in by_folder.items() if target is not None else ():
             if os.path.dirname(folder) == top and len(keys) > target:
                 for key in keys[target:]:
-                    report.problems.append(Problem(key, dataset.absolute(kept[key].path or "") or "", "over_target",
+                    report.problems.append(Problem(key, disk.absolute(kept[key].path or "") or "", "over_target",
                                                    f"the class holds {len(keys)} images, over per_class={target}"))
     return report
 
@@ -168,16 +178,16 @@ def _decodes(path: str) -> bool:
 def fix(root: str, report: Report) -> int:
     """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many.
     The caller holds the dataset's lock."""
-    dataset, _, _ = open_dataset(root)
+    disk, _, _, _ = open_dataset(root)
+    writer = ManifestWriter(disk.manifest_path)
+    marks = {"missing": Outcome.MISSING, "placeholder": Outcome.PLACEHOLDER, "over_target": Outcome.SURPLUS}
     for problem in report.problems:
         if os.path.lexists(problem.path):
-            dataset.quarantine(problem.path)
+            disk.quarantine(problem.path)
         if not problem.key:
             continue
-        kind, _, image_id = problem.key.rpartition(":") if ":" in problem.key else ("image", "", problem.key)
-        outcome = {"missing": MISSING, "placeholder": PLACEHOLDER, "over_target": SURPLUS}.get(problem.what, DAMAGED)
-        dataset.writer.write(
-            {"id": image_id, "kind": kind, "outcome": outcome, "detail": f"verify: {problem.what}: {problem.detail}"}
-        )
-    dataset.writer.close()
+        key = manifest.Key.parse(problem.key)
+        outcome = marks.get(problem.what, Outcome.DAMAGED)
+        writer.write(Record(key.id, outcome, key.kind, detail=f"verify: {problem.what}: {problem.detail}"))
+    writer.close()
     return len(report.problems)

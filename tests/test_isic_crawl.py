@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from dataset_spiders.settings import ITEM_PIPELINES
 from tests.conftest import crawl
 from tests.emulators import FakeImage, ImageHost, IsicV2Server, images, make_archive
 
@@ -359,14 +360,32 @@ def test_num_images_100_costs_one_page_request(out):
     assert len(pages) == 1
 
 
-def test_a_disabled_image_pipeline_stops_the_run_instead_of_succeeding_empty(isic, out):
+class UnconfiguredPipeline:
+    """A pipeline Scrapy disables (NotConfigured), as it does an s3:// store without botocore."""
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        from scrapy.exceptions import NotConfigured
+
+        raise NotConfigured("botocore is not installed")
+
+
+def test_a_disabled_pipeline_stops_the_run_instead_of_succeeding_empty(isic, out):
     api, host = isic
-    run = crawl("isic", out, api_args(api), "num_images=2", settings={"IMAGES_STORE": "s3://bucket/images"})
+    pipelines = {**ITEM_PIPELINES, "tests.test_isic_crawl.UnconfiguredPipeline": 300}
+    run = crawl("isic", out, api_args(api), "num_images=2", settings={"ITEM_PIPELINES": json.dumps(pipelines)})
     assert run.code == 1
     assert run.stderr.strip().splitlines()[-1] == (
-        "error: the item pipeline DatasetImagesPipeline is disabled (the warning above says why); stopping"
+        "error: the item pipeline UnconfiguredPipeline is disabled (the warning above says why); stopping"
     )
     assert host.log == [] and api.requests_for("/api/v2/images/search/") == []
+
+
+def test_images_store_on_the_command_line_does_not_move_the_dataset(isic, out):
+    api, _ = isic
+    run = crawl("isic", out, api_args(api), "num_images=2", settings={"IMAGES_STORE": "s3://bucket/images"})
+    assert run.code == 0, run.stderr[-2000:]
+    assert len(run.files("Images")) == 2 and run.outcomes() == {"kept": 2}
 
 
 def test_retry_failed_asks_again_for_what_failed_for_good(out):

@@ -14,6 +14,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
+from ..core import DatasetCore
 from ..params import ArgumentError, parse_args
 
 
@@ -49,8 +50,11 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
-        spider = getattr(crawler, "spider", None)
-        status, fatal = spider.exit_status() if hasattr(spider, "exit_status") else (0, None)
+        try:
+            core = crawler.get_extension(DatasetCore)
+        except RuntimeError:  # the crawl did not get as far as building its extensions
+            core = None
+        status, fatal = core.exit_status() if core is not None else (0, None)
         if status:
             print(f"error: {fatal}", file=sys.stderr, flush=True)
             self.exitcode = 1

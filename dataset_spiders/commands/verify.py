@@ -9,7 +9,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from ..lock import DatasetBusy, DatasetLock
+from ..core.lock import DatasetBusy, DatasetLock
 from ..verify import Report, dataset_folders, fix, verify
 
 

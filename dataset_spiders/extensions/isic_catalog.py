@@ -17,9 +17,7 @@ from typing import Any
 
 from scrapy import signals
 
-from .. import manifest
-from ..outcomes import KEPT_OUTCOMES
-from ..pipelines.store import atomic_write
+from ..core import DatasetCore, manifest
 from ..sources.isic import record_from_description, valid_id
 
 logger = logging.getLogger(__name__)
@@ -29,8 +27,12 @@ FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
 def build_catalog(manifest_path: str, descs_dir: str) -> tuple[str, str, int]:
     """metadata.csv text, attribution.txt text, and the number of images described."""
     rows: list[dict[str, Any]] = []
-    for key, entry in sorted(manifest.load_index(manifest_path).items()):
-        if not valid_id(key) or entry.outcome not in KEPT_OUTCOMES:  # a key names a file: ours only
+    kept: dict[str, bool] = {}
+    for _, record in manifest.read(manifest_path):
+        if record.kind == "image":
+            kept[record.id] = record.kept
+    for key in sorted(k for k, is_kept in kept.items() if is_kept):
+        if not valid_id(key):  # a key names a file: ours only
             continue
         try:
             with open(os.path.join(descs_dir, f"{key}.json"), encoding="utf-8") as f:
@@ -67,18 +69,19 @@ class IsicCatalog:
         return cls(crawler)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
-        held = getattr(spider, "lock", None) is not None and spider.lock.held
-        if getattr(spider, "name", None) != "isic" or not held or not os.path.isfile(spider.dataset.manifest_path):
+        core = self.crawler.get_extension(DatasetCore)
+        if getattr(spider, "name", None) != "isic" or core is None or not core.lock.held:
             return
         try:
-            await asyncio.to_thread(self.write, spider)
+            await asyncio.to_thread(self.write, core)
         except OSError as exc:
-            spider.fatal_error = spider.fatal_error or f"cannot write the catalog: {exc}"
+            core.fail(f"cannot write the catalog: {exc.strerror or exc}", stop=False)
 
-    def write(self, spider: Any) -> None:
-        metadata, attribution, count = build_catalog(spider.dataset.manifest_path, spider.descs_dir)
-        root = spider.dataset.root
-        staging = spider.dataset.staging_dir
-        atomic_write(os.path.join(root, "metadata.csv"), metadata.encode("utf-8"), staging)
-        atomic_write(os.path.join(root, "attribution.txt"), attribution.encode("utf-8"), staging)
+    def write(self, core: DatasetCore) -> None:
+        core.writer.flush()  # the lines of the last images are in the file
+        if not os.path.isfile(core.disk.manifest_path):
+            return
+        metadata, attribution, count = build_catalog(core.disk.manifest_path, core.folder_names["descs_dir"])
+        core.disk.write_file(os.path.join(core.disk.root, "metadata.csv"), metadata.encode("utf-8"))
+        core.disk.write_file(os.path.join(core.disk.root, "attribution.txt"), attribution.encode("utf-8"))
         logger.info("metadata.csv and attribution.txt describe %d image(s)", count)

@@ -7,6 +7,8 @@ from typing import Any
 
 from scrapy import signals
 
+from ..core import DatasetCore
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,6 +34,6 @@ class OutcomeReport:
             if counts or kind == "images":
                 text = ", ".join(f"{name} {count}" for name, count in counts.items()) or "none tried"
                 logger.info("Outcomes (%s): %s", kind, text)
-        dataset = getattr(spider, "dataset", None)
-        if dataset is not None:
-            logger.info("Manifest: %s", dataset.manifest_path)
+        core = self.crawler.get_extension(DatasetCore)
+        if core is not None:
+            logger.info("Manifest: %s", core.disk.manifest_path)

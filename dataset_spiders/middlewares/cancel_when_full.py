@@ -13,16 +13,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
+from scrapy.utils.httpobj import urlparse_cached
 
+from ..core import DatasetCore
 from ..outcomes import GroupFull
+from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads
 
 GROUP_META = "dataset_group"
+
+
+class ImageConcurrency:
+    """``CONCURRENT_REQUESTS`` and ``CONCURRENT_REQUESTS_PER_DOMAIN`` for image downloads.
+
+    The media pipeline sends its requests through ``engine.download``, which skips the
+    scheduler and the engine's back-out check, so Scrapy caps them per download slot only, and
+    not in total: the caps are enforced here, before a download starts (its timeout starts with
+    it). One per crawl, shared by the handler instances (one per URL scheme)."""
+
+    _by_crawler: weakref.WeakKeyDictionary[Any, ImageConcurrency] = weakref.WeakKeyDictionary()
+
+    def __init__(self, total: int, per_host: int):
+        self.total = asyncio.Semaphore(max(1, total))
+        self.per_host_limit = max(1, per_host)
+        self.per_host: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    def of(cls, crawler: Any) -> ImageConcurrency:
+        if crawler not in cls._by_crawler:
+            s = crawler.settings
+            cls._by_crawler[crawler] = cls(s.getint("CONCURRENT_REQUESTS"), s.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
+        return cls._by_crawler[crawler]
+
+    @contextlib.asynccontextmanager
+    async def slot(self, request: Request) -> AsyncIterator[None]:
+        host = urlparse_cached(request).hostname or ""
+        per_host = self.per_host.setdefault(host, asyncio.Semaphore(self.per_host_limit))
+        async with self.total, per_host:
+            yield
 
 
 class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
@@ -32,15 +67,21 @@ class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
     def __init__(self, crawler: Any):
         super().__init__(crawler)
         self._budgeted = BudgetedDownloads.of(crawler)
+        core = crawler.get_extension(DatasetCore)
+        self._quota = core.quota if core is not None else None
+        self._caps = ImageConcurrency.of(crawler)
 
     async def _fetch(self, request: Request) -> Response:
-        if self._budgeted is None:
+        if not request.meta.get(IMAGE_META):
             return await super().download_request(request)
-        return await self._budgeted.download(request, super().download_request)
+        async with self._caps.slot(request):
+            if self._budgeted is None:
+                return await super().download_request(request)
+            return await self._budgeted.download(request, super().download_request)
 
     async def download_request(self, request: Request) -> Response:
         group = request.meta.get(GROUP_META)
-        quota = getattr(self._crawler.spider, "quota", None)
+        quota = self._quota
         if group is None or quota is None or quota.target is None:
             return await self._fetch(request)
         if quota.full(group):

@@ -25,7 +25,7 @@ import brotli
 from scrapy import Request
 from scrapy.http import Response
 
-from ..outcomes import TOO_LARGE, ImageRejected
+from ..outcomes import ImageRejected, Outcome
 
 try:  # the zstd module Scrapy itself decodes with
     from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
@@ -69,7 +69,7 @@ class EncodedImagesMiddleware:
         if limit and inflated_size(response.body, encodings, limit) > limit:
             names = ", ".join(e.decode() for e in encodings)
             detail = f"sent with Content-Encoding {names} ({len(response.body)} B): inflates past {name} ({limit} B)"
-            raise ImageRejected(TOO_LARGE, detail)
+            raise ImageRejected(Outcome.TOO_LARGE, detail)
         return response
 
 

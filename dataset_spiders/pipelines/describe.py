@@ -1,4 +1,4 @@
-"""Step 5: save each kept image's description, the source's full record, as indented JSON."""
+"""The describe stage: save each kept image's description, the source's full record, as JSON."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import asyncio
 import json
 from typing import Any
 
+from ..core import DatasetCore
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES
-from .store import atomic_write
 
 
 class SaveDescriptionsPipeline:
-    """Writes ``description`` to ``description_path`` for images in the dataset."""
+    """Writes ``description`` to ``description_path`` (atomically) for images in the dataset."""
 
     def __init__(self, crawler: Any):
-        self.crawler = crawler
+        self.core = DatasetCore.of(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> SaveDescriptionsPipeline:
@@ -30,8 +30,7 @@ class SaveDescriptionsPipeline:
         ):
             data = json.dumps(item.description, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             try:
-                staging = self.crawler.spider.dataset.staging_for(item.description_path)
-                await asyncio.to_thread(atomic_write, item.description_path, data, staging)
+                await asyncio.to_thread(self.core.disk.write_file, item.description_path, data)
             except OSError as exc:  # the image is complete and stays; a re-run writes the description
-                self.crawler.spider.fail(f"cannot write to {item.description_path}: {exc.strerror or exc}")
+                self.core.fail(f"cannot write to {item.description_path}: {exc.strerror or exc}")
         return item

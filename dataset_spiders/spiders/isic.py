@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from scrapy import Request
@@ -17,10 +17,10 @@ from scrapy.http import Response
 
 from .. import signals as our_signals
 from ..items import ImageItem
-from ..outcomes import BAD_ID, KEPT_OUTCOMES, NO_URL
-from ..pipelines.store import atomic_write
+from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic
 from .base import DatasetSpider, SourceError
+from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,6 @@ class IsicSpider(DatasetSpider):
     def target(self) -> int | None:
         return self.params.num_images
 
-    def named_folders(self) -> list[str]:
-        return list(self.folder_names().values())
-
     def folder_names(self) -> dict[str, str]:
         p = self.params
         names = {"descs_dir": p.folder("descs")}
@@ -63,16 +60,14 @@ class IsicSpider(DatasetSpider):
 
     def own_folders(self) -> list[str]:
         labels = (*isic.LABELS, "unlabeled") if self.params.layout == "by_label" else ()
-        return [*super().own_folders(), os.path.join(self.dataset.root, "licenses"),
+        return [os.path.join(os.path.abspath(self.params.out_dir), "licenses"),
                 *(os.path.join(self.params.folder("images"), label) for label in labels)]
 
     async def items(self) -> AsyncIterator[Any]:
         p = self.params
-        folders = [self.descs_dir] + ([] if p.no_images else [self.images_dir])
-        if p.segmentation:
-            folders.append(self.seg_dir)
-        if not await self.prepare_dataset(folders):
+        if not await self.open_dataset():
             return
+        quota = self.core.quota
         if p.segmentation and p.api_version == 2:
             logger.warning("The ISIC API v2 serves no segmentation masks; use api_version=1 for masks. Going on.")
         self.listed: set[str] = set()
@@ -80,25 +75,25 @@ class IsicSpider(DatasetSpider):
             await self.check_collections()
             records = aiter(self.records())
             # Room first, then the next record: a page is fetched only when an image can go.
-            while await self.quota.wait_for_room():
+            while await quota.wait_for_room():
                 try:
                     record = await anext(records)
                 except StopAsyncIteration:
                     break
                 item = self.make_item(record)
                 if item is not None:
-                    self.quota.reserve()
+                    quota.reserve()
                     yield item
         except SearchRejected as exc:
-            self.fail(str(exc))
+            self.core.fail(str(exc))
         except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
-            self.fail(f"{exc}; the listing ends here", stop=False)
+            self.core.fail(f"{exc}; the listing ends here", stop=False)
         except Exception as exc:  # a bug: still a clean end, a line in the log and exit 1
             logger.exception("The listing failed")
-            self.fail(f"the listing failed: {type(exc).__name__}: {exc}", stop=False)
+            self.core.fail(f"the listing failed: {type(exc).__name__}: {exc}", stop=False)
         await self.settle()
-        kept, wanted = self.quota.kept[""], self.quota.target
-        if wanted is not None and kept < wanted and self.fatal_error is None:
+        kept, wanted = quota.kept[""], quota.target
+        if wanted is not None and kept < wanted and self.core.fatal_error is None:
             logger.warning("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
 
     # --- listing ------------------------------------------------------------------------
@@ -197,7 +192,7 @@ class IsicSpider(DatasetSpider):
     def make_item(self, record: isic.IsicRecord) -> ImageItem | None:
         p = self.params
         if not isic.valid_id(record.isic_id):
-            return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=BAD_ID,
+            return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=Outcome.BAD_ID,
                              detail="the id is not ISIC_ and 7 digits")
         if record.isic_id in self.listed:
             self.crawler.stats.inc_value("isic/listed_twice")
@@ -215,7 +210,7 @@ class IsicSpider(DatasetSpider):
             folder = os.path.join(folder, record.label or "unlabeled")
         urls = [] if p.no_images or not record.image_url else [record.image_url]
         if not urls and not p.no_images:
-            return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=NO_URL,
+            return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=Outcome.NO_URL,
                              detail="the record has no image URL")
         return ImageItem(
             image_id=record.isic_id,
@@ -236,7 +231,7 @@ class IsicSpider(DatasetSpider):
         if self.params.api_version == 2:
             self.ask_license(item.description.get("copyright_license"))
         elif self.params.segmentation and item.source_id:
-            known = self.dataset.kept_path("mask", item.image_id)
+            known = self.core.disk.kept_path(self.core.known("mask", item.image_id))
             if known and os.path.isfile(known):
                 return
             url = isic.v1_segmentations_url(self.api_url, item.source_id)
@@ -257,14 +252,13 @@ class IsicSpider(DatasetSpider):
         )
 
     def license_path(self, name: str) -> str:
-        return os.path.join(self.dataset.root, "licenses", f"{name}.txt")
+        return os.path.join(self.core.disk.root, "licenses", f"{name}.txt")
 
     async def save_license(self, response: Response, name: str) -> None:
         try:
-            path = self.license_path(name)
-            await asyncio.to_thread(atomic_write, path, response.body, self.dataset.staging_for(path))
+            await asyncio.to_thread(self.core.disk.write_file, self.license_path(name), response.body)
         except OSError as exc:
-            self.fail(f"cannot write to {self.license_path(name)}: {exc.strerror or exc}")
+            self.core.fail(f"cannot write to {self.license_path(name)}: {exc.strerror or exc}")
 
     def license_failed(self, failure: Any) -> None:
         logger.warning("Could not fetch a license text: %s", failure.getErrorMessage())
@@ -291,45 +285,6 @@ class IsicSpider(DatasetSpider):
     def segmentations_failed(self, failure: Any) -> None:
         self.crawler.stats.inc_value("isic/segmentation_list_failed")
         logger.warning("Could not list segmentations: %s", failure.getErrorMessage())
-
-
-def record_key(raw: Any, name: str) -> str | None:
-    """The id a listed record goes by (v2 ``isic_id``, v1 ``name``), as the records read it."""
-    value = raw.get(name) if isinstance(raw, dict) else None
-    return None if value is None else str(value)
-
-
-class IdlePages:
-    """Pages in a row that bring no record not already listed.
-
-    A listing is bounded by progress, not only by URL identity: a server can mint fresh
-    cursors (or serve ever-growing offsets) over old records forever. Progress is judged per
-    page, since a legitimate page may repeat some records when the archive shifts under us.
-    """
-
-    def __init__(self, limit: int, what: str) -> None:
-        self.limit, self.what = limit, what  # limit 0: never give up
-        self.listed: set[str] = set()
-        self.in_a_row = 0
-
-    def progress(self, keys: Iterable[str | None], url: str, *, more: bool) -> bool:
-        """Whether the page at ``url`` brought a record not listed before (records skipped by
-        ``offset`` count: they are new). SourceError once ``limit`` pages in a row brought none
-        and the listing would go on (``more``): the caller's line ends it, exit 1."""
-        fresh = False
-        for key in keys:
-            if key is not None and key not in self.listed:
-                self.listed.add(key)
-                fresh = True
-        self.in_a_row = 0 if fresh else self.in_a_row + 1
-        if fresh:
-            return True
-        if more and 0 < self.limit <= self.in_a_row:
-            pages = "a page" if self.in_a_row == 1 else f"{self.in_a_row} pages in a row"
-            raise SourceError(f"the {self.what} gave {pages} with no record not already listed (last: {url})")
-        logger.warning("The %s page %s brought no record not already listed (%d in a row)",
-                       self.what, url, self.in_a_row)
-        return False
 
 
 class SearchRejected(SourceError):

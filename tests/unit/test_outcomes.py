@@ -26,9 +26,8 @@ def test_classify_finds_the_reason_in_the_context():
     assert classify(_wrapped(IgnoreRequest("max redirections reached")))[0] == "redirect"
     bomb = IgnoreRequest("Ignored response <200 http://x/b.jpg> because its body (1 B) exceeded DOWNLOAD_MAXSIZE")
     assert classify(_wrapped(bomb))[0] == "too_large"
-    assert classify(_wrapped(DownloadCancelledError("Cancelling download: expected size larger than max")))[0] == (
-        "too_large"
-    )
+    too_big = "Expected to receive 9 bytes which is larger than download max size (5) in request <GET http://x/>."
+    assert classify(_wrapped(DownloadCancelledError(too_big)))[0] == "too_large"
 
 
 def test_transient_outcomes_are_retried_on_a_rerun_and_permanent_ones_are_not():

@@ -1,4 +1,9 @@
-"""The dataset on disk: its root folder, its manifest, and what earlier runs left there."""
+"""The dataset on disk: its folders, staging and quarantine, and what earlier runs left there.
+
+Every path taken from the manifest must lie inside the root or a folder the user named; a file
+is deleted or moved only when its real folder is inside one of them, and never through a link.
+Folders are made once and remembered, so the hot path makes no stat call for them.
+"""
 
 from __future__ import annotations
 
@@ -10,62 +15,37 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from typing import Any
 
-from . import manifest
-from .manifest import Entry, ManifestWriter
-from .outcomes import KEPT_OUTCOMES, PRESENT, ImageRejected
+from ..outcomes import ImageRejected, Outcome
+from .files import STAGING_DIR, atomic_write
+from .formats import ALL_EXTENSIONS, FORMAT_EXTENSIONS, extension_for, is_image_name  # noqa: F401 - re-exported
+from .manifest import MANIFEST_NAME, Record
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIR = ".staging"  # temporary files, under the dataset root; emptied at every start
+JOURNAL_NAME = "committing.jsonl"  # intent lines of images being renamed into place
 QUARANTINE_DIR = ".quarantine"  # files found bad, moved out of the image tree
-
-#: The extensions a kept image may have, per Pillow format (the first is the one we give).
-FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "JPEG": ("jpg", "jpeg"),
-    "MPO": ("jpg", "jpeg"),
-    "PNG": ("png",),
-    "TIFF": ("tif", "tiff"),
-    "GIF": ("gif",),
-    "WEBP": ("webp",),
-    "BMP": ("bmp",),
-}
-ALL_EXTENSIONS = tuple(dict.fromkeys(e for exts in FORMAT_EXTENSIONS.values() for e in exts))
-
-
-def extension_for(image_format: str | None, named: str | None) -> str:
-    """The extension for a kept file: the source's own when it fits the real format."""
-    known = FORMAT_EXTENSIONS.get(image_format or "", ())
-    if named and named.lower() in known:
-        return named.lower()
-    return known[0] if known else (named or "img").lower()
-
 
 class FolderError(Exception):
     """An output folder cannot be used as it is; the message is one line naming it."""
 
 
-class Dataset:
-    """Paths and the manifest index of one dataset root (``out_dir``).
-
-    ``folders`` are the other folders the user named (``images_dir`` and the like), which may
-    lie outside the root. Every path taken from the manifest must lie inside the root or one
-    of them; nothing is deleted or moved elsewhere, and never through a symlink.
-    """
+class DatasetDisk:
+    """The folders of one dataset: the root (``out_dir``) and the ``folders`` the user named
+    (``images_dir`` and the like), which may lie outside it."""
 
     def __init__(self, root: str, folders: list[str] | tuple[str, ...] = ()):
         self.root = os.path.abspath(root)
-        self.manifest_path = os.path.join(self.root, manifest.MANIFEST_NAME)
+        self.manifest_path = os.path.join(self.root, MANIFEST_NAME)
         self.staging_dir = os.path.join(self.root, STAGING_DIR)  # emptied at every start
         self.quarantine_dir = os.path.join(self.root, QUARANTINE_DIR)
+        self.journal_path = os.path.join(self.staging_dir, JOURNAL_NAME)  # see core/durability.py
         self.folders = [self.root, *dict.fromkeys(os.path.abspath(f) for f in folders)]
         self.stagings: dict[str, str] = {}  # folder on another file system -> its sibling staging
-        self.index: dict[str, Entry] = {}
-        self.learned_placeholders: set[tuple[str, str]] = set()  # (url, sha256) from earlier runs
-        self.latest: dict[tuple[str, str], str] = {}  # (kind, id) -> its latest outcome in this run
-        self.ignored_lines = 0  # manifest lines whose path lies outside the dataset
-        self.writer = ManifestWriter(self.manifest_path)  # opened at its first line
+        self._made: set[str] = set()  # folders known to exist
+        self._listed: dict[str, frozenset[str]] = {}  # folder -> the names it held when first asked
 
     # --- the folders --------------------------------------------------------------------------
 
@@ -165,6 +145,9 @@ class Dataset:
         stem, n = aside, 1
         while os.path.lexists(aside):
             aside, n = f"{stem}.{n}", n + 1
+        if os.path.islink(self.quarantine_dir):
+            logger.warning("Not moving %s aside: %s is a symlink", path, self.quarantine_dir)
+            return None
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         if not _under(os.path.realpath(os.path.dirname(aside)), os.path.realpath(self.quarantine_dir)):
             logger.warning("Not moving %s aside: a symlink inside .quarantine leads out of it", path)
@@ -172,44 +155,37 @@ class Dataset:
         _move(path, aside)
         return aside
 
-    # --- the manifest ---------------------------------------------------------------------------
+    # --- files --------------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Read the manifest an earlier run left (blocking; at start-up only). Lines whose path
-        lies outside the dataset are dropped here, with a warning, and never acted on."""
-        index = manifest.load_index(self.manifest_path, self.learned_placeholders)
-        for key, entry in list(index.items()):
-            if entry.path is not None and (self.absolute(entry.path) is None or not _image_name(entry.path)):
-                self.ignored_lines += 1
-                if self.ignored_lines <= 5:
-                    logger.warning("Ignoring the manifest line of %s: its path %r is outside the dataset "
-                                   "or not an image's", key, entry.path[:200])
-                del index[key]
-        if self.ignored_lines > 5:
-            logger.warning("Ignored %d manifest line(s) whose path is outside the dataset", self.ignored_lines)
-        self.index = index
+    def make_folder(self, folder: str) -> None:
+        """Create ``folder`` once; later calls cost nothing."""
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
 
-    def count_outcome(self, stats: Any, kind: str, image_id: str, outcome: str) -> None:
-        """Count an image under its latest outcome of this run (an image tried twice, e.g. surplus
-        then kept, or kept then withdrawn, counts once): the stats equal the manifest's last lines."""
-        prefix = "outcome" if kind == "image" else f"outcome_{kind}"
-        key = (kind, image_id)
-        if key in self.latest:
-            stats.inc_value(f"{prefix}/{self.latest[key]}", -1)
-        self.latest[key] = outcome
-        stats.inc_value(f"{prefix}/{outcome}")
+    def listed(self, folder: str) -> frozenset[str]:
+        """The names ``folder`` held when first asked (one listing per folder per run). Blocking."""
+        if folder not in self._listed:
+            try:
+                self._listed[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._listed[folder] = frozenset()
+        return self._listed[folder]
 
-    def entry(self, kind: str, image_id: str) -> Entry | None:
-        return self.index.get(manifest.key(kind, image_id))
+    def has_listing(self, folder: str) -> bool:
+        return folder in self._listed
 
-    def kept_path(self, kind: str, image_id: str) -> str | None:
-        """The absolute path of the file the manifest says is kept for this image, or None."""
-        known = self.entry(kind, image_id)
-        if known and known.outcome in KEPT_OUTCOMES and known.path:
-            return self.absolute(known.path)
-        return None
+    def may_hold(self, stem: str) -> bool:
+        """Whether a file ``stem``.* may be in place from before this run (else: surely not)."""
+        folder, name = os.path.split(stem)
+        names = self.listed(folder)
+        return any(f"{name}.{ext}" in names for ext in ALL_EXTENSIONS)
 
-    def find_present(self, kind: str, image_id: str, stem: str, limits: Any = None) -> Entry | None:
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically, through the staging on its file system. Blocking."""
+        atomic_write(path, data, self.staging_for(path), fsync=False)
+
+    def find_present(self, known: Record | None, stem: str, limits: Any = None) -> Record | None:
         """The image already kept under ``stem``.*, or None. Blocking: run it in a thread.
 
         A file the manifest vouches for (same size) is trusted without reading it. Any other
@@ -217,39 +193,50 @@ class Dataset:
         present, and the download replaces it. Only regular files count: a symlink under an
         image's name is never followed.
         """
-        known = self.entry(kind, image_id)
-        path = self.kept_path(kind, image_id)
-        if known and path and _stem(path) == stem and known.sha256 and _regular_size(path) == known.bytes:
-            return Entry(PRESENT, path, known.bytes, known.sha256, known.width, known.height, known.pixels)
-        for ext in ALL_EXTENSIONS:
+        path = self.kept_path(known)
+        if known and path and _stem(path) == stem and known.sha256 and known.bytes is not None and (
+            regular_size(path) == known.bytes
+        ):
+            return Record(known.id, Outcome.PRESENT, path=path, bytes=known.bytes, sha256=known.sha256,
+                          width=known.width, height=known.height, pixels=known.pixels)
+        for ext in ALL_EXTENSIONS:  # the first file under this name that decodes in full
             path = f"{stem}.{ext}"
-            if _regular_size(path) is not None:
-                return _describe_file(path, limits)
+            if regular_size(path) is not None and (found := _describe_file(path, limits)) is not None:
+                return found
         return None
 
-    def take_stock(self, folder: str, limits: Any) -> tuple[dict[str, Entry], dict[str, Entry]]:
-        """The images an earlier run left in ``folder``: those the manifest vouches for, and
-        those it does not list (a crash between the rename and the manifest line), decoded in
-        full. Anything else under an image name is moved to ``.quarantine``. Blocking."""
-        vouched: dict[str, Entry] = {}
-        unlisted: dict[str, Entry] = {}
+    def kept_path(self, known: Record | None) -> str | None:
+        """The absolute path of the file a record says is kept, or None."""
+        if known and known.path and known.kept:
+            return self.absolute(known.path)
+        return None
+
+    def take_stock(
+        self, folder: str, lookup: Callable[[str], Record | None], limits: Any
+    ) -> tuple[dict[str, Record], dict[str, Record]]:
+        """The images an earlier run left in ``folder``: those the manifest (``lookup`` by id)
+        vouches for, and those it does not (a crash between the rename and the manifest line),
+        decoded in full. Anything else under an image name is moved to ``.quarantine``. Blocking."""
+        vouched: dict[str, Record] = {}
+        unlisted: dict[str, Record] = {}
         try:
             names = sorted(os.listdir(folder))
         except FileNotFoundError:
             return vouched, unlisted
         for name in names:
             stem, _, ext = name.rpartition(".")
-            if ext.lower() not in ALL_EXTENSIONS or stem in vouched or stem in unlisted:
+            if ext.lower() not in ALL_EXTENSIONS:
                 continue
             path = os.path.join(folder, name)
-            found = self.find_present("image", stem, os.path.join(folder, stem), limits)
-            known = self.entry("image", stem)
-            if found is None or os.path.islink(path):  # a link is junk in the dataset, never its target
+            taken = vouched.get(stem) or unlisted.get(stem)
+            if taken is None:
+                known = lookup(stem)
+                found = self.find_present(known, os.path.join(folder, stem), limits)
+                if found is not None:
+                    (vouched if known and known.kept and known.sha256 == found.sha256 else unlisted)[stem] = found
+                    taken = found
+            if taken is None or taken.path != path:  # junk, a link, or a second file of one image
                 self.quarantine(path)
-            elif known and known.outcome in KEPT_OUTCOMES and known.sha256 == found.sha256:
-                vouched[stem] = found
-            else:
-                unlisted[stem] = found
         return vouched, unlisted
 
 
@@ -260,11 +247,7 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _image_name(path: str) -> bool:
-    return path.rpartition(".")[2].lower() in ALL_EXTENSIONS and "/" not in path.rpartition(".")[2]
-
-
-def _regular_size(path: str) -> int | None:
+def regular_size(path: str) -> int | None:
     """The size of a regular file (not a symlink), or None."""
     try:
         st = os.lstat(path)
@@ -294,8 +277,8 @@ def _stem(path: str) -> str:
     return os.path.splitext(path)[0]
 
 
-def _describe_file(path: str, limits: Any) -> Entry | None:
-    from .pipelines.validate import Limits, inspect_image
+def _describe_file(path: str, limits: Any) -> Record | None:
+    from ..pipelines.checks import Limits, inspect_image
 
     try:
         width, height, _, pixels = inspect_image(path, limits or Limits(max_pixels=2**40))
@@ -307,4 +290,6 @@ def _describe_file(path: str, limits: Any) -> Entry | None:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return Entry(PRESENT, path, size, digest.hexdigest(), width, height, pixels)
+    name = os.path.basename(_stem(path))
+    return Record(name, Outcome.PRESENT, path=path, bytes=size, sha256=digest.hexdigest(), width=width,
+                  height=height, pixels=pixels)

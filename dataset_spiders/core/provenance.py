@@ -21,8 +21,8 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from . import __version__
-from .pipelines.store import atomic_write
+from .. import __version__
+from .files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ class Quota:
         self.kept[group] += 1
         if self.full(group):
             self._full[group].set()
+        self._changed.set()
         return True
 
     def revoke(self, group: str = "") -> None:
@@ -63,6 +64,7 @@ class Quota:
         self.kept[group] += 1
         if self.full(group):
             self._full[group].set()
+        self._changed.set()
 
     def release(self, group: str = "") -> None:
         """An image in flight has its outcome; wake whoever waits for room."""

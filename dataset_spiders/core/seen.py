@@ -1,7 +1,7 @@
 """What the crawl has seen of image content: kept images (to refuse duplicates) and images
 served for many URLs of one site (to learn placeholders nobody listed).
 
-Both are consulted by the commit pipeline in the same synchronous step as the quota, so no
+Both are consulted by the core's keep-or-reject decision in the same synchronous step as the quota, so no
 two downloads can race past a decision. Like the quota, this is state a scaled-out crawl
 would share.
 """
@@ -10,8 +10,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from .items import ImageItem
+from ..sources.imagenet import registrable_domain
+
+#: Registrable domains that are one site: Flickr serves its photos (and its placeholder) from both.
+SITE_ALIASES = {"staticflickr.com": "flickr.com"}
+
+
+def site_of(url: str | None) -> str:
+    """The site of a URL: its host's registrable domain (``farm3.static.flickr.com`` -> ``flickr.com``)."""
+    try:
+        host = urlsplit(url or "").hostname or ""
+    except ValueError:
+        host = ""
+    domain = registrable_domain(host)
+    return SITE_ALIASES.get(domain, domain)
 
 
 @dataclass(frozen=True)
@@ -29,11 +43,8 @@ class SeenImages:
         self.by_bytes: dict[str, KeptRef] = {}
         self.by_pixels: dict[str, KeptRef] = {}
 
-    def duplicate_of(self, item: ImageItem) -> KeptRef | None:
-        return self.by_bytes.get(item.sha256 or "") or self.by_pixels.get(item.pixels or "")
-
-    def add(self, item: ImageItem) -> None:
-        self.add_known(item.sha256, item.pixels, KeptRef(item.image_id, item.group, item.path or "", item.url or ""))
+    def duplicate_of(self, sha256: str | None, pixels: str | None) -> KeptRef | None:
+        return self.by_bytes.get(sha256 or "") or self.by_pixels.get(pixels or "")
 
     def add_known(self, sha256: str | None, pixels: str | None, ref: KeptRef) -> None:
         if sha256:
@@ -82,10 +93,6 @@ class PlaceholderLearner:
 
     def is_placeholder(self, site: str, sha256: str) -> bool:
         return (site, sha256) in self.learned
-
-    def note_kept(self, site: str, item: ImageItem) -> None:
-        ref = KeptRef(item.image_id, item.group, item.path or "", item.url or "")
-        self.note_kept_ref(site, item.sha256, ref, item.pixels)
 
     def note_kept_ref(self, site: str, sha256: str | None, ref: KeptRef, pixels: str | None) -> None:
         if self.threshold and sha256:

@@ -1,0 +1,290 @@
+"""The dataset core: the state of one crawl's dataset, built once and handed to every stage.
+
+Scrapy builds it as an extension (``DATASET_ROOT`` and friends are set by the spider from its
+arguments); pipelines, the download handler, extensions and commands get it with
+``DatasetCore.of(crawler)`` in their ``from_crawler``. It owns the folders and their lock
+(``disk``), the manifest, the quota, the images already seen and the learned placeholders, and
+offers a few operations: reserve and release a slot (``quota``), decide keep or reject, commit,
+record an outcome, withdraw a kept image. Spiders only list sources and yield items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+
+from ..outcomes import Outcome, is_permanent
+from . import earlier
+from .disk import DatasetDisk, FolderError
+from .durability import GroupCommit
+from .files import unlink_quietly
+from .lock import DatasetBusy, DatasetLock
+from .manifest import Key, ManifestIndex, ManifestWriter, Record
+from .provenance import Provenance
+from .quota import Quota
+from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
+
+if TYPE_CHECKING:
+    from ..items import ImageItem
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetCore:
+    """One crawl's dataset; see the module docstring."""
+
+    def __init__(self, crawler: Any):
+        s = crawler.settings
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.folder_names: dict[str, str] = dict(s.getdict("DATASET_FOLDERS"))
+        self.disk = DatasetDisk(s["DATASET_ROOT"], list(self.folder_names.values()))
+        target = s.get("DATASET_TARGET")
+        self.quota = Quota(None if target in (None, "") else int(target), s.getint("DATASET_MAX_IN_FLIGHT"),
+                           s.getint("DATASET_EXTRA_IN_FLIGHT"))
+        self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
+        self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
+        self.index = ManifestIndex(self.disk.manifest_path)
+        self.writer = ManifestWriter(self.disk.manifest_path)
+        self.journal = ManifestWriter(self.disk.journal_path)
+        self.commits = GroupCommit(self.writer, self.journal, self.disk.staging_for,
+                                   s.getint("DATASET_COMMIT_BATCH"), s.getfloat("DATASET_COMMIT_DELAY"))
+        self.lock = DatasetLock(self.disk.root, self.disk.folders[1:])
+        self.provenance: Provenance | None = None
+        self.fatal_error: str | None = None
+        self.close_reason: str | None = None
+        self.latest: dict[Key, str] = {}  # each image's latest outcome in this run (for the stats)
+        self.claim_error = self.claim(s.getlist("DATASET_OWN_FOLDERS"))
+        crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(self._engine_stopped, signal=signals.engine_stopped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> DatasetCore:
+        if not crawler.settings.get("DATASET_ROOT"):
+            raise NotConfigured("not a dataset spider")
+        return cls(crawler)
+
+    @staticmethod
+    def of(crawler: Any) -> DatasetCore:
+        core = crawler.get_extension(DatasetCore)
+        if core is None:
+            raise NotConfigured("the dataset core is not enabled (EXTENSIONS)")
+        return core  # type: ignore[no-any-return]
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def claim(self, own_folders: list[str]) -> str | None:
+        """Take the dataset for this run, before any pipeline opens: lock its folders, refuse
+        symlinks where we make folders, delete what a stopped run left in staging. Returns why it
+        cannot be taken (one line), having touched nothing of another run's."""
+        try:
+            self.lock.acquire()
+            self.disk.plan_staging()
+            self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, *own_folders])
+            removed = self.disk.clear_staging()
+        except (DatasetBusy, FolderError) as exc:
+            self.lock.release()
+            return str(exc)
+        except OSError as exc:
+            self.lock.release()
+            return f"cannot write to {exc.filename or self.disk.root}: {exc.strerror or exc}"
+        if removed:
+            logger.info("Removed %d unfinished file(s) a stopped run left in staging", removed)
+        return None
+
+    async def open(self, run: dict[str, Any]) -> bool:
+        """Check that every folder can be written, record the run, read what earlier runs left."""
+        self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
+        try:
+            await asyncio.to_thread(_check_writable, self.disk.folders)
+            await asyncio.to_thread(self.provenance.start)
+            found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen)
+        except OSError as exc:
+            self.fail(f"cannot write to {exc.filename or self.disk.root}: {exc.strerror or exc}")
+            return False
+        self.index = found.index
+        if found.ignored:
+            self.stats.set_value("manifest/ignored_lines", found.ignored)
+        if len(self.index):
+            logger.info("The manifest lists %d image(s) from earlier runs", len(self.index))
+        for ref, sha256, pixels in found.withdraw.values():
+            await self.withdraw(ref, sha256, pixels, f"served for too many photo URLs of {site_of(ref.url)}")
+        self._flush_every(self.crawler.settings.getfloat("DATASET_FLUSH_INTERVAL"))
+        return True
+
+    def _flush_every(self, seconds: float) -> None:
+        """Lines of images that were not kept reach the file at least this often (a kept image's
+        line goes with its commit batch); a crash loses at most these, and they are tried again."""
+        def flush() -> None:
+            if self.lock.held:
+                try:
+                    self.writer.flush()
+                except OSError as exc:
+                    self.fail(f"cannot write to {self.disk.manifest_path}: {exc.strerror or exc}")
+                    return
+                asyncio.get_running_loop().call_later(seconds, flush)
+
+        asyncio.get_running_loop().call_later(seconds, flush)
+
+    def fail(self, message: str, *, stop: bool = True) -> None:
+        """Mark the run failed (the exit status will say so); with ``stop``, no more images go
+        in flight. (Closing the engine while items are in the pipelines would hang Scrapy 2.19.)"""
+        if self.fatal_error is None:
+            self.fatal_error = message
+            logger.error(message)
+            self.stats.set_value("dataset/fatal_error", message)
+        if stop:
+            self.quota.stop()
+
+    def exit_status(self) -> tuple[int, str | None]:
+        """1 and the one-line reason when the run did not do its job, else 0 and None."""
+        fatal = self.fatal_error
+        if not fatal and self.close_reason == "start_error":
+            fatal = "the crawl failed (see the log above)"
+        if not fatal and self.close_reason == "shutdown":
+            fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
+        return (1, fatal) if fatal else (0, None)
+
+    def _spider_closed(self, spider: Any, reason: str) -> None:
+        self.close_reason = reason
+
+    def _engine_stopped(self) -> None:
+        """The last thing a run does: its lines are written, its end recorded, its lock given back."""
+        try:
+            self.writer.sync()
+            self.writer.close()
+            self.journal.close()
+            if self.lock.held and self.close_reason == "finished":
+                unlink_quietly(self.disk.journal_path)  # every intent now has its durable line
+        except OSError as exc:
+            self.fail(f"cannot write to {self.disk.manifest_path}: {exc.strerror or exc}")
+        self.index.close()
+        if self.provenance is not None and self.lock.held:
+            try:
+                self.provenance.end(*self.exit_status())
+            except OSError as exc:
+                logger.error("cannot record the end of the run in dataset.json: %s", exc.strerror or exc)
+        self.lock.release()
+
+    # --- images -------------------------------------------------------------------------------
+
+    def known(self, kind: str, image_id: str) -> Record | None:
+        """The last manifest line of an image from earlier runs (read from the file). Blocking-light."""
+        return self.index.get(Key(kind, image_id))
+
+    def known_failure(self, kind: str, image_id: str, retry_failed: bool) -> bool:
+        """Whether an earlier run recorded a failure that trying again would not mend (a 404,
+        not an image, a placeholder): such an image is not asked for again."""
+        if retry_failed or Key(kind, image_id) not in self.index:
+            return False
+        record = self.known(kind, image_id)
+        if record is None or not is_permanent(record.outcome):
+            return False
+        self.stats.inc_value("dataset/skipped_known_failure")
+        return True
+
+    def decide(self, item: ImageItem) -> tuple[str, str] | None:
+        """Refuse a checked image (outcome, detail), or admit it: THE keep-or-reject decision.
+        Synchronous, so no two downloads can interleave inside it."""
+        counted = item.kind == "image"
+        if self.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+            return Outcome.PLACEHOLDER, "the same image was served for many photo URLs of this site"
+        if counted and self.seen is not None and (first := self.seen.duplicate_of(item.sha256, item.pixels)):
+            where = f" in {first.group}" if first.group else ""
+            return Outcome.DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
+        if counted and not self.quota.admit(item.group):
+            return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
+        if counted and self.seen is not None:
+            self.seen.add_known(item.sha256, item.pixels, item.ref())
+        return None
+
+    def undecide(self, item: ImageItem) -> None:
+        """Take back an admitted image whose file could not be written."""
+        if item.kind == "image":
+            self.quota.revoke(item.group)
+            if self.seen is not None:
+                self.seen.forget(item.sha256, item.pixels)
+
+    async def commit(self, item: ImageItem, final: str) -> None:
+        """Rename the staged file of an admitted image to ``final``, durably (see durability.py)."""
+        self.disk.make_folder(os.path.dirname(final))
+        intent = item.to_record(self.disk.relative(final), Outcome.COMMITTING)
+        await self.commits.commit(item.staged or "", final, intent)
+
+    def record(self, item: ImageItem) -> None:
+        """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
+        site = site_of(item.url)
+        if item.outcome == Outcome.KEPT and self.learner.is_placeholder(site, item.sha256 or ""):
+            self._withdraw_late(item)
+        if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
+            self._remove_old_copy(item)
+        self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))
+        self.count(item.key, item.outcome or Outcome.ERROR)
+        if item.outcome == Outcome.KEPT and item.sha256:
+            self.learner.note_kept_ref(site, item.sha256, item.ref(), item.pixels)
+        if item.kind == "image":
+            self.quota.release(item.group)
+
+    def count(self, key: Key, outcome: str) -> None:
+        """Count an image under its latest outcome of this run (surplus then kept, or kept then
+        withdrawn, counts once): the stats equal the manifest's last lines."""
+        prefix = "outcome" if key.kind == "image" else f"outcome_{key.kind}"
+        if key in self.latest:
+            self.stats.inc_value(f"{prefix}/{self.latest[key]}", -1)
+        self.latest[key] = outcome
+        self.stats.inc_value(f"{prefix}/{outcome}")
+
+    async def withdraw(self, ref: KeptRef, sha256: str | None, pixels: str | None, why: str) -> None:
+        """Take a kept copy of a learned placeholder out: remove the file, record it, forget its
+        bytes, and give its class the slot back (so the class is topped up)."""
+        await asyncio.to_thread(self.disk.remove, ref.path)
+        self.writer.write(Record(ref.image_id, Outcome.PLACEHOLDER, group=ref.group or None, url=ref.url,
+                                 detail=f"withdrawn: {why}", sha256=sha256, learned=True))
+        self.count(Key("image", ref.image_id), Outcome.PLACEHOLDER)
+        self.stats.inc_value("images/withdrawn")
+        if self.seen is not None:
+            self.seen.forget(sha256, pixels)
+        self.quota.revoke(ref.group)
+
+    def _withdraw_late(self, item: ImageItem) -> None:
+        """A placeholder was learned while this copy was being kept: take it back out."""
+        if item.path:
+            self.disk.remove(item.path)
+        self.undecide(item)
+        item.path = None
+        item.outcome, item.detail = Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs"
+        item.learned = True
+
+    def _remove_old_copy(self, item: ImageItem) -> None:
+        """An image kept under a new path (ISIC relabelled it, or the layout changed) loses its
+        old copy in the image folder, now that the new one is in place: one id, one file. Removed
+        before the line is written, so a crash in between leaves the old line to redo this."""
+        old = self.disk.kept_path(self.known(item.kind, item.image_id)) if item.key in self.index else None
+        new = os.path.abspath(item.path or "")
+        images_dir = self.folder_names.get("images_dir")
+        if not old or old == new or not images_dir or not old.startswith(os.path.join(images_dir, "")):
+            return
+        if os.path.lexists(old) and self.disk.remove(old):
+            note = f"moved from {self.disk.relative(old)} (the old copy was removed)"
+            item.detail = f"{item.detail}; {note}" if item.detail else note
+            self.stats.inc_value("images/moved")
+            logger.info("%s %s", item.image_id, note)
+
+
+def _check_writable(folders: list[str]) -> None:
+    import uuid
+
+    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+        finally:
+            if os.path.exists(probe):
+                os.unlink(probe)

@@ -1,0 +1,254 @@
+"""``manifest.jsonl``: one line per image tried, append-only; the last line for an image wins.
+
+The manifest is how a re-run knows what is already done, and how a user learns what failed
+and why. Every line is a ``Record``, written by ``ManifestWriter`` and read by ``read`` (the one
+codec); ``Key`` names an image across kinds. A crash can tear the last line: reading skips any
+line that is not a well-formed record, with a warning, and never acts on it.
+
+Opening a large manifest keeps, per image, only where its last line starts in the file: the
+line itself is read again when it is needed (``ManifestIndex.get``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import IO, NamedTuple
+
+import orjson
+
+from ..outcomes import KEPT_OUTCOMES, Outcome, is_outcome
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+MAX_LINE = 1 << 20  # bytes; a longer line is no line of ours
+LEGACY_LEARNED_MARK = "photo URLs of"  # how lines before `learned` existed said it, in `detail`
+
+
+class Key(NamedTuple):
+    """An image of the dataset: its kind (``image``, ``mask``) and id. ``str()`` is the index key."""
+
+    kind: str
+    id: str
+
+    def __str__(self) -> str:
+        plain = self.kind == "image" and ":" not in self.id  # an image id with a colon says its kind
+        return self.id if plain else f"{self.kind}:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Key:
+        kind, sep, image_id = text.partition(":")
+        return cls(kind, image_id) if sep else cls("image", text)
+
+
+@dataclass(slots=True)
+class Record:
+    """One manifest line: what happened to one image, and where it is if it is in the dataset."""
+
+    id: str
+    outcome: str  # an Outcome, or http_NNN
+    kind: str = "image"
+    group: str | None = None  # the class an exact count is kept for
+    label: str | None = None
+    url: str | None = None
+    final_url: str | None = None  # after redirects
+    detail: str | None = None  # the reason, in words, for people
+    path: str | None = None  # relative to the dataset root
+    bytes: int | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    pixels: str | None = None  # digest of the decoded pixels (duplicates that differ in bytes)
+    learned: bool = False  # a placeholder learned in a crawl: the same bytes for many URLs of a site
+    time: float | None = None
+
+    @property
+    def key(self) -> Key:
+        return Key(self.kind, self.id)
+
+    @property
+    def kept(self) -> bool:
+        return self.outcome in KEPT_OUTCOMES
+
+    def encode(self) -> bytes:
+        line = asdict(self)
+        line["time"] = self.time or round(time.time(), 3)
+        # the standard library's spacing (`"id": "…"`), as lines always were: people grep them
+        return json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+_TEXT = tuple(f.name for f in fields(Record) if f.type == "str | None")
+_COUNTS = ("bytes", "width", "height")
+
+
+def decode(raw: bytes) -> Record | str:
+    """The record on one line, or why it is not one (a hand edit, another tool, junk, a torn write)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not JSON (a torn write?)"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    for name in ("id", "outcome"):
+        if not isinstance(obj.get(name), str) or not obj[name] or "\x00" in obj[name]:
+            return f"no text {name!r}"
+    if obj.get("kind") not in (None, "image", "mask"):
+        return "not a kind of ours"
+    if not is_outcome(obj["outcome"]) or len(obj["id"]) > 255:
+        return "not an outcome of ours, or an id too long"
+    for name in _TEXT:
+        value = obj.get(name)
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            return f"{name!r} is not text"
+    for name in _COUNTS:
+        value = obj.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return f"{name!r} is not a whole number"
+    kind = obj.get("kind") or "image"
+    learned = obj.get("learned") is True or (
+        obj["outcome"] == Outcome.PLACEHOLDER and LEGACY_LEARNED_MARK in (obj.get("detail") or "")
+    )
+    return Record(
+        obj["id"], obj["outcome"], kind, obj.get("group"), obj.get("label"), obj.get("url"), obj.get("final_url"),
+        obj.get("detail"), obj.get("path"), obj.get("bytes"), obj.get("sha256"), obj.get("width"),
+        obj.get("height"), obj.get("pixels"), learned, obj.get("time") if type(obj.get("time")) is float else None,
+    )
+
+
+def read(path: str) -> Iterator[tuple[int, Record]]:
+    """Every well-formed record of a manifest with the offset of its line, in order. A torn,
+    foreign or malformed line is skipped with a warning (the first few named, then a count)."""
+    if not os.path.exists(path):
+        return
+    skipped = 0
+    with open(path, "rb") as f:
+        offset, number = 0, 0
+        while raw := f.readline(MAX_LINE):
+            start, number = offset, number + 1
+            offset += len(raw)
+            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE:
+                while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    offset += len(rest)  # skip the rest of an overlong line
+                offset += len(rest)
+                result: Record | str = f"over {MAX_LINE} bytes"
+            elif not raw.strip():
+                continue
+            else:
+                result = decode(raw)
+            if isinstance(result, Record):
+                yield start, result
+                continue
+            skipped += 1
+            if skipped <= 5:
+                logger.warning("%s:%d: skipping a line: %s", path, number, result)
+    if skipped > 5:
+        logger.warning("%s: skipped %d malformed line(s) in all", path, skipped)
+
+
+class ManifestIndex:
+    """The last record of each image, by ``str(Key)``: kept as the offset of its line, read back
+    on demand (a million images cost a few tens of MB, not a GB)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offsets: dict[str, int] = {}
+        self._file: IO[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.offsets
+
+    def add(self, offset: int, record: Record) -> None:
+        self.offsets[str(record.key)] = offset
+
+    def drop(self, key: Key | str) -> None:
+        self.offsets.pop(str(key), None)
+
+    def get(self, key: Key | str) -> Record | None:
+        offset = self.offsets.get(str(key))
+        if offset is None:
+            return None
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for lookups
+        self._file.seek(offset)
+        result = decode(self._file.readline(MAX_LINE))
+        return result if isinstance(result, Record) else None
+
+    def records(self) -> Iterator[Record]:
+        """Every image's last record, in the order the images first appeared."""
+        for key in list(self.offsets):
+            record = self.get(key)
+            if record is not None:
+                yield record
+
+    def close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+class ManifestWriter:
+    """Appends records. Lines are buffered and written by ``flush``; ``sync`` also makes them
+    durable (the caller decides when: see ``core.durability``). Never through a symlink.
+
+    The file is opened at the first line, so a run that stops before trying any image leaves
+    no manifest behind."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: IO[bytes] | None = None
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()  # the reactor queues lines; the commit thread flushes them
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        self._file = open(fd, "ab")  # noqa: SIM115 - open for the whole run
+        if self._file.tell() > 0 and not _ends_with_newline(self.path):
+            self._file.write(b"\n")  # a torn last line from a crash stays on its own line
+
+    def write(self, record: Record) -> None:
+        """Queue a line (it reaches the file at the next ``flush``)."""
+        line = record.encode()
+        with self._lock:
+            self._pending.append(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            if self._file is None:
+                self.open()
+            assert self._file is not None
+            lines, self._pending = self._pending, []
+            self._file.write(b"".join(lines))
+            self._file.flush()
+
+    def sync(self) -> None:
+        """Flush, then make the lines durable (fdatasync)."""
+        self.flush()
+        if self._file is not None:
+            os.fdatasync(self._file.fileno())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+

@@ -1,0 +1,215 @@
+"""The image stage: fetch, check and commit each item's image, in one subclass of Scrapy's
+``ImagesPipeline`` whose hooks do the work, as ``FilesPipeline`` does for its own files.
+
+What we change of the stock pipeline, hook by hook:
+- ``media_to_download``: an image already in the dataset is ``present``, whatever its age
+  (the stock check re-downloads after ``IMAGES_EXPIRES`` days); a file that cannot be there
+  (its folder's listing at start says so) costs no disk access at all;
+- ``media_downloaded``: the bytes are kept as served (the stock pipeline re-encodes every
+  image as JPEG); one worker-thread call hashes them, matches known placeholders and decodes
+  them in full; then, on the reactor, the learned placeholders and the core's keep-or-reject
+  decision; then the staged file is renamed into place by the core's group commit;
+- ``media_failed``: the real reason is kept, not a bare ``FileException``, and logged once,
+  at INFO, by the record stage;
+- ``process_item``: an item's URLs are alternatives, tried in order while they are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, NoReturn
+
+from scrapy import Request
+from scrapy.pipelines.images import ImagesPipeline
+from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
+from twisted.python.failure import Failure
+
+from ..core import DatasetCore
+from ..core.disk import extension_for
+from ..core.files import unlink_quietly, write_staged
+from ..core.seen import site_of
+from ..items import ImageItem
+from ..middlewares.cancel_when_full import GROUP_META
+from ..middlewares.encoded_images import IMAGE_META
+from ..middlewares.retry_after import RATE_LIMITED_META
+from ..outcomes import ImageRejected, Outcome, classify, http_outcome
+from .checks import Limits, Placeholders, examine
+from .store import StagingFilesStore
+
+logger = logging.getLogger(__name__)
+
+#: Outcomes after which the next alternative URL of an item is tried.
+TRY_NEXT = frozenset({"http_404", "http_410"})
+
+
+class _RecordedFailures(logging.Filter):
+    """Drops the traceback Scrapy's media pipeline logs at ERROR for every failed image (from
+    inside ``_process_request``, which has no hook): our failures are outcomes, each recorded in
+    the manifest and logged once, at INFO, by the record stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ImageRejected))
+
+
+logging.getLogger("scrapy.pipelines.media").addFilter(_RecordedFailures())
+
+
+class DatasetImagesPipeline(ImagesPipeline):
+    """Fetches one image per item, checks it, and keeps it or says why not (``item.outcome``)."""
+
+    STORE_SCHEMES = {**ImagesPipeline.STORE_SCHEMES, "": StagingFilesStore, "file": StagingFilesStore}
+    LOG_FAILED_RESULTS = False  # every failure is recorded in the manifest instead
+
+    def __init__(self, store_uri: str, download_func: None = None, *, crawler: Any):
+        super().__init__(store_uri, crawler=crawler)
+        s = crawler.settings
+        self.core = DatasetCore.of(crawler)
+        self.timeout: float = s.getfloat("IMAGES_DOWNLOAD_TIMEOUT", 0) or 0
+        self.limits = Limits.from_settings(s)
+        self.mask_limits = Limits(max_pixels=self.limits.max_pixels)  # a mask is as large as its image
+        self.placeholders = Placeholders(s.getlist("PLACEHOLDER_URL_PATTERNS"), s.getlist("PLACEHOLDER_DIGESTS"))
+        retry_times = s.get("IMAGES_RETRY_TIMES")
+        self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
+
+    async def process_item(self, item: Any, spider: Any = None) -> Any:
+        if not isinstance(item, ImageItem) or item.outcome is not None:
+            return item
+        if not item.image_urls:  # no_images: the description is what is kept
+            item.outcome = Outcome.DESCRIBED
+            if item.kind == "image":
+                self.core.quota.add_existing(item.group)
+            return item
+        urls = item.image_urls
+        try:
+            for url, stem in zip(urls, item.stems, strict=True):
+                item.url, item.stem, item.image_urls = url, stem, [url]
+                await super().process_item(item)
+                if item.outcome not in TRY_NEXT:
+                    break
+        finally:
+            item.image_urls = urls
+        return item
+
+    def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        meta: dict[str, Any] = {"dont_cache": True, IMAGE_META: True}  # no transfer encoding; memory budget
+        if self.timeout:
+            meta["download_timeout"] = self.timeout
+        if self.retry_times is not None:
+            meta["max_retry_times"] = self.retry_times
+        if item.group:
+            meta[GROUP_META] = item.group  # lets the download be cancelled once the class is full
+        return [Request(item.url, meta=meta)]
+
+    def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:
+        return f"{item.stem}.{item.ext or 'img'}"
+
+    async def media_to_download(
+        self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+    ) -> FileInfo | None:
+        disk, stem = self.core.disk, item.stem
+        folder = os.path.dirname(stem)
+        if item.key not in self.core.index:
+            if not disk.has_listing(folder):
+                await asyncio.to_thread(disk.listed, folder)
+            if not disk.may_hold(stem):
+                return None  # nothing under this name when the run started: download it
+        limits = self.mask_limits if item.kind == "mask" else self.limits
+        known = self.core.known(item.kind, item.image_id)
+        found = await asyncio.to_thread(disk.find_present, known, stem, limits)
+        if found is None:
+            return None
+        item.path, item.size, item.sha256 = found.path, found.bytes, found.sha256
+        item.width, item.height, item.pixels = found.width, found.height, found.pixels
+        item.outcome = Outcome.PRESENT
+        if item.kind == "image":
+            self.core.quota.add_existing(item.group)
+        self.inc_stats(Outcome.PRESENT)
+        return {"url": request.url, "path": found.path or "", "checksum": found.sha256, "status": Outcome.PRESENT}
+
+    async def media_downloaded(
+        self, response: Any, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+    ) -> FileInfo:
+        item.final_url = response.url
+        item.redirect_urls = list(response.meta.get("redirect_urls", []))
+        if RATE_LIMITED_META in response.meta:
+            wait = response.meta[RATE_LIMITED_META]
+            detail = f"HTTP {response.status}: asked to wait {wait:.0f} s, over RETRY_AFTER_MAX"
+            raise ImageRejected(Outcome.RATE_LIMITED, detail)
+        if response.status != 200:
+            raise ImageRejected(http_outcome(response.status), f"HTTP {response.status} from {response.url}")
+        if not response.body:
+            raise ImageRejected(Outcome.EMPTY, f"empty body from {response.url}")
+        why = self.placeholders.by_url([*item.redirect_urls, response.url])
+        if why:
+            raise ImageRejected(Outcome.PLACEHOLDER, why)
+        item.size = len(response.body)
+        limits = self.mask_limits if item.kind == "mask" else self.limits
+        try:
+            item.sha256, item.width, item.height, item.format, item.pixels = await asyncio.to_thread(
+                examine, response.body, limits, self.placeholders
+            )
+        except ImageRejected as exc:
+            item.sha256 = exc.sha256
+            raise
+        await self.learn(item)
+        await self.keep(item, response.body)
+        return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": Outcome.KEPT}
+
+    async def learn(self, item: ImageItem) -> None:
+        """The same bytes served for many photo URLs of one site are a placeholder: refuse this
+        one, and withdraw the copies kept before (their classes are topped up)."""
+        learner, site = self.core.learner, site_of(item.url)
+        known = learner.is_placeholder(site, item.sha256 or "")
+        withdraw = learner.observe(site, item.sha256 or "", item.url or "")
+        if withdraw is None:
+            return
+        detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}"
+        if not known:
+            self.core.stats.inc_value("placeholders/learned")
+            logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d "
+                                "image(s) kept before", site, learner.threshold, len(withdraw))
+        for ref, pixels in withdraw:
+            await self.core.withdraw(ref, item.sha256, pixels, detail)
+        item.learned = True
+        raise ImageRejected(Outcome.PLACEHOLDER, detail)
+
+    async def keep(self, item: ImageItem, data: bytes) -> None:
+        """The core's decision, then the staged write and the durable rename into place."""
+        final = item.path = f"{item.stem}.{extension_for(item.format, item.ext)}"  # the core remembers it
+        refused = self.core.decide(item)
+        if refused:
+            item.path = None
+            raise ImageRejected(*refused)
+        staging = self.core.disk.staging_for(final)
+        try:
+            item.staged = await asyncio.to_thread(write_staged, staging, data)
+            await self.core.commit(item, final)
+        except Exception as exc:  # a full disk or a read-only folder: nothing more can be kept
+            unlink_quietly(item.staged)
+            self.core.undecide(item)
+            item.path = None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, OSError):
+                self.core.fail(f"cannot write to {self.core.disk.relative(final)}: {why}")
+            raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
+        finally:
+            item.staged = None
+
+    def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
+        outcome, detail = classify(failure.value)
+        # Not chained: Scrapy caches each failure for the whole run, and the original exception's
+        # traceback holds the response (a gzip bomb's buffer once held a GiB per failed image).
+        raise ImageRejected(outcome, detail) from None
+
+    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+        for ok, value in results:
+            if ok and item.sha256 is None:
+                # Scrapy hands a URL fetched earlier in the run its first result, not the bytes.
+                item.outcome, item.detail = Outcome.DUPLICATE, f"{item.url} was already fetched in this run"
+            elif ok:
+                item.outcome = value["status"]
+            else:
+                item.outcome, item.detail = classify(value.value)
+        return item

@@ -1,0 +1,71 @@
+"""Each Scrapy internal we rely on (README: "Scrapy internals we rely on"), checked against the
+installed Scrapy: a test here fails first when an upgrade changes one."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+
+import pytest
+from scrapy import Request
+from scrapy.core.downloader import Downloader, Slot
+from scrapy.core.scraper import Scraper
+from scrapy.downloadermiddlewares.httpcompression import HttpCompressionMiddleware
+from scrapy.downloadermiddlewares.redirect import RedirectMiddleware
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response
+from scrapy.utils.test import get_crawler
+
+from dataset_spiders.outcomes import Outcome, classify
+
+
+def test_a_download_slot_is_held_through_latercall_and_released_by_the_downloader():
+    """middlewares/retry_after.py pauses a host as DOWNLOAD_DELAY does."""
+    slot = Slot(concurrency=1, delay=0, jitter=0)
+    assert hasattr(slot, "latercall") and slot.latercall is None
+    for name in ("_latercall", "get_slot_key"):
+        assert callable(getattr(Downloader, name))
+    assert "slots" in Downloader.__init__.__code__.co_names
+
+
+def test_a_closing_scraper_can_be_asked_to_check_again():
+    """extensions/drain.py works around scrapy/scrapy#7029 with these."""
+    assert callable(Scraper._check_if_closing)
+    from scrapy.core.scraper import Slot as ScraperSlot
+
+    slot = ScraperSlot()
+    assert slot.closing is None and slot.is_idle()
+
+
+def test_scrapy_says_why_it_refused_a_body_only_in_words():
+    """outcomes.classify tells too_large and redirect loops from other refusals by the text."""
+    from scrapy.core.downloader.handlers.http11 import get_maxsize_msg
+    from scrapy.exceptions import DownloadCancelledError
+
+    text = get_maxsize_msg(10, 5, Request("http://example.com/x.jpg"), expected=True)
+    assert classify(DownloadCancelledError(text))[0] == Outcome.TOO_LARGE
+    assert classify(DownloadCancelledError("cancelled"))[0] == Outcome.CANCELLED
+
+    crawler = get_crawler(settings_dict={"DOWNLOAD_MAXSIZE": 100})
+    inflating = HttpCompressionMiddleware.from_crawler(crawler)
+    request = Request("http://example.com/x.jpg")
+    body = gzip.compress(b"\0" * 10_000)
+    with pytest.raises(IgnoreRequest) as refused:
+        inflating.process_response(request, Response(request.url, body=body, headers={"Content-Encoding": "gzip"}))
+    assert classify(refused.value)[0] == Outcome.TOO_LARGE
+
+    redirects = RedirectMiddleware.from_crawler(get_crawler(settings_dict={"REDIRECT_MAX_TIMES": 0}))
+    moved = Response(request.url, status=302, headers={"Location": "http://example.com/y.jpg"})
+    with pytest.raises(IgnoreRequest) as looped:
+        redirects.process_response(request, moved)
+    assert classify(looped.value)[0] == Outcome.REDIRECT
+
+
+def test_the_media_pipeline_logs_each_failure_on_its_own_logger():
+    """pipelines/images.py filters that logger's tracebacks: our failures are outcomes."""
+    from scrapy.pipelines import media
+
+    assert media.logger.name == "scrapy.pipelines.media"
+    import dataset_spiders.pipelines.images  # noqa: F401 - installs the filter
+
+    assert any(type(f).__name__ == "_RecordedFailures" for f in logging.getLogger("scrapy.pipelines.media").filters)
