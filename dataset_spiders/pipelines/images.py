@@ -93,7 +93,11 @@ class DatasetImagesPipeline(ImagesPipeline):
         return item
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        meta: dict[str, Any] = {"dont_cache": True, IMAGE_META: True}  # no transfer encoding; memory budget
+        meta: dict[str, Any] = {
+            "dont_cache": True,
+            IMAGE_META: True,  # no transfer encoding; the memory budget; the concurrency caps
+            "give_up_log_level": logging.DEBUG,  # a dead image is an outcome, logged once by the record stage
+        }
         if self.timeout:
             meta["download_timeout"] = self.timeout
         if self.retry_times is not None:
