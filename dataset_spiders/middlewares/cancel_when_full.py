@@ -21,6 +21,7 @@ from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.endpoints import HostnameEndpoint
 
 from ..core import DatasetCore
 from ..outcomes import GroupFull
@@ -28,6 +29,12 @@ from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads
 
 GROUP_META = "dataset_group"
+
+#: Twisted's HostnameEndpoint reports a refused connection only when its next "happy eyeballs"
+#: attempt would start, 0.3 s later: a dead image host cost 0.3 s per try, and a list of dead
+#: URLs went at 20-30 candidates a second. Attempts to a host's next address now start 10 ms
+#: apart, and a refusal is known at once. (No public setting reaches it through Scrapy's agent.)
+HostnameEndpoint._DEFAULT_ATTEMPT_DELAY = 0.01
 
 
 class ImageConcurrency:
