@@ -10,10 +10,15 @@ returned, to be withdrawn.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from .disk import DatasetDisk, is_image_name
-from .manifest import ManifestIndex, Record, read
+import orjson
+
+from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name
+from .manifest import MAX_LINE, ManifestIndex, Record, decode
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
 
 logger = logging.getLogger(__name__)
@@ -23,29 +28,97 @@ logger = logging.getLogger(__name__)
 class EarlierRuns:
     index: ManifestIndex
     ignored: int = 0  # lines whose path lies outside the dataset, or names no image
+    skipped: int = 0  # lines that are not records
     withdraw: dict[str, tuple[KeptRef, str | None, str | None]] = field(default_factory=dict)  # ref, sha, pixels
 
 
+#: The start of every line ``ManifestWriter`` writes: enough to index it without decoding it
+#: all (the line is decoded in full when it is needed; ``ManifestIndex.get``).
+IMAGE_EXTENSIONS = frozenset(ALL_EXTENSIONS)
+
+
+def _key_of(obj: Any) -> str | None:
+    """The index key of a parsed line that needs no closer look (an image or mask, its path none
+    or plainly an image's inside the root, not a placeholder); None sends the line to the full
+    decoder, which checks every field and warns. A line indexed here is decoded in full again,
+    and checked, whenever it is read back (``ManifestIndex.get``)."""
+    if type(obj) is not dict:
+        return None
+    image_id, kind, path = obj.get("id"), obj.get("kind"), obj.get("path")
+    if type(image_id) is not str or not image_id or type(obj.get("outcome")) is not str:
+        return None
+    if obj["outcome"] == "placeholder" or kind not in ("image", "mask"):
+        return None
+    if path is not None and (
+        type(path) is not str or path[:1] == "/" or ".." in path
+        or path.rpartition(".")[2].lower() not in IMAGE_EXTENSIONS
+    ):
+        return None
+    return image_id if kind == "image" and ":" not in image_id else f"{kind}:{image_id}"
+
+
 def load(disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None) -> EarlierRuns:
-    """Read the manifest (blocking; at start-up, off the reactor)."""
+    """Read the manifest (blocking; at start-up, off the reactor).
+
+    A line as we write it is indexed from its first bytes; any other line (an older version's,
+    a hand edit, junk) is decoded in full and checked, and skipped with a warning if it is not
+    a record. A path outside the dataset is never acted on: such a line is dropped here when it
+    is decoded, and ``DatasetDisk.kept_path`` refuses it when it is read back."""
     found = EarlierRuns(ManifestIndex(disk.manifest_path))
-    for offset, record in read(disk.manifest_path):
-        if record.path is not None and (disk.absolute(record.path) is None or not is_image_name(record.path)):
+    offsets = found.index.offsets
+    for offset, raw in _lines(disk.manifest_path):
+        try:
+            key = _key_of(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            key = None
+        if key is not None:
+            offsets[key] = offset
+            continue
+        record = decode(raw) if len(raw) < MAX_LINE else f"over {MAX_LINE} bytes"
+        if isinstance(record, str):
+            _skipped(found, disk.manifest_path, offset, record)
+        elif record.path is not None and (disk.absolute(record.path) is None or not is_image_name(record.path)):
             found.ignored += 1
             if found.ignored <= 5:
                 logger.warning("Ignoring the manifest line of %s: its path %r is outside the dataset "
                                "or not an image's", record.key, record.path[:200])
-            continue
-        found.index.add(offset, record)
-        if record.learned and record.sha256:
-            learner.add_learned(site_of(record.url), record.sha256)
+        else:
+            found.index.add(offset, record)
+            if record.learned and record.sha256:
+                learner.add_learned(site_of(record.url), record.sha256)
     if found.ignored > 5:
         logger.warning("Ignored %d manifest line(s) whose path is outside the dataset", found.ignored)
+    if found.skipped > 5:
+        logger.warning("%s: skipped %d malformed line(s) in all", disk.manifest_path, found.skipped)
     if learner.threshold or seen is not None:  # a second pass, over each image's last line only
-        for record in found.index.records():
-            if record.kind == "image" and record.sha256:
+        last = set(offsets.values())
+        for offset, raw in _lines(disk.manifest_path):
+            if offset in last and b'"sha256": null' not in raw and (record := decode(raw)) and (
+                isinstance(record, Record) and record.kind == "image" and record.sha256
+            ):
                 _remember(disk, record, learner, seen, found.withdraw)
     return found
+
+
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """Every line of the file with its offset (an overlong line is cut at MAX_LINE: decoding fails)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        offset = 0
+        while raw := f.readline(MAX_LINE):
+            yield offset, raw
+            offset += len(raw)
+            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE:
+                while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    offset += len(rest)
+                offset += len(rest)
+
+
+def _skipped(found: EarlierRuns, path: str, offset: int, why: str) -> None:
+    found.skipped += 1
+    if found.skipped <= 5:
+        logger.warning("%s: skipping a line (at byte %d): %s", path, offset, why)
 
 
 def _remember(

@@ -8,6 +8,7 @@ would share.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -20,10 +21,22 @@ SITE_ALIASES = {"staticflickr.com": "flickr.com"}
 
 def site_of(url: str | None) -> str:
     """The site of a URL: its host's registrable domain (``farm3.static.flickr.com`` -> ``flickr.com``)."""
-    try:
-        host = urlsplit(url or "").hostname or ""
-    except ValueError:
-        host = ""
+    url = url or ""
+    scheme_end = 7 if url.startswith("http://") else 8 if url.startswith("https://") else 0
+    netloc = url[scheme_end:].split("/", 1)[0] if scheme_end else ""
+    if netloc and not any(c in netloc for c in "@[?#\\"):
+        host = netloc.partition(":")[0].lower()  # the common case, without urlsplit's cost
+    else:
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            host = ""
+    return _site_of_host(host)
+
+
+@functools.lru_cache(maxsize=65536)
+def _site_of_host(host: str) -> str:
+    """Cached: a crawl meets few hosts many times, and every image asks."""
     domain = registrable_domain(host)
     return SITE_ALIASES.get(domain, domain)
 
