@@ -9,7 +9,6 @@ would share.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -72,15 +71,19 @@ class SeenImages:
 
 class PlaceholderLearner:
     """The same bytes served for ``threshold`` or more distinct photo URLs of one site are a
-    placeholder: it is never kept again, and the copies kept before are withdrawn."""
+    placeholder: it is never kept again, and the copies kept before are withdrawn.
+
+    Almost every image is served for one URL and kept once: for those, the URL and the kept copy
+    are held as themselves, and a set or a dict is made only when a second one comes (a million
+    images would otherwise cost a million sets and a million dicts)."""
 
     def __init__(self, threshold: int):
         self.threshold = threshold  # 0: off
-        self.urls: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
-        self.kept: defaultdict[tuple[str, str], dict[str, tuple[KeptRef, str | None]]] = defaultdict(dict)
+        self.urls: dict[tuple[str, str], str | set[str]] = {}
+        self.kept: dict[tuple[str, str], _Kept | dict[str, _Kept]] = {}
         self.learned: set[tuple[str, str]] = set()
 
-    def observe(self, site: str, sha256: str, url: str) -> list[tuple[KeptRef, str | None]] | None:
+    def observe(self, site: str, sha256: str, url: str) -> list[_Kept] | None:
         """Count ``url`` for this content; when that makes it a placeholder, return the kept
         copies to withdraw (possibly none), else None."""
         if not self.threshold:
@@ -88,12 +91,20 @@ class PlaceholderLearner:
         key = (site, sha256)
         if key in self.learned:
             return []
-        self.urls[key].add(url)
-        if len(self.urls[key]) < self.threshold:
+        seen = self.urls.get(key)
+        if seen is None:
+            self.urls[key] = seen = url
+        elif isinstance(seen, str):
+            if seen != url:
+                self.urls[key] = seen = {seen, url}
+        else:
+            seen.add(url)
+        if (1 if isinstance(seen, str) else len(seen)) < self.threshold:
             return None
         self.learned.add(key)
         del self.urls[key]
-        return list(self.kept.pop(key, {}).values())
+        kept = self.kept.pop(key, {})
+        return list(kept.values()) if isinstance(kept, dict) else [kept]
 
     def add_learned(self, site: str, sha256: str) -> None:
         """A placeholder an earlier run learned (from the manifest)."""
@@ -108,5 +119,16 @@ class PlaceholderLearner:
         return (site, sha256) in self.learned
 
     def note_kept_ref(self, site: str, sha256: str | None, ref: KeptRef, pixels: str | None) -> None:
-        if self.threshold and sha256:
-            self.kept[(site, sha256)][ref.image_id] = (ref, pixels)
+        if not self.threshold or not sha256:
+            return
+        key = (site, sha256)
+        kept = self.kept.get(key)
+        if kept is None or (not isinstance(kept, dict) and kept[0].image_id == ref.image_id):
+            self.kept[key] = (ref, pixels)
+        elif isinstance(kept, dict):
+            kept[ref.image_id] = (ref, pixels)
+        else:
+            self.kept[key] = {kept[0].image_id: kept, ref.image_id: (ref, pixels)}
+
+
+_Kept = tuple[KeptRef, "str | None"]  # a kept copy and its pixel digest
