@@ -136,8 +136,11 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
     for folder, keys in by_folder.items():
         report.per_group[os.path.relpath(folder, disk.root)] = len(keys)
     crawling = is_locked(disk.root)
+    ours = {os.path.join(disk.root, name) for name in (".lock", "dataset.json", "metadata.csv", "attribution.txt",
+                                                       "licenses", manifest.MANIFEST_NAME)}
+    not_images = ours | {disk.staging_dir, disk.quarantine_dir} | set(disk.folders[1:]) - set(image_folders)
     for top in image_folders:
-        _walk(top, paths, crawling, report)
+        _walk(top, paths, crawling, report, not_images)
         target = provenance.imagenet_target(runs, top)
         for folder, keys in by_folder.items() if target is not None else ():
             if os.path.dirname(folder) == top and len(keys) > target:
@@ -147,12 +150,14 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
     return report
 
 
-def _walk(top: str, kept_paths: dict[str, str], crawling: bool, report: Report) -> None:
-    """Report every file under ``top`` that the manifest does not keep."""
+def _walk(top: str, kept_paths: dict[str, str], crawling: bool, report: Report, not_images: set[str]) -> None:
+    """Report every file under ``top`` that the manifest does not keep (``not_images``: the
+    dataset's own files and folders, when an image folder holds them, e.g. ``images_dir=out_dir``)."""
     for folder, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in not_images]
         for name in [*dirs, *files]:
             path = os.path.join(folder, name)
-            if path in kept_paths:
+            if path in kept_paths or path in not_images:
                 continue
             if os.path.islink(path):
                 report.problems.append(Problem("", path, "symlink", "a symlink in the image tree (never followed)"))

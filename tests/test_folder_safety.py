@@ -333,3 +333,14 @@ def test_planted_links_a_folder_named_as_an_image_and_a_broken_dataset_json_cost
     assert linked.code == 1 and last_line(linked.stderr) == (
         f"error: {out / 'manifest.jsonl'} is a symlink; the manifest must be a real file of the dataset")
     assert snapshot(theirs) == before
+
+
+def test_images_in_out_dir_itself_verify_and_rerun_cleanly(out):
+    records = make_archive(3)
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        args = (f"api_url={api.url}/api/v2", f"images_dir={out}")
+        assert crawl("isic", out, *args).code == 0
+        checked = verify(out)
+        assert checked.returncode == 0, checked.stdout  # manifest, dataset.json, .staging: ours, not strays
+        assert crawl("isic", out, *args).code == 0
+    assert sorted(p.name for p in out.glob("*.jpg")) == [f"{r.isic_id}.jpg" for r in records]
