@@ -117,7 +117,8 @@ def test_a_learned_placeholder_is_withdrawn_and_its_class_topped_up(out):
     classes["n00000002"][1].body = unknown
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(out, hosts, api, f"wnids={','.join(classes)}", "per_class=4",
-                       settings={"CONCURRENT_REQUESTS": "1"})  # in order: two copies are kept first
+                       # in order, and no download cancelled by a class filling up: every copy is seen
+                       settings={"CONCURRENT_REQUESTS": "1", "DATASET_EXTRA_IN_FLIGHT": "0"})
     assert run.code == 0, run.stderr
     for wnid in classes:
         files = run.files(f"ImageNet/{wnid}")
