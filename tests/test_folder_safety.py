@@ -344,3 +344,20 @@ def test_images_in_out_dir_itself_verify_and_rerun_cleanly(out):
         assert checked.returncode == 0, checked.stdout  # manifest, dataset.json, .staging: ours, not strays
         assert crawl("isic", out, *args).code == 0
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"{r.isic_id}.jpg" for r in records]
+
+
+def test_a_run_whose_image_folder_another_run_holds_is_refused_and_leaves_nothing(tmp_path):
+    shared = tmp_path / "SharedImages"  # one images_dir, two out_dirs: the lock covers it too
+    classes = make_classes(1, 8, seed=4, failure_rate=0.0, latency=(3.0, 3.2))
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        args = (f"api_url={api.geturls_url('x').split('?')[0]}", "wnids=n00000000", f"images_dir={shared}")
+        first = popen("imagenet", tmp_path / "A", *args, "per_class=3", env=hosts.proxy_env())
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "A" / "dataset.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = crawl("imagenet", tmp_path / "B", *args, "per_class=3", env=hosts.proxy_env())
+        code = first.wait(timeout=120)
+    assert code == 0
+    assert second.code == 1 and last_line(second.stderr).startswith(f"error: {shared} is in use by process {first.pid}")
+    assert not (tmp_path / "B").exists()
+    assert len(os.listdir(shared / "n00000000")) == 3

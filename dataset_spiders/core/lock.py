@@ -54,18 +54,22 @@ class DatasetLock:
         self._write_info()
 
     def _acquire_all(self) -> None:
+        made: list[str] = []  # folders this attempt created: removed again if it fails
         for folder in self.folders:
-            os.makedirs(folder, exist_ok=True)
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+                made.append(folder)
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except BaseException as exc:
                 os.close(fd)
                 self.release()
-                raise DatasetBusy(busy_message(folder, self.root)) from None
-            except BaseException:
-                os.close(fd)
-                self.release()
+                for created in reversed(made):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(created)  # only if still empty: a refused run leaves nothing behind
+                if isinstance(exc, BlockingIOError):
+                    raise DatasetBusy(busy_message(folder, self.root)) from None
                 raise
             self._fds.append(fd)
 

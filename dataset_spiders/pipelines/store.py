@@ -23,13 +23,11 @@ class StagingFilesStore(FSFilesStore):
     """``FSFilesStore`` whose ``persist_file`` writes through the staging folder."""
 
     def __init__(self, basedir: str | os.PathLike[str]):
-        # The stock store creates its folder here, where an error would be a traceback at
-        # start-up; the core checks the folders itself and stops with one line instead.
-        try:
-            super().__init__(basedir)
-        except OSError:
-            self.basedir = os.fspath(basedir).split("://", 1)[-1]
-            self.created_directories = defaultdict(set)
+        # The stock store creates its folder here: an error would be a traceback at start-up, and
+        # a run refused by another run's lock would leave a folder behind. The core makes (and
+        # checks) the folders itself, once it holds the dataset.
+        self.basedir = os.fspath(basedir).split("://", 1)[-1]
+        self.created_directories: defaultdict[Any, set[str]] = defaultdict(set)
         self.staging_dir = os.path.join(self.basedir, STAGING_DIR)
 
     def persist_file(
