@@ -159,6 +159,7 @@ class ManifestIndex:
         self.path = path
         self.offsets: dict[str, int] = {}
         self._file: IO[bytes] | None = None
+        self._lock = threading.Lock()  # a seek and a read are one step, whichever thread asks
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -176,10 +177,12 @@ class ManifestIndex:
         offset = self.offsets.get(str(key))
         if offset is None:
             return None
-        if self._file is None:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for lookups
-        self._file.seek(offset)
-        result = decode(self._file.readline(MAX_LINE))
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for lookups
+            self._file.seek(offset)
+            raw = self._file.readline(MAX_LINE)
+        result = decode(raw)
         return result if isinstance(result, Record) else None
 
     def records(self) -> Iterator[Record]:
