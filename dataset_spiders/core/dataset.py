@@ -11,6 +11,7 @@ record an outcome, withdraw a kept image. Spiders only list sources and yield it
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from ..outcomes import Outcome, is_permanent
 from . import earlier
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
-from .files import unlink_quietly
+from .files import unlink_quietly, write_staged
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
 from .provenance import Provenance
@@ -101,7 +102,7 @@ class DatasetCore:
         """Check that every folder can be written, record the run, read what earlier runs left."""
         self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
         try:
-            await asyncio.to_thread(_check_writable, self.disk.folders)
+            await asyncio.to_thread(_check_writable, self.disk.folders, self.disk.all_stagings())
             await asyncio.to_thread(self.provenance.start)
             found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen)
         except OSError as exc:
@@ -276,15 +277,15 @@ class DatasetCore:
             logger.info("%s %s", item.image_id, note)
 
 
-def _check_writable(folders: list[str]) -> None:
-    import uuid
-
+def _check_writable(folders: list[str], stagings: list[str]) -> None:
+    """Every folder may be written: a real write in each staging folder (they share their file
+    systems with the folders), and an access check of the folders themselves, where no file of
+    ours may appear, not even for an instant. Raises OSError naming the folder."""
+    for staging in stagings:
+        os.makedirs(staging, exist_ok=True)
+        unlink_quietly(write_staged(staging, b"ok"))
     for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".write-test-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(probe, "wb") as f:
-                f.write(b"ok")
-        finally:
-            if os.path.exists(probe):
-                os.unlink(probe)
+        if not os.access(folder, os.W_OK):
+            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+            raise OSError(code, os.strerror(code), folder)
