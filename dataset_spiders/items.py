@@ -29,6 +29,8 @@ class ImageItem:
     description: dict[str, Any] | None = None  # the source's record, saved as JSON
     description_path: str | None = None
     source_id: str | None = None  # the source's own id, for follow-up requests
+    flight: str = ""  # with REDIS_URL: the shared candidate this item was handed as
+    spare: int = -1  # its place in its class's list (handed out again if needed later)
 
     outcome: str | None = None
     detail: str = ""

@@ -10,6 +10,7 @@ and a manifest line marks them for the next crawl, which fills the gaps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import Counter, defaultdict
@@ -44,6 +45,18 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def journals(disk: DatasetDisk) -> list[str]:
+    """The commit journal of a single run, and those of workers (``.staging/w-*``), never through a link."""
+    found = [disk.journal_path]
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(disk.staging_dir):
+            if entry.name.startswith("w-") and entry.is_dir(follow_symlinks=False):
+                path = os.path.join(entry.path, os.path.basename(disk.journal_path))
+                if os.path.isfile(path) and not os.path.islink(path):
+                    found.append(path)
+    return found
 
 
 def _digests(path: str) -> tuple[int, str, str, str]:
@@ -104,10 +117,11 @@ def open_dataset(root: str) -> tuple[DatasetDisk, dict[str, Record], list[str], 
         if record.path is None or (disk.absolute(record.path) is not None and is_image_name(record.path)):
             last[str(record.key)] = record
     kept = {k: r for k, r in last.items() if r.path and r.kept}
-    for _, record in manifest.read(disk.journal_path):  # being renamed into place when a run stopped
-        key = str(record.key)
-        if record.path and disk.absolute(record.path) and is_image_name(record.path) and key not in kept:
-            kept[key] = record
+    for journal in journals(disk):
+        for _, record in manifest.read(journal):  # being renamed into place when a run stopped
+            key = str(record.key)
+            if record.path and disk.absolute(record.path) and is_image_name(record.path) and key not in kept:
+                kept[key] = record
     if not image_folders:  # a dataset from before dataset.json: the top folders of its kept images
         for record in kept.values():
             rel = os.path.relpath(disk.absolute(record.path or "") or disk.root, disk.root)

@@ -11,9 +11,11 @@ record an outcome, withdraw a kept image. Spiders only list sources and yield it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -29,9 +31,12 @@ from .manifest import Key, ManifestIndex, ManifestWriter, Record
 from .provenance import Provenance
 from .quota import Quota
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
+from .shared import SharedGone
+from .workers import WorkerFolder, forget_session
 
 if TYPE_CHECKING:
     from ..items import ImageItem
+    from .worker_mode import WorkerMode
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +55,18 @@ class DatasetCore:
                            s.getint("DATASET_EXTRA_IN_FLIGHT"))
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
+        redis_url = s.get("REDIS_URL") or None
+        self.workers: WorkerMode | None = None
+        if redis_url:
+            from .worker_mode import WorkerMode  # only with REDIS_URL: no Redis client otherwise
+
+            self.workers = WorkerMode(self, redis_url, s)
         self.index = ManifestIndex(self.disk.manifest_path)
-        self.writer = ManifestWriter(self.disk.manifest_path)
+        self.writer = ManifestWriter(self.disk.manifest_path, shared=self.workers is not None)
         self.journal = ManifestWriter(self.disk.journal_path)
         self.commits = GroupCommit(self.writer, self.journal, self.disk.staging_for,
                                    s.getint("DATASET_COMMIT_BATCH"), s.getfloat("DATASET_COMMIT_DELAY"))
-        self.lock = DatasetLock(self.disk.root, self.disk.folders[1:])
+        self.lock = DatasetLock(self.disk.root, self.disk.folders[1:], shared=self.workers is not None)
         self.provenance: Provenance | None = None
         self.fatal_error: str | None = None
         self.close_reason: str | None = None
@@ -87,7 +98,13 @@ class DatasetCore:
             self.lock.acquire()
             self.disk.plan_staging()
             self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, *own_folders])
-            removed = self.disk.clear_staging()
+            if self.workers is not None:
+                self.workers.enter()  # a staging folder of its own; others' are cleaned once they are dead
+                removed = 0
+            else:  # no worker is alive (they share the lock we hold alone): clean up after dead ones
+                forget_session(self.disk.root)
+                WorkerFolder(self.disk, "").reap_all_dead(self.writer)
+                removed = self.disk.clear_staging()
         except (DatasetBusy, FolderError) as exc:
             self.lock.release()
             return str(exc)
@@ -100,6 +117,8 @@ class DatasetCore:
 
     async def open(self, run: dict[str, Any]) -> bool:
         """Check that every folder can be written, record the run, read what earlier runs left."""
+        if self.workers is not None:
+            run = {**run, "worker": self.workers.worker}
         self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
         try:
             await asyncio.to_thread(_check_writable, self.disk.folders, self.disk.all_stagings())
@@ -116,6 +135,17 @@ class DatasetCore:
         for ref, sha256, pixels in found.withdraw.values():
             await self.withdraw(ref, sha256, pixels, f"served for too many photo URLs of {site_of(ref.url)}")
         self._flush_every(self.crawler.settings.getfloat("DATASET_FLUSH_INTERVAL"))
+        return True
+
+    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> bool:
+        """With ``REDIS_URL``, join the other workers (see ``worker_mode.py``); False if that failed."""
+        if self.workers is None:
+            return True
+        try:
+            await self.workers.join(extra)
+        except SharedGone as exc:
+            self.fail(str(exc))
+            return False
         return True
 
     def _flush_every(self, seconds: float) -> None:
@@ -151,8 +181,10 @@ class DatasetCore:
             fatal = "interrupted; run the same command again to finish (nothing already kept is fetched again)"
         return (1, fatal) if fatal else (0, None)
 
-    def _spider_closed(self, spider: Any, reason: str) -> None:
+    async def _spider_closed(self, spider: Any, reason: str) -> None:
         self.close_reason = reason
+        if self.workers is not None:
+            await self.workers.leave()
 
     def _engine_stopped(self) -> None:
         """The last thing a run does: its lines are written, its end recorded, its lock given back."""
@@ -165,6 +197,8 @@ class DatasetCore:
         except OSError as exc:
             self.fail(f"cannot write to {self.disk.manifest_path}: {exc.strerror or exc}")
         self.index.close()
+        if self.workers is not None:
+            self.workers.folder.leave(finished=self.close_reason == "finished")
         if self.provenance is not None and self.lock.held:
             try:
                 self.provenance.end(*self.exit_status())
@@ -189,9 +223,16 @@ class DatasetCore:
         self.stats.inc_value("dataset/skipped_known_failure")
         return True
 
-    def decide(self, item: ImageItem) -> tuple[str, str] | None:
+    async def decide(self, item: ImageItem) -> tuple[str, str] | None:
         """Refuse a checked image (outcome, detail), or admit it: THE keep-or-reject decision.
-        Synchronous, so no two downloads can interleave inside it."""
+        With workers, one atomic step in Redis; else synchronous, so no two downloads can
+        interleave inside it."""
+        if self.workers is not None:
+            try:
+                return await self.workers.admit(item)
+            except SharedGone as exc:
+                self.fail(str(exc))
+                return Outcome.ERROR, str(exc)
         counted = item.kind == "image"
         if self.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
             return Outcome.PLACEHOLDER, "the same image was served for many photo URLs of this site"
@@ -204,8 +245,15 @@ class DatasetCore:
             self.seen.add_known(item.sha256, item.pixels, item.ref())
         return None
 
-    def undecide(self, item: ImageItem) -> None:
+    async def undecide(self, item: ImageItem) -> None:
         """Take back an admitted image whose file could not be written."""
+        if self.workers is not None:
+            with contextlib.suppress(SharedGone):  # the run stops anyway; a rebuild recounts
+                await self.workers.give_back(item, admitted=item.kind == "image")
+            return
+        self._undo_admission(item)
+
+    def _undo_admission(self, item: ImageItem) -> None:
         if item.kind == "image":
             self.quota.revoke(item.group)
             if self.seen is not None:
@@ -216,16 +264,32 @@ class DatasetCore:
         self.disk.make_folder(os.path.dirname(final))
         intent = item.to_record(self.disk.relative(final), Outcome.COMMITTING)
         await self.commits.commit(item.staged or "", final, intent)
+        if self.workers is not None and item.kind == "image":
+            self.workers.committed()
+
+    async def count_present(self, group: str, image_id: str) -> None:
+        """An image of the selection already in place (or, without images, described) counts."""
+        self.quota.add_existing(group)
+        if self.workers is not None:
+            try:
+                await self.workers.count_present(group, image_id)
+            except SharedGone as exc:
+                self.fail(str(exc))
 
     def record(self, item: ImageItem) -> None:
         """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
         site = site_of(item.url)
-        if item.outcome == Outcome.KEPT and self.learner.is_placeholder(site, item.sha256 or ""):
+        shared = self.workers is not None
+        if not shared and item.outcome == Outcome.KEPT and self.learner.is_placeholder(site, item.sha256 or ""):
             self._withdraw_late(item)
         if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
             self._remove_old_copy(item)
         self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))
         self.count(item.key, item.outcome or Outcome.ERROR)
+        if shared:
+            assert self.workers is not None
+            self.workers.settle(item)  # gives the slot back once the shared state has it
+            return
         if item.outcome == Outcome.KEPT and item.sha256:
             self.learner.note_kept_ref(site, item.sha256, item.ref(), item.pixels)
         if item.kind == "image":
@@ -248,6 +312,12 @@ class DatasetCore:
                                  detail=f"withdrawn: {why}", sha256=sha256, learned=True))
         self.count(Key("image", ref.image_id), Outcome.PLACEHOLDER)
         self.stats.inc_value("images/withdrawn")
+        if self.workers is not None:
+            try:
+                await self.workers.revoke(ref.group, ref.image_id, sha256, pixels, ref.url)
+            except SharedGone as exc:
+                self.fail(str(exc))
+            return
         if self.seen is not None:
             self.seen.forget(sha256, pixels)
         self.quota.revoke(ref.group)
@@ -256,7 +326,7 @@ class DatasetCore:
         """A placeholder was learned while this copy was being kept: take it back out."""
         if item.path:
             self.disk.remove(item.path)
-        self.undecide(item)
+        self._undo_admission(item)
         item.path = None
         item.outcome, item.detail = Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs"
         item.learned = True

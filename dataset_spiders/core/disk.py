@@ -66,6 +66,12 @@ class DatasetDisk:
                 )
             self.stagings[folder] = sibling
 
+    def use_worker_staging(self, name: str) -> None:
+        """Stage in a folder of this worker's own inside each staging folder (worker mode)."""
+        self.staging_dir = os.path.join(self.staging_dir, name)
+        self.journal_path = os.path.join(self.staging_dir, JOURNAL_NAME)
+        self.stagings = {folder: os.path.join(staging, name) for folder, staging in self.stagings.items()}
+
     def all_stagings(self) -> list[str]:
         return [self.staging_dir, *self.stagings.values()]
 

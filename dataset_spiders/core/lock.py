@@ -5,8 +5,9 @@ killed run never blocks the next one (a pid file would go stale). The lock is ta
 folders themselves (a directory file descriptor), so nothing is created inside the image
 tree. ``out_dir/.lock`` only says who holds it, for the message a second run prints.
 
-A later mode for cooperating workers can take ``LOCK_SH`` on the same descriptors, with a
-staging folder per worker; only the exclusive mode exists now. POSIX systems only.
+Cooperating workers (``REDIS_URL``, ``core/workers.py``) take ``LOCK_SH`` on the same
+descriptors instead, so they share the folders with each other and never with a run without
+Redis. POSIX systems only.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ class DatasetBusy(Exception):
 
 
 class DatasetLock:
-    """Exclusive locks on ``folders`` (created if missing); ``root`` gets the holder's note."""
+    """Exclusive (or, for workers, shared) locks on ``folders`` (created if missing); ``root``
+    gets the holder's note."""
 
-    def __init__(self, root: str, folders: list[str]):
+    def __init__(self, root: str, folders: list[str], shared: bool = False):
         self.root = root
         self.folders = list(dict.fromkeys([root, *folders]))
+        self.shared = shared
         self._fds: list[int] = []
 
     @property
@@ -61,7 +64,7 @@ class DatasetLock:
                 made.append(folder)
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BaseException as exc:
                 os.close(fd)
                 self.release()
@@ -69,11 +72,13 @@ class DatasetLock:
                     with contextlib.suppress(OSError):
                         os.rmdir(created)  # only if still empty: a refused run leaves nothing behind
                 if isinstance(exc, BlockingIOError):
-                    raise DatasetBusy(busy_message(folder, self.root)) from None
+                    raise DatasetBusy(busy_message(folder, self.root, self.shared)) from None
                 raise
             self._fds.append(fd)
 
     def _write_info(self) -> None:
+        if self.shared:
+            return  # one note for many workers would name only the last
         note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}: "
         note += " ".join(sys.argv)[:500] + "\n"
         # informative only (a read-only root is reported later, clearly); never through a symlink
@@ -105,8 +110,9 @@ def is_locked(folder: str) -> bool:
     return False
 
 
-def holder_pid(folder: str) -> int | None:
-    """The pid holding an flock on ``folder``, from ``/proc/locks`` (Linux), or None."""
+def holder_pid(folder: str) -> tuple[int, bool] | None:
+    """The pid holding an flock on ``folder`` and whether its lock is shared, from ``/proc/locks``
+    (Linux), or None."""
     try:
         st = os.stat(folder)
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
@@ -121,12 +127,20 @@ def holder_pid(folder: str) -> int | None:
             major, minor, _ = parts[5].split(":")
             if (int(major, 16), int(minor, 16)) == (os.major(st.st_dev), os.minor(st.st_dev)):
                 with contextlib.suppress(ValueError):
-                    return int(parts[4])
+                    return int(parts[4]), parts[3] == "READ"
     return None
 
 
-def busy_message(folder: str, root: str) -> str:
-    pid = holder_pid(folder)
+def busy_message(folder: str, root: str, shared: bool = False) -> str:
+    holder = holder_pid(folder)
+    pid = holder[0] if holder else None
+    if holder and holder[1] and not shared:
+        return (f"{folder} is in use by workers sharing it through Redis (process {pid} and maybe more): "
+                "run with the same -s REDIS_URL=... to join them, or wait for them to finish")
+    if shared:
+        who = f"process {pid}" if pid else "a run"
+        return (f"{folder} is in use by {who}, a run without REDIS_URL: workers cannot share it with "
+                "that run; wait for it to finish, or choose another out_dir")
     who = f"process {pid}" if pid else "another run"
     if pid is None:
         note = ""

@@ -11,6 +11,7 @@ line itself is read again when it is needed (``ManifestIndex.get``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -121,14 +122,16 @@ def decode(raw: bytes) -> Record | str:
     )
 
 
-def read(path: str) -> Iterator[tuple[int, Record]]:
-    """Every well-formed record of a manifest with the offset of its line, in order. A torn,
-    foreign or malformed line is skipped with a warning (the first few named, then a count)."""
+def read(path: str, start: int = 0) -> Iterator[tuple[int, Record]]:
+    """Every well-formed record of a manifest (from the line at ``start``) with the offset of its
+    line, in order. A torn, foreign or malformed line is skipped with a warning (the first few
+    named, then a count)."""
     if not os.path.exists(path):
         return
     skipped = 0
     with open(path, "rb") as f:
-        offset, number = 0, 0
+        f.seek(start)
+        offset, number = start, 0
         while raw := f.readline(MAX_LINE):
             start, number = offset, number + 1
             offset += len(raw)
@@ -205,17 +208,19 @@ class ManifestWriter:
     The file is opened at the first line, so a run that stops before trying any image leaves
     no manifest behind."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, shared: bool = False):
         self.path = path
+        self.shared = shared  # other processes append too (workers): each write under an flock
         self._file: IO[bytes] | None = None
         self._pending: list[bytes] = []
         self._lock = threading.Lock()  # the reactor queues lines; the commit thread flushes them
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        mode = os.O_RDWR if self.shared else os.O_WRONLY  # shared: reads its last byte, under the lock
+        fd = os.open(self.path, mode | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         self._file = open(fd, "ab")  # noqa: SIM115 - open for the whole run
-        if self._file.tell() > 0 and not _ends_with_newline(self.path):
+        if not self.shared and self._file.tell() > 0 and not _ends_with_newline(self.path):
             self._file.write(b"\n")  # a torn last line from a crash stays on its own line
 
     def write(self, record: Record) -> None:
@@ -232,8 +237,20 @@ class ManifestWriter:
                 self.open()
             assert self._file is not None
             lines, self._pending = self._pending, []
-            self._file.write(b"".join(lines))
-            self._file.flush()
+            if not self.shared:
+                self._file.write(b"".join(lines))
+                self._file.flush()
+                return
+            fd = self._file.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)  # whole lines, never interleaved with another worker's
+            try:
+                size = os.fstat(fd).st_size
+                head = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+                data = head + b"".join(lines)
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def sync(self) -> None:
         """Flush, then make the lines durable (fdatasync)."""

@@ -9,6 +9,7 @@ images an ImageNet class may hold. A run with no end was killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .. import __version__
-from .files import atomic_write
+from .files import STAGING_DIR, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,15 @@ class Provenance:
         self._write()
 
     def _write(self) -> None:
-        runs = [r for r in read_runs(self.root) if r.get("run_id") != self.run["run_id"]]
-        data = json.dumps({"runs": [*runs, self.run]}, indent=2, ensure_ascii=False, default=str)
-        atomic_write(os.path.join(self.root, NAME), data.encode("utf-8") + b"\n", self.staging_dir)
+        """Read, add this run, write: under an flock, as workers of one dataset share the file."""
+        fd = os.open(os.path.join(self.root, STAGING_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            runs = [r for r in read_runs(self.root) if r.get("run_id") != self.run["run_id"]]
+            data = json.dumps({"runs": [*runs, self.run]}, indent=2, ensure_ascii=False, default=str)
+            atomic_write(os.path.join(self.root, NAME), data.encode("utf-8") + b"\n", self.staging_dir)
+        finally:
+            os.close(fd)
 
 
 def image_folders(runs: list[dict[str, Any]]) -> list[str]:

@@ -66,6 +66,15 @@ class Quota:
             self._full[group].set()
         self._changed.set()
 
+    def observe(self, group: str, kept: int) -> None:
+        """The group's count as the shared state (workers, Redis) has it now."""
+        self.kept[group] = kept
+        if self.full(group):
+            self._full[group].set()
+        elif group in self._full:
+            self._full[group].clear()
+        self._changed.set()
+
     def release(self, group: str = "") -> None:
         """An image in flight has its outcome; wake whoever waits for room."""
         if self.pending[group] > 0:

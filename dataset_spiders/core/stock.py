@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..outcomes import Outcome
+from .formats import is_image_name
 from .manifest import Key, Record
 from .seen import KeptRef, site_of
 
@@ -80,6 +81,8 @@ async def trim(
             continue
         moved[stem] = aside
         core.quota.revoke(group)
+        if core.workers is not None:  # the first worker, before any other joined: its recount counted it
+            await core.workers.revoke(group, stem, found.sha256, found.pixels, None)
         if core.seen is not None:
             core.seen.forget(found.sha256, found.pixels)
         detail = f"trimmed: the class held more than per_class={target} images; moved to {core.disk.relative(aside)}"
@@ -91,6 +94,15 @@ async def trim(
         logger.warning("%s held %d images, over per_class=%d: moved %d to %s", group, target + len(surplus),
                        target, len(moved), os.path.dirname(next(iter(moved.values()))))
     return set(moved)
+
+
+def image_stems(folder: str) -> set[str]:
+    """The ids of the images in a class folder now (what a worker's recount counts). Blocking."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    return {name.rpartition(".")[0] for name in names if not name.startswith(".") and is_image_name(name)}
 
 
 def over_target(

@@ -79,7 +79,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         if not item.image_urls:  # no_images: the description is what is kept
             item.outcome = Outcome.DESCRIBED
             if item.kind == "image":
-                self.core.quota.add_existing(item.group)
+                await self.core.count_present(item.group, item.image_id)
             return item
         urls = item.image_urls
         try:
@@ -128,7 +128,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         item.width, item.height, item.pixels = found.width, found.height, found.pixels
         item.outcome = Outcome.PRESENT
         if item.kind == "image":
-            self.core.quota.add_existing(item.group)
+            await self.core.count_present(item.group, item.image_id)
         self.inc_stats(Outcome.PRESENT)
         return {"url": request.url, "path": found.path or "", "checksum": found.sha256, "status": Outcome.PRESENT}
 
@@ -164,6 +164,8 @@ class DatasetImagesPipeline(ImagesPipeline):
     async def learn(self, item: ImageItem) -> None:
         """The same bytes served for many photo URLs of one site are a placeholder: refuse this
         one, and withdraw the copies kept before (their classes are topped up)."""
+        if self.core.workers is not None:
+            return  # with workers, the shared decision learns placeholders (core/worker_mode.py)
         learner, site = self.core.learner, site_of(item.url)
         known = learner.is_placeholder(site, item.sha256 or "")
         withdraw = learner.observe(site, item.sha256 or "", item.url or "")
@@ -182,7 +184,7 @@ class DatasetImagesPipeline(ImagesPipeline):
     async def keep(self, item: ImageItem, data: bytes) -> None:
         """The core's decision, then the staged write and the durable rename into place."""
         final = item.path = f"{item.stem}.{extension_for(item.format, item.ext)}"  # the core remembers it
-        refused = self.core.decide(item)
+        refused = await self.core.decide(item)
         if refused:
             item.path = None
             raise ImageRejected(*refused)
@@ -192,7 +194,7 @@ class DatasetImagesPipeline(ImagesPipeline):
             await self.core.commit(item, final)
         except Exception as exc:  # a full disk or a read-only folder: nothing more can be kept
             unlink_quietly(item.staged)
-            self.core.undecide(item)
+            await self.core.undecide(item)
             item.path = None
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if isinstance(exc, OSError):

@@ -7,6 +7,7 @@ so ``num_images=25`` costs one page request; failures are topped up from the nex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -16,12 +17,14 @@ from scrapy import Request
 from scrapy.http import Response
 
 from .. import signals as our_signals
+from ..core.shared import SharedGone
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic
 from .base import DatasetSpider, SourceError
 from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
+from .shared_listing import shared_records
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +77,11 @@ class IsicSpider(DatasetSpider):
         try:
             await self.check_collections()
             records = aiter(self.records())
+            if self.core.workers is not None:
+                async for item in self.shared_items(records):
+                    yield item
             # Room first, then the next record: a page is fetched only when an image can go.
-            while await quota.wait_for_room():
+            while self.core.workers is None and await quota.wait_for_room():
                 try:
                     record = await anext(records)
                 except StopAsyncIteration:
@@ -84,7 +90,7 @@ class IsicSpider(DatasetSpider):
                 if item is not None:
                     quota.reserve()
                     yield item
-        except SearchRejected as exc:
+        except (SearchRejected, SharedGone) as exc:
             self.core.fail(str(exc))
         except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
             self.core.fail(f"{exc}; the listing ends here", stop=False)
@@ -92,9 +98,30 @@ class IsicSpider(DatasetSpider):
             logger.exception("The listing failed")
             self.core.fail(f"the listing failed: {type(exc).__name__}: {exc}", stop=False)
         await self.settle()
+        if self.core.workers is not None and self.core.workers.state is not None:
+            with contextlib.suppress(SharedGone):
+                quota.observe("", (await self.core.workers.state.counts([""]))[""])
+                logger.info("The dataset (all workers): %d image(s) of the selection", quota.kept[""])
         kept, wanted = quota.kept[""], quota.target
         if wanted is not None and kept < wanted and self.core.fatal_error is None:
             logger.warning("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
+
+    async def shared_items(self, records: AsyncIterator[isic.IsicRecord]) -> AsyncIterator[ImageItem]:
+        """With REDIS_URL: records come from the shared queue (one worker lists), each to one worker."""
+        workers = self.core.workers
+        assert workers is not None
+        if not await self.core.join():
+            return
+        window = self.settings.getint("DATASET_MAX_IN_FLIGHT")
+        slack = self.settings.getint("DATASET_EXTRA_IN_FLIGHT")
+        async for record, flight in shared_records(workers, records, window, slack):
+            item = self.make_item(record)
+            if item is None:
+                await workers.release("", flight)
+                continue
+            item.flight = flight
+            self.core.quota.reserve()
+            yield item
 
     # --- listing ------------------------------------------------------------------------
 

@@ -1,0 +1,307 @@
+"""The shared state of many workers on one dataset, in Redis (``REDIS_URL``).
+
+What one process keeps in memory (the counts per group, the candidates handed out, the digests
+of kept images, the learned placeholders) lives here in Redis, changed only by the Lua scripts
+of ``shared_scripts.py``, so that admitting an image is one atomic step whatever the other
+workers do. The disk stays the truth: this state can always be rebuilt from it (``rebuild``),
+and it is, when a first worker starts, and when Redis comes back empty (its ``epoch`` is gone).
+
+A worker holds a lease (``DATASET_LEASE`` seconds, renewed a few times per lease); a worker
+whose lease ran out and whose staging folder is no longer locked is dead, and its share is
+given back by whoever notices (``reap``). Redis out of reach: every call waits and retries,
+with one warning, for up to ``REDIS_RETRY_FOR`` seconds, then the run stops (``SharedGone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import shared_scripts as lua
+
+logger = logging.getLogger(__name__)
+
+
+class SharedGone(Exception):
+    """Redis stayed out of reach too long; the message is one line."""
+
+
+@dataclass
+class Rebuilt:
+    """What the disk says, for a new epoch: counted ids per group and what they need to be refused."""
+
+    counted: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> id -> "" (settled)
+    digests: dict[str, dict[str, str]] = field(default_factory=lambda: {"bytes": {}, "pixels": {}})
+    learned: set[str] = field(default_factory=set)  # "site|sha"
+
+
+@dataclass
+class Hooks:
+    """What the shared state needs from the worker's dataset core."""
+
+    drain: Callable[[], Awaitable[None]]  # finish every admitted image (rename or give back)
+    live_peers: Callable[[], list[str]]  # ids of other workers whose staging folder is locked
+    recount: Callable[[], Awaitable[Rebuilt]]  # the disk's truth (reaps dead peers' folders first)
+    #: (worker, staging, held: "group NUL id" -> "sha NUL pixels NUL path") -> those on disk, or
+    #: None when the worker is alive after all (its staging folder is locked)
+    reap_dead: Callable[[str, str, dict[str, str]], Awaitable[list[str] | None]]
+
+
+class SharedState:
+    """One worker's handle on the shared state; see the module docstring."""
+
+    def __init__(self, url: str, prefix: str, worker: str, staging: str, lease: float, retry_for: float):
+        import redis.asyncio  # only with REDIS_URL: a single process needs no Redis at all
+
+        self.url, self.prefix, self.worker, self.staging = url, prefix, worker, staging
+        self.lease, self.retry_for = max(0.2, lease), max(0.0, retry_for)
+        self.redis = redis.asyncio.Redis.from_url(url, socket_timeout=max(2.0, self.lease), socket_connect_timeout=2.0)
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self.scripts = {name: self.redis.register_script(getattr(lua, name)) for name in
+                        ("TAKE", "ADMIT", "SETTLE", "REVOKE", "PRESENT", "REAP", "ENQUEUE", "DEQUEUE")}
+        self.epoch = ""
+        self.hooks: Hooks | None = None
+        self.rebuilds = 0  # epochs this worker joined after the first (Redis came back empty)
+        self._rejoin: asyncio.Task[None] | None = None
+        self._warned = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call()``, retried with a bounded back-off while Redis is out of reach."""
+        loop = asyncio.get_running_loop()
+        since, delay = None, 0.1
+        while True:
+            try:
+                result = await call()
+            except self._errors as exc:
+                now = loop.time()
+                since = now if since is None else since
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("Redis at %s is out of reach (%s); pausing, and retrying for up to %.0f s",
+                                   _safe(self.url), exc, self.retry_for)
+                if now - since >= self.retry_for:
+                    raise SharedGone(f"Redis at {_safe(self.url)} was out of reach for {self.retry_for:.0f} s "
+                                     f"({type(exc).__name__}); stopping (nothing on disk is lost)") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if since is not None:
+                logger.warning("Redis at %s answers again after %.1f s", _safe(self.url), loop.time() - since)
+                self._warned = False
+            return result
+
+    async def run(self, name: str, *args: Any) -> list[Any]:
+        """Run a script with this epoch; when Redis lost it, rejoin (drain, rebuild) and run it again."""
+        while True:
+            answer = await self._retrying(lambda: self.scripts[name](args=[self.prefix, self.epoch, *args]))
+            answer = [a.decode() if isinstance(a, bytes) else a for a in answer]
+            if answer[0] != "epoch":
+                return answer
+            await self.rejoin()
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    # --- joining -------------------------------------------------------------------------------
+
+    async def join(self, hooks: Hooks, alone: bool) -> None:
+        """Enter the shared state: rebuild it from disk when this worker is the first (``alone``:
+        no other worker holds the folder; what Redis holds may be stale), else join its epoch."""
+        self.hooks = hooks
+        if alone:
+            await self._retrying(lambda: self.redis.delete(self.key("epoch")))
+        await self._enter()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._heartbeat()))
+
+    async def rejoin(self) -> None:
+        """Redis lost this epoch: drain, then join the next one (one rejoin at a time)."""
+        if self._rejoin is None or self._rejoin.done():
+            self._rejoin = asyncio.get_running_loop().create_task(self._rejoin_now())
+        await asyncio.shield(self._rejoin)
+
+    async def _rejoin_now(self) -> None:
+        logger.warning("Redis lost the shared state (restarted empty?); finishing the images in hand and "
+                       "recounting from disk before anything more is admitted")
+        assert self.hooks is not None
+        await self.hooks.drain()
+        self.rebuilds += 1
+        await self._enter()
+
+    async def _enter(self) -> None:
+        assert self.hooks is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            epoch = await self._retrying(lambda: self.redis.get(self.key("epoch")))
+            if epoch:
+                self.epoch = epoch.decode()
+                await self._register()
+                return
+            await self._retrying(lambda: self.redis.sadd(self.key("drained"), self.worker))
+            if await self._retrying(lambda: self.redis.set(self.key("rebuilding"), self.worker, nx=True,
+                                                           px=int(self.lease * 2000))):
+                await self._rebuild(started)
+                continue
+            if loop.time() - started > max(self.retry_for, 3 * self.lease):
+                raise SharedGone("the shared state was not rebuilt in time (another worker holds the rebuild); "
+                                 "stopping")
+            await asyncio.sleep(0.1)
+
+    async def _rebuild(self, started: float) -> None:
+        """This worker rebuilds the state from disk, once every live peer has drained."""
+        assert self.hooks is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            drained = {m.decode() for m in await self._retrying(lambda: self.redis.smembers(self.key("drained")))}
+            waiting = [peer for peer in self.hooks.live_peers() if peer not in drained]
+            if not waiting:
+                break
+            if loop.time() - started > max(self.retry_for, 3 * self.lease):
+                raise SharedGone(f"the workers {', '.join(waiting[:3])} hold this dataset but do not answer on "
+                                 f"Redis at {_safe(self.url)}: give every worker the same REDIS_URL")
+            await self._retrying(lambda: self.redis.pexpire(self.key("rebuilding"), int(self.lease * 2000)))
+            await asyncio.sleep(0.1)
+        truth = await self.hooks.recount()
+        epoch = uuid.uuid4().hex
+
+        async def write() -> None:
+            stale = [k async for k in self.redis.scan_iter(match=_glob(self.prefix) + "*", count=1000)]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for i in range(0, len(stale), 500):
+                    pipe.delete(*stale[i:i + 500])
+                for group, ids in truth.counted.items():
+                    for i in range(0, len(ids), 1000):
+                        pipe.hset(self.key(f"kept:{group}"), mapping=dict(list(ids.items())[i:i + 1000]))
+                for name, refs in truth.digests.items():
+                    items = list(refs.items())
+                    for i in range(0, len(items), 1000):
+                        pipe.hset(self.key(name), mapping=dict(items[i:i + 1000]))
+                if truth.learned:
+                    pipe.sadd(self.key("learned"), *truth.learned)
+                pipe.set(self.key("epoch"), epoch)
+                await pipe.execute()
+
+        await self._retrying(write)
+        logger.info("Rebuilt the shared state from disk: %d image(s) counted in %d group(s)",
+                    sum(len(v) for v in truth.counted.values()), len(truth.counted))
+
+    async def _register(self) -> None:
+        async def register() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.key("workers"), self.worker, self.staging)
+                pipe.set(self.key(f"alive:{self.worker}"), "1", px=int(self.lease * 1000))
+                await pipe.execute()
+
+        await self._retrying(register)
+
+    # --- leases --------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease; notice a lost epoch; give back the share of dead workers."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                epoch = await self._retrying(self._renew)
+                if epoch is None or epoch.decode() != self.epoch:
+                    await self.rejoin()
+                await self.reap()
+            except SharedGone:
+                return  # the next call of the crawl fails the run, with the same message
+            except Exception:
+                logger.exception("The lease keeper failed; it starts again")
+
+    async def _renew(self) -> bytes | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.key(f"alive:{self.worker}"), "1", px=int(self.lease * 1000))
+            pipe.get(self.key("epoch"))
+            return (await pipe.execute())[1]  # type: ignore[no-any-return]
+
+    async def reap(self) -> None:
+        """Give back the share of every worker whose lease ran out and whose staging folder is free."""
+        assert self.hooks is not None
+        workers = await self._retrying(lambda: self.redis.hgetall(self.key("workers")))
+        for raw, staging in workers.items():
+            worker = raw.decode()
+            alive = self.key(f"alive:{worker}")
+            if worker == self.worker or await self._retrying(lambda k=alive: self.redis.exists(k)):
+                continue
+            found = await self._retrying(lambda w=worker: self.redis.hgetall(self.key(f"held:{w}")))
+            held = {k.decode(): v.decode() for k, v in found.items()}
+            on_disk = await self.hooks.reap_dead(worker, staging.decode(), held)
+            if on_disk is None:
+                continue  # alive after all (its folder is locked): only slow to renew
+            answer = await self.run("REAP", worker, *on_disk)
+            if answer[0] == "ok":
+                logger.warning("Worker %s stopped without finishing; gave back %s candidate(s) and %s "
+                               "admission(s) it held (%s of its images had reached disk)",
+                               worker, answer[1], answer[2], answer[3])
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            if self.epoch:
+                await asyncio.wait_for(self.redis.hdel(self.key("workers"), self.worker), 2)
+                await asyncio.wait_for(self.redis.delete(self.key(f"alive:{self.worker}")), 2)
+        except Exception:
+            pass
+        await self.redis.aclose()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def counts(self, groups: list[str]) -> dict[str, int]:
+        """How many images each group has now, across all workers."""
+        async def read() -> list[int]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    pipe.hlen(self.key(f"kept:{group}"))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        return dict(zip(groups, await self._retrying(read), strict=True))
+
+    async def flag(self, name: str, value: str | None = None) -> str | None:
+        """Read (or set, when ``value`` is given) a small shared note, such as the listing's state."""
+        if value is None:
+            found = await self._retrying(lambda: self.redis.get(self.key(f"note:{name}")))
+            return found.decode() if found else None
+        await self._retrying(lambda: self.redis.set(self.key(f"note:{name}"), value))
+        return value
+
+    async def try_lead(self, name: str) -> bool:
+        """Take (or keep) a role only one worker may have at a time, for one lease."""
+        key, ms = self.key(f"lead:{name}"), int(self.lease * 1000)
+
+        async def take() -> bool:
+            if await self.redis.set(key, self.worker, nx=True, px=ms):
+                return True
+            holder = await self.redis.get(key)
+            if holder and holder.decode() == self.worker:
+                await self.redis.pexpire(key, ms)
+                return True
+            return False
+
+        return bool(await self._retrying(take))
+
+
+def reference(image_id: str, group: str, path: str, url: str, pixels: str = "") -> str:
+    """A kept image, as the shared state names it (in duplicate messages, and to withdraw it)."""
+    return json.dumps({"id": image_id, "group": group, "path": path, "url": url, "px": pixels}, separators=(",", ":"))
+
+
+def _glob(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    return url if not sep else head.split("//")[0] + "//***@" + tail

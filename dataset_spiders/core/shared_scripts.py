@@ -1,0 +1,188 @@
+"""The Lua scripts of the shared state (``core/shared.py``): each runs atomically in Redis.
+
+Every script gets the key prefix and the epoch first, and answers ``{"epoch"}`` when Redis
+does not hold that epoch (it restarted empty, or a rebuild is under way): nothing is decided
+against state that was lost. Keys, under the prefix ``P``:
+
+- ``epoch``: this state's generation; ``workers`` (id -> staging folder); ``alive:<id>`` (lease)
+- ``kept:<group>``: image id -> the worker that admitted it, ``""`` once its line is written
+- ``held:<worker>``: admitted images not yet settled (``group NUL id`` -> ``sha NUL pixels NUL path``)
+- ``flight:<worker>``: candidates handed out, not settled (``group NUL index`` -> a queued record)
+- ``pending`` (group -> in flight), ``cursor`` (group -> next index), ``spare:<group>`` (zset)
+- ``bytes``, ``pixels``: digests of kept images -> their reference; ``learned``: placeholders;
+  ``urls:<site|sha>``: URLs that served those bytes; ``refs:<site|sha>``: kept copies of them
+- ``queue``: listed records waiting for a worker (isic); ``listed``: the ids queued so far
+"""
+
+PRELUDE = """
+local P = ARGV[1]
+if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'epoch'} end
+"""
+
+#: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, window
+TAKE = PRELUDE + """
+local w, g = ARGV[3], ARGV[4]
+local total, target, slack, window = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local kept = redis.call('HLEN', P .. 'kept:' .. g)
+if target >= 0 and kept >= target then return {'full', kept} end
+local pending = tonumber(redis.call('HGET', P .. 'pending', g) or '0')
+if pending >= window or (target >= 0 and kept + pending >= target + slack) then return {'wait', kept} end
+local index
+local spare = redis.call('ZPOPMIN', P .. 'spare:' .. g)
+if #spare > 0 then
+  index = tonumber(spare[1])
+else
+  local cursor = tonumber(redis.call('HGET', P .. 'cursor', g) or '0')
+  if cursor >= total then
+    if pending == 0 then return {'done', kept} end
+    return {'wait', kept}
+  end
+  redis.call('HSET', P .. 'cursor', g, cursor + 1)
+  index = cursor
+end
+redis.call('HINCRBY', P .. 'pending', g, 1)
+redis.call('HSET', P .. 'flight:' .. w, g .. '\\0' .. index, '')
+return {'take', kept, index}
+"""
+
+#: ARGV: P, epoch, worker, group, id, sha, pixels, site|sha, url, target (-1), threshold,
+#: counted (1/0), dedupe (1/0), reference, path
+ADMIT = PRELUDE + """
+local w, g, id, sha, px, key, url = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local target, threshold = tonumber(ARGV[10]), tonumber(ARGV[11])
+local counted, dedupe, ref = ARGV[12] == '1', ARGV[13] == '1', ARGV[14]
+if threshold > 0 and sha ~= '' then
+  if redis.call('SISMEMBER', P .. 'learned', key) == 1 then return {'placeholder'} end
+  redis.call('SADD', P .. 'urls:' .. key, url)
+  if redis.call('SCARD', P .. 'urls:' .. key) >= threshold then
+    redis.call('SADD', P .. 'learned', key)
+    redis.call('DEL', P .. 'urls:' .. key)
+    local refs = redis.call('HGETALL', P .. 'refs:' .. key)
+    redis.call('DEL', P .. 'refs:' .. key)
+    local out = {'learned'}
+    for i = 1, #refs, 2 do
+      local r = cjson.decode(refs[i + 1])
+      -- a settled copy is withdrawn by this worker; an unsettled one by its owner, when it settles
+      if redis.call('HGET', P .. 'kept:' .. r.group, refs[i]) == '' then table.insert(out, refs[i + 1]) end
+    end
+    return out
+  end
+end
+if counted and dedupe then
+  local first = sha ~= '' and redis.call('HGET', P .. 'bytes', sha)
+  first = first or (px ~= '' and redis.call('HGET', P .. 'pixels', px))
+  if first then return {'duplicate', first} end
+end
+if counted then
+  if redis.call('HEXISTS', P .. 'kept:' .. g, id) == 1 then return {'present'} end
+  local kept = redis.call('HLEN', P .. 'kept:' .. g)
+  if target >= 0 and kept >= target then return {'surplus', kept} end
+  redis.call('HSET', P .. 'kept:' .. g, id, w)
+  redis.call('HSET', P .. 'held:' .. w, g .. '\\0' .. id, sha .. '\\0' .. px .. '\\0' .. ARGV[15])
+  if dedupe then
+    if sha ~= '' then redis.call('HSETNX', P .. 'bytes', sha, ref) end
+    if px ~= '' then redis.call('HSETNX', P .. 'pixels', px, ref) end
+  end
+  if threshold > 0 and sha ~= '' then redis.call('HSET', P .. 'refs:' .. key, id, ref) end
+  return {'ok', kept + 1}
+end
+return {'ok', 0}
+"""
+
+#: ARGV: P, epoch, worker, group, flight field ('' if none), id, kept (1/0), sha, pixels,
+#: site|sha, spare index (-1: none)
+SETTLE = PRELUDE + """
+local w, g, field, id, kept = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local sha, px, key, spare = ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
+if field ~= '' and redis.call('HDEL', P .. 'flight:' .. w, field) == 1 then
+  redis.call('HINCRBY', P .. 'pending', g, -1)
+  if spare >= 0 then redis.call('ZADD', P .. 'spare:' .. g, spare, spare) end
+end
+if kept then
+  redis.call('HDEL', P .. 'held:' .. w, g .. '\\0' .. id)
+  if key ~= '' and redis.call('SISMEMBER', P .. 'learned', key) == 1 then return {'withdraw'} end
+  if redis.call('HEXISTS', P .. 'kept:' .. g, id) == 1 then redis.call('HSET', P .. 'kept:' .. g, id, '') end
+end
+return {'ok'}
+"""
+
+#: ARGV: P, epoch, group, id, sha, pixels, site|sha. An admitted image given back (its file
+#: could not be written, or it was withdrawn): it no longer counts, its bytes are forgotten.
+REVOKE = PRELUDE + """
+local g, id, sha, px, key = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+redis.call('HDEL', P .. 'kept:' .. g, id)
+local function forget(hash, digest)
+  if digest == '' then return end
+  local ref = redis.call('HGET', P .. hash, digest)
+  if ref and cjson.decode(ref).id == id then redis.call('HDEL', P .. hash, digest) end
+end
+forget('bytes', sha)
+forget('pixels', px)
+if key ~= '' then redis.call('HDEL', P .. 'refs:' .. key, id) end
+for _, w in ipairs(redis.call('HKEYS', P .. 'workers')) do
+  redis.call('HDEL', P .. 'held:' .. w, g .. '\\0' .. id)
+end
+return {'ok', redis.call('HLEN', P .. 'kept:' .. g)}
+"""
+
+#: ARGV: P, epoch, group, id. An image found in place (an earlier run kept it): it counts.
+PRESENT = PRELUDE + """
+redis.call('HSETNX', P .. 'kept:' .. ARGV[3], ARGV[4], '')
+return {'ok', redis.call('HLEN', P .. 'kept:' .. ARGV[3])}
+"""
+
+#: ARGV: P, epoch, dead worker, then the ids (group NUL id) whose files reached their final
+#: names. Gives a dead worker's share back: its candidates to the spares (or records to the
+#: queue), its admissions that never reached disk out of the counts.
+REAP = PRELUDE + """
+local dead = ARGV[3]
+if redis.call('HDEL', P .. 'workers', dead) == 0 then return {'gone'} end
+local on_disk = {}
+for i = 4, #ARGV do on_disk[ARGV[i]] = true end
+local flights = redis.call('HGETALL', P .. 'flight:' .. dead)
+for i = 1, #flights, 2 do
+  local g, index = string.match(flights[i], '^(.*)%z(%d+)$')
+  redis.call('HINCRBY', P .. 'pending', g, -1)
+  if flights[i + 1] ~= '' then redis.call('LPUSH', P .. 'queue', flights[i + 1])
+  else redis.call('ZADD', P .. 'spare:' .. g, index, index) end
+end
+local given, kept = 0, 0
+local held = redis.call('HGETALL', P .. 'held:' .. dead)
+for i = 1, #held, 2 do
+  local g, id = string.match(held[i], '^(.-)%z(.*)$')
+  local sha, px = string.match(held[i + 1], '^(.-)%z(.-)%z')
+  if on_disk[held[i]] then
+    redis.call('HSET', P .. 'kept:' .. g, id, '')
+    kept = kept + 1
+  elseif redis.call('HGET', P .. 'kept:' .. g, id) == dead then
+    redis.call('HDEL', P .. 'kept:' .. g, id)
+    if sha ~= '' then redis.call('HDEL', P .. 'bytes', sha) end
+    if px ~= '' then redis.call('HDEL', P .. 'pixels', px) end
+    given = given + 1
+  end
+end
+redis.call('DEL', P .. 'flight:' .. dead, P .. 'held:' .. dead, P .. 'alive:' .. dead)
+return {'ok', #flights / 2, given, kept}
+"""
+
+#: ARGV: P, epoch, worker, id, record. A listed record goes to the queue (isic: one lister),
+#: once: a lister that took over from a stopped one lists from the start again.
+ENQUEUE = PRELUDE + """
+if redis.call('HSETNX', P .. 'listed', ARGV[4], '1') == 1 then redis.call('RPUSH', P .. 'queue', ARGV[5]) end
+return {'ok', redis.call('LLEN', P .. 'queue')}
+"""
+
+#: ARGV: P, epoch, worker, target (-1), slack, window. The next queued record, for this worker.
+DEQUEUE = PRELUDE + """
+local w, target, slack, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local kept = redis.call('HLEN', P .. 'kept:')
+if target >= 0 and kept >= target then return {'full', kept} end
+local pending = tonumber(redis.call('HGET', P .. 'pending', '') or '0')
+if pending >= window or (target >= 0 and kept + pending >= target + slack) then return {'wait', kept} end
+local record = redis.call('LPOP', P .. 'queue')
+if not record then return {'empty', kept, pending} end
+local index = redis.call('INCR', P .. 'taken')
+redis.call('HINCRBY', P .. 'pending', '', 1)
+redis.call('HSET', P .. 'flight:' .. w, '\\0' .. index, record)
+return {'take', kept, index, record}
+"""

@@ -1,0 +1,239 @@
+"""This process as one of many workers building one dataset (``REDIS_URL``).
+
+The dataset core hands its shared decisions here: admitting an image (the one atomic step in
+Redis that refuses placeholders, duplicates and surplus), giving an admission back, settling
+an image once its line is written, counting an image found in place. The candidates (an
+ImageNet class's list, or ISIC's listed records) are handed out here too, each to one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..outcomes import Outcome
+from . import manifest
+from .seen import KeptRef, site_of
+from .shared import Hooks, Rebuilt, SharedGone, SharedState, reference
+from .workers import WorkerFolder, new_worker_id
+
+if TYPE_CHECKING:
+    from ..items import ImageItem
+    from .dataset import DatasetCore
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerMode:
+    """See the module docstring; ``DatasetCore.workers`` when ``REDIS_URL`` is set."""
+
+    def __init__(self, core: DatasetCore, url: str, settings: Any):
+        self.core, self.url = core, url
+        self.worker = new_worker_id()
+        self.folder = WorkerFolder(core.disk, self.worker)
+        self.lease = settings.getfloat("DATASET_LEASE")
+        self.retry_for = settings.getfloat("REDIS_RETRY_FOR")
+        self.state: SharedState | None = None
+        self.in_hand = 0  # admitted images not yet renamed into place or given back
+        self.alone = False  # the first worker of the dataset (no other held it when this one joined)
+        self.extra: Callable[[], dict[str, set[str]]] | None = None
+        self.requeued: set[str] = set()
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def enter(self) -> None:
+        """This worker's own staging folder, locked (blocking; the core's claim)."""
+        self.folder.enter()
+
+    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> None:
+        """Join the shared state (rebuilding it from disk when first). ``extra`` adds what the
+        spider counts on disk (ImageNet: the files in each class folder). Raises SharedGone."""
+        session = await asyncio.to_thread(self.folder.session)
+        self.extra = extra
+        self.alone = not await asyncio.to_thread(self.folder.live_peers)
+        self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,
+                                 self.core.disk.staging_dir, self.lease, self.retry_for)
+        hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead)
+        await self.state.join(hooks, self.alone)
+        logger.info("Worker %s joined the dataset's shared state in Redis (%s)", self.worker,
+                    "first of its workers" if self.alone else "with other workers")
+
+    async def leave(self) -> None:
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self.state is not None:
+            await self.state.close()
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    async def admit(self, item: ImageItem) -> tuple[str, str] | None:
+        """The shared keep-or-reject decision of a checked image: None admits it."""
+        assert self.state is not None
+        core, counted = self.core, item.kind == "image"
+        sha, pixels, site = item.sha256 or "", item.pixels or "", site_of(item.url)
+        key = f"{site}|{sha}" if sha else ""
+        path = core.disk.relative(item.path) or ""
+        ref = reference(item.image_id, item.group, path, item.url or "", pixels)
+        target = core.quota.target if core.quota.target is not None else -1
+        answer = await self.state.run(
+            "ADMIT", self.worker, item.group, item.image_id, sha, pixels, key, item.url or "", target,
+            core.learner.threshold, int(counted), int(core.seen is not None), ref, path,
+        )
+        verdict = answer[0]
+        if verdict == "ok":
+            if counted:
+                self.in_hand += 1
+                core.quota.observe(item.group, int(answer[1]))
+            return None
+        if verdict == "surplus":
+            core.quota.observe(item.group, int(answer[1]))
+            return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
+        if verdict == "duplicate":
+            first = json.loads(answer[1])
+            where = f" in {first['group']}" if first.get("group") else ""
+            return Outcome.DUPLICATE, f"the same image as {first['id']}{where} ({first['url']})"
+        if verdict == "present":
+            return Outcome.DUPLICATE, "another worker kept this image already"
+        item.learned = True
+        detail = f"the same image was served for {core.learner.threshold}+ photo URLs of {site}"
+        if verdict == "learned":
+            core.stats.inc_value("placeholders/learned")
+            logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d image(s) "
+                           "kept before", site, core.learner.threshold, len(answer) - 1)
+            for raw in answer[1:]:
+                first = json.loads(raw)
+                await core.withdraw(KeptRef(first["id"], first["group"], core.disk.absolute(first["path"]) or "",
+                                            first["url"]), sha, first.get("px"), detail)
+        return Outcome.PLACEHOLDER, detail
+
+    def committed(self) -> None:
+        self.in_hand -= 1
+
+    async def give_back(self, item: ImageItem, admitted: bool = True) -> None:
+        """An admission whose file never reached its name (or was withdrawn) no longer counts."""
+        assert self.state is not None
+        if admitted:
+            self.in_hand -= 1
+        await self.revoke(item.group, item.image_id, item.sha256, item.pixels, item.url)
+
+    async def revoke(self, group: str, image_id: str, sha: str | None, pixels: str | None, url: str | None) -> None:
+        assert self.state is not None
+        key = f"{site_of(url)}|{sha}" if sha else ""
+        answer = await self.state.run("REVOKE", group, image_id, sha or "", pixels or "", key)
+        self.core.quota.observe(group, int(answer[1]))
+
+    async def count_present(self, group: str, image_id: str) -> None:
+        assert self.state is not None
+        answer = await self.state.run("PRESENT", group, image_id)
+        self.core.quota.observe(group, int(answer[1]))
+
+    def settle(self, item: ImageItem) -> None:
+        """The image's line is written: its candidate is done (and its slot free) for everyone."""
+        task = asyncio.get_event_loop().create_task(self._settle(item))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, item: ImageItem) -> None:
+        core = self.core
+        try:
+            assert self.state is not None
+            kept = item.kind == "image" and item.outcome == Outcome.KEPT and bool(item.path)
+            spare = -1
+            if item.outcome == Outcome.SURPLUS and item.flight and item.image_id not in self.requeued:
+                self.requeued.add(item.image_id)  # not needed now; wanted if a withdrawal makes room
+                spare = item.spare
+            sha = item.sha256 or ""
+            key = f"{site_of(item.url)}|{sha}" if sha and core.learner.threshold else ""
+            answer = await self.state.run("SETTLE", self.worker, item.group, item.flight, item.image_id,
+                                          int(kept), sha, item.pixels or "", key, spare)
+            if answer[0] == "withdraw" and item.path:
+                detail = "withdrawn: the same image was served for many photo URLs"
+                await core.withdraw(item.ref(), item.sha256, item.pixels, detail)
+        except SharedGone as exc:
+            core.fail(str(exc))
+        finally:
+            if item.kind == "image":
+                core.quota.release(item.group)
+
+    # --- candidates ----------------------------------------------------------------------------
+
+    async def take(self, group: str, total: int, window: int, slack: int) -> list[Any]:
+        """The next candidate of ``group`` for this worker: ``["take", kept, index]``, or why
+        not: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
+        assert self.state is not None
+        target = self.core.quota.target if self.core.quota.target is not None else -1
+        answer = await self.state.run("TAKE", self.worker, group, total, target, slack, window)
+        self.core.quota.observe(group, int(answer[1]))
+        return answer
+
+    async def dequeue(self, window: int, slack: int) -> list[Any]:
+        """The next listed record for this worker: ``["take", kept, index, record]``, or
+        ``full``, ``wait`` or ``empty`` (with how many are in flight)."""
+        assert self.state is not None
+        target = self.core.quota.target if self.core.quota.target is not None else -1
+        answer = await self.state.run("DEQUEUE", self.worker, target, slack, window)
+        self.core.quota.observe("", int(answer[1]))
+        return answer
+
+    async def enqueue(self, image_id: str, record: str) -> None:
+        assert self.state is not None
+        await self.state.run("ENQUEUE", self.worker, image_id, record)
+
+    async def release(self, group: str, flight: str) -> None:
+        """A candidate handed out that needs no download (it is in place already, or failed before)."""
+        assert self.state is not None
+        await self.state.run("SETTLE", self.worker, group, flight, "", 0, "", "", "", -1)
+
+    # --- the state's hooks ---------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        while self.in_hand > 0:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(self.core.writer.flush)
+
+    async def _reap_dead(self, worker: str, staging: str, held: dict[str, str]) -> list[str] | None:
+        return await asyncio.to_thread(self.folder.reap, worker, self.core.writer, held)
+
+    async def _recount(self) -> Rebuilt:
+        return await asyncio.to_thread(self._recount_now)
+
+    def _recount_now(self) -> Rebuilt:
+        """The disk's truth: every image of this group of workers in place, and what to refuse."""
+        core, disk = self.core, self.core.disk
+        self.folder.reap_all_dead(core.writer)
+        core.writer.flush()
+        session = self.folder.session()
+        size = os.path.getsize(disk.manifest_path) if os.path.exists(disk.manifest_path) else 0
+        offset = session.get("offset")
+        if not self.folder.live_peers() or not isinstance(offset, int) or not 0 <= offset <= size:
+            offset = session["offset"] = size  # a new group of workers: counting starts now
+            self.folder.write_session(session)
+        truth = Rebuilt()
+        if core.seen is not None:
+            for name, refs in (("bytes", core.seen.by_bytes), ("pixels", core.seen.by_pixels)):
+                for digest, ref in refs.items():
+                    truth.digests[name][digest] = reference(ref.image_id, ref.group, disk.relative(ref.path) or "",
+                                                            ref.url)
+        truth.learned.update(f"{site}|{sha}" for site, sha in core.learner.learned)
+        last: dict[manifest.Key, manifest.Record] = {}
+        for _, record in manifest.read(disk.manifest_path, offset):
+            last[record.key] = record
+        for record in last.values():
+            if record.kind != "image":
+                continue
+            if record.outcome == Outcome.PLACEHOLDER and record.learned and record.sha256:
+                truth.learned.add(f"{site_of(record.url)}|{record.sha256}")
+            path = disk.absolute(record.path) if record.path else None
+            if record.kept and path and os.path.isfile(path):
+                truth.counted.setdefault(record.group or "", {})[record.id] = ""
+                if core.seen is not None:
+                    ref = reference(record.id, record.group or "", record.path or "", record.url or "")
+                    for name, digest in (("bytes", record.sha256), ("pixels", record.pixels)):
+                        if digest:
+                            truth.digests[name].setdefault(digest, ref)
+        for group, ids in (self.extra() if self.extra else {}).items():
+            truth.counted.setdefault(group, {}).update(dict.fromkeys(ids, ""))
+        return truth

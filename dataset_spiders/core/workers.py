@@ -1,0 +1,199 @@
+"""Worker mode on disk: many processes (``REDIS_URL``) share one dataset folder.
+
+Each worker holds the folders with a shared ``flock`` (a run without Redis wants an exclusive
+one, so the two never mix), and stages in a folder of its own, ``.staging/w-<worker>``, which
+it holds with an exclusive ``flock`` for its life. That lock is the proof of life the lease in
+Redis is not: a worker whose lease ran out is dead only once its staging folder can be locked
+(the kernel drops the lock of a killed process), and only then are its staged files cleaned and
+its images in mid-commit recovered from its journal.
+
+``.workers.json`` at the root names the dataset's key space in Redis and the current epoch, and
+where the manifest stood when the current group of workers began (``offset``), so a state lost
+in Redis can be rebuilt from the lines written since. A run without Redis deletes it: the next
+workers then rebuild from disk rather than trust what Redis held before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+import uuid
+from typing import Any
+
+from . import manifest
+from .disk import TEMP_NAME, DatasetDisk
+from .files import atomic_write, unlink_quietly
+from .manifest import ManifestWriter, Record
+
+SESSION_NAME = ".workers.json"
+PREFIX = "w-"
+_WORKER = re.compile(r"[A-Za-z0-9._-]{1,120}")
+
+
+def new_worker_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerFolder:
+    """This worker's staging folder (locked for its life), its peers', and the session file."""
+
+    def __init__(self, disk: DatasetDisk, worker: str):
+        self.disk, self.worker = disk, worker
+        self.parent = disk.staging_dir  # .staging: every worker's folder is in it
+        self._fd: int | None = None
+
+    @property
+    def session_path(self) -> str:
+        return os.path.join(self.disk.root, SESSION_NAME)
+
+    def enter(self) -> None:
+        """Make and lock this worker's staging folders (the disk then stages there). Blocking."""
+        os.makedirs(self.parent, exist_ok=True)
+        self.disk.use_worker_staging(PREFIX + self.worker)
+        for staging in self.disk.all_stagings():
+            os.makedirs(staging, exist_ok=True)
+        self._fd = os.open(self.disk.staging_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def leave(self, finished: bool) -> None:
+        """Give the staging folder back; remove it when nothing in it is needed any more."""
+        if finished:
+            for staging in self.disk.all_stagings():
+                with contextlib.suppress(OSError):
+                    os.rmdir(staging)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # --- peers ---------------------------------------------------------------------------------
+
+    def peers(self) -> dict[str, bool]:
+        """Every other worker with a staging folder here: whether it is alive (holds its lock)."""
+        found = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.parent):
+                name = entry.name
+                if not name.startswith(PREFIX) or name == PREFIX + self.worker:
+                    continue
+                if entry.is_dir(follow_symlinks=False) and _WORKER.fullmatch(name[len(PREFIX):]):
+                    found[name[len(PREFIX):]] = _locked(entry.path)
+        return found
+
+    def live_peers(self) -> list[str]:
+        return [w for w, alive in self.peers().items() if alive]
+
+    def reap(self, worker: str, writer: ManifestWriter, held: dict[str, str]) -> list[str] | None:
+        """Clean a dead worker's staging folders: what its journal says reached its final name
+        gets its ``kept`` line (if the line was lost), its temporary files go. Returns which of
+        its admitted images (``held``) are on disk, or None while it is alive. Blocking."""
+        if not _WORKER.fullmatch(worker):
+            return []
+        name = PREFIX + worker
+        mine = os.path.join(self.parent, name)
+        fd = None
+        try:
+            fd = os.open(mine, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # type: ignore[arg-type]
+            return None
+        except OSError:
+            fd = None  # no folder (already cleaned): nothing to recover
+        try:
+            if fd is not None:
+                journal = os.path.join(mine, os.path.basename(self.disk.journal_path))
+                for _, intent in manifest.read(journal):
+                    path = self.disk.absolute(intent.path or "")
+                    if path and os.path.isfile(path) and not os.path.islink(path):
+                        writer.write(_as_kept(intent))
+                writer.flush()
+                for staging in {os.path.join(os.path.dirname(s), name) for s in self.disk.all_stagings()}:
+                    _clear(staging)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(staging)
+            return [key for key, value in held.items() if self._on_disk(value)]
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def reap_all_dead(self, writer: ManifestWriter) -> int:
+        """Clean every dead peer's folder (at a rebuild, before the disk is recounted)."""
+        dead = [w for w, alive in self.peers().items() if not alive]
+        for worker in dead:
+            self.reap(worker, writer, {})
+        return len(dead)
+
+    def _on_disk(self, value: str) -> bool:
+        path = self.disk.absolute(value.split("\0")[-1])
+        return bool(path) and os.path.isfile(path) and not os.path.islink(path)
+
+    # --- the session file ----------------------------------------------------------------------
+
+    def session(self) -> dict[str, Any]:
+        """``.workers.json``, made with a new dataset id when missing or not ours."""
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.open(self.session_path, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, encoding="utf-8") as f:
+                data = json.loads(f.read(4096))
+            if isinstance(data, dict) and isinstance(data.get("dataset"), str) and re.fullmatch(
+                r"[0-9a-f]{32}", data["dataset"]
+            ):
+                return data
+        data = {"dataset": uuid.uuid4().hex, "epoch": None, "offset": 0}
+        temp = os.path.join(self.disk.staging_dir, f".session-{uuid.uuid4().hex}")
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        try:
+            unlink_quietly(self.session_path) if os.path.islink(self.session_path) else None
+            os.link(temp, self.session_path)  # atomic, and never over another worker's
+        except FileExistsError:
+            return self.session()
+        finally:
+            unlink_quietly(temp)
+        return data
+
+    def write_session(self, data: dict[str, Any]) -> None:
+        atomic_write(self.session_path, json.dumps(data).encode(), self.disk.staging_dir)
+
+
+def forget_session(root: str) -> None:
+    """A run without Redis changes the dataset: the shared state of earlier workers is stale."""
+    path = os.path.join(root, SESSION_NAME)
+    if os.path.lexists(path):
+        unlink_quietly(path)
+
+
+def _as_kept(intent: Record) -> Record:
+    from ..outcomes import Outcome
+
+    intent.outcome = Outcome.KEPT
+    intent.detail = "recovered from a stopped worker's journal"
+    return intent
+
+
+def _locked(folder: str) -> bool:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _clear(staging: str) -> None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(staging):
+            if entry.is_file(follow_symlinks=False) and (
+                TEMP_NAME.fullmatch(entry.name) or entry.name.endswith(".jsonl") or entry.name.startswith(".session-")
+            ):
+                unlink_quietly(entry.path)

@@ -1,0 +1,71 @@
+"""ISIC with workers (``REDIS_URL``): one worker at a time lists the archive, every worker downloads.
+
+The worker that holds the listing role (a lease in Redis) pages through the search and puts
+the records in a shared queue, a few at a time, when the queue runs dry; each record is taken
+by one worker. If the lister stops, another takes the role over and lists again from the
+start; records already queued are not queued twice. A listing that failed fails every worker
+the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from ..core.worker_mode import WorkerMode
+from ..sources.isic import IsicRecord
+from .base import SourceError
+
+logger = logging.getLogger(__name__)
+
+DONE, FAILED = "done", "failed: "
+
+
+async def shared_records(
+    workers: WorkerMode, records: AsyncIterator[IsicRecord], window: int, slack: int
+) -> AsyncIterator[tuple[IsicRecord, str]]:
+    """The records this worker is to download, each with its shared candidate (``flight``)."""
+    state = workers.state
+    assert state is not None
+    listing: AsyncIterator[IsicRecord] | None = None
+    while True:
+        answer = await workers.dequeue(window, slack)
+        if answer[0] == "take":
+            yield IsicRecord(**json.loads(answer[3])), f"\0{answer[2]}"
+            continue
+        if answer[0] == "full":
+            return
+        if answer[0] == "empty":
+            note = await state.flag("listing")
+            if note is not None and note.startswith(FAILED):
+                raise SourceError(note[len(FAILED):])
+            if note == DONE:
+                if not int(answer[2]):
+                    return  # listed, handed out and settled: nothing more will come
+            elif await state.try_lead("listing"):
+                if listing is None:
+                    listing = records  # this worker lists from now on (from the start: queued ones are skipped)
+                    logger.info("This worker lists the archive for all workers")
+                await _list_some(workers, listing, window)
+                continue
+        await asyncio.sleep(0.05)
+
+
+async def _list_some(workers: WorkerMode, listing: AsyncIterator[IsicRecord], count: int) -> None:
+    """Queue up to ``count`` more records; mark the listing done, or failed, at its end."""
+    state = workers.state
+    assert state is not None
+    try:
+        for _ in range(max(1, count)):
+            try:
+                record = await anext(listing)
+            except StopAsyncIteration:
+                await state.flag("listing", DONE)
+                return
+            await workers.enqueue(record.isic_id, json.dumps(dataclasses.asdict(record), default=str))
+    except SourceError as exc:
+        await state.flag("listing", FAILED + str(exc))
+        raise
