@@ -100,6 +100,7 @@ class DatasetCore:
             self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, *own_folders])
             if self.workers is not None:
                 self.workers.enter()  # a staging folder of its own; others' are cleaned once they are dead
+                self.journal.path = self.disk.journal_path  # in it: each worker has its own journal
                 removed = 0
             else:  # no worker is alive (they share the lock we hold alone): clean up after dead ones
                 forget_session(self.disk.root)
@@ -197,13 +198,13 @@ class DatasetCore:
         except OSError as exc:
             self.fail(f"cannot write to {self.disk.manifest_path}: {exc.strerror or exc}")
         self.index.close()
-        if self.workers is not None:
-            self.workers.folder.leave(finished=self.close_reason == "finished")
         if self.provenance is not None and self.lock.held:
             try:
                 self.provenance.end(*self.exit_status())
             except OSError as exc:
                 logger.error("cannot record the end of the run in dataset.json: %s", exc.strerror or exc)
+        if self.workers is not None:
+            self.workers.folder.leave(finished=self.close_reason == "finished")
         self.lock.release()
 
     # --- images -------------------------------------------------------------------------------

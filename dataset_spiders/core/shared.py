@@ -93,9 +93,9 @@ class SharedState:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if since is not None:
+            if since is not None and self._warned:
+                self._warned = False  # one line for the outage, however many calls waited it out
                 logger.warning("Redis at %s answers again after %.1f s", _safe(self.url), loop.time() - since)
-                self._warned = False
             return result
 
     async def run(self, name: str, *args: Any) -> list[Any]:
