@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 from collections.abc import Callable
@@ -25,11 +24,13 @@ from ..outcomes import Outcome, is_permanent
 from . import earlier
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
-from .files import unlink_quietly, write_staged
+from .files import check_writable, unlink_quietly
+from .local_mode import LocalMode
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
 from .provenance import Provenance
 from .quota import Quota
+from .relocation import remove_old_copy
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .shared import SharedGone
 from .workers import WorkerFolder, forget_session
@@ -61,6 +62,7 @@ class DatasetCore:
             from .worker_mode import WorkerMode  # only with REDIS_URL: no Redis client otherwise
 
             self.workers = WorkerMode(self, redis_url, s)
+        self.mode: LocalMode | WorkerMode = self.workers or LocalMode(self)
         self.index = ManifestIndex(self.disk.manifest_path)
         self.writer = ManifestWriter(self.disk.manifest_path, shared=self.workers is not None)
         self.journal = ManifestWriter(self.disk.journal_path)
@@ -122,7 +124,7 @@ class DatasetCore:
             run = {**run, "worker": self.workers.worker}
         self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
         try:
-            await asyncio.to_thread(_check_writable, self.disk.folders, self.disk.all_stagings())
+            await asyncio.to_thread(check_writable, self.disk.folders, self.disk.all_stagings())
             await asyncio.to_thread(self.provenance.start)
             found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen)
         except OSError as exc:
@@ -225,76 +227,44 @@ class DatasetCore:
         return True
 
     async def decide(self, item: ImageItem) -> tuple[str, str] | None:
-        """Refuse a checked image (outcome, detail), or admit it: THE keep-or-reject decision.
-        With workers, one atomic step in Redis; else synchronous, so no two downloads can
-        interleave inside it."""
-        if self.workers is not None:
-            try:
-                return await self.workers.admit(item)
-            except SharedGone as exc:
-                self.fail(str(exc))
-                return Outcome.ERROR, str(exc)
-        counted = item.kind == "image"
-        if self.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
-            return Outcome.PLACEHOLDER, "the same image was served for many photo URLs of this site"
-        if counted and self.seen is not None and (first := self.seen.duplicate_of(item.sha256, item.pixels)):
-            where = f" in {first.group}" if first.group else ""
-            return Outcome.DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
-        if counted and not self.quota.admit(item.group):
-            return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
-        if counted and self.seen is not None:
-            self.seen.add_known(item.sha256, item.pixels, item.ref())
-        return None
+        """Refuse a checked image (outcome, detail), or admit it: THE keep-or-reject decision,
+        made by the mode (in memory, or one atomic step in Redis for many workers)."""
+        try:
+            return await self.mode.admit(item)
+        except SharedGone as exc:
+            self.fail(str(exc))
+            return Outcome.ERROR, str(exc)
 
     async def undecide(self, item: ImageItem) -> None:
         """Take back an admitted image whose file could not be written."""
-        if self.workers is not None:
-            with contextlib.suppress(SharedGone):  # the run stops anyway; a rebuild recounts
-                await self.workers.give_back(item, admitted=item.kind == "image")
-            return
-        self._undo_admission(item)
-
-    def _undo_admission(self, item: ImageItem) -> None:
-        if item.kind == "image":
-            self.quota.revoke(item.group)
-            if self.seen is not None:
-                self.seen.forget(item.sha256, item.pixels)
+        with contextlib.suppress(SharedGone):  # the run stops anyway; a rebuild recounts
+            await self.mode.give_back(item, admitted=item.kind == "image")
 
     async def commit(self, item: ImageItem, final: str) -> None:
         """Rename the staged file of an admitted image to ``final``, durably (see durability.py)."""
         self.disk.make_folder(os.path.dirname(final))
         intent = item.to_record(self.disk.relative(final), Outcome.COMMITTING)
         await self.commits.commit(item.staged or "", final, intent)
-        if self.workers is not None and item.kind == "image":
-            self.workers.committed()
+        if item.kind == "image":
+            self.mode.committed()
 
     async def count_present(self, group: str, image_id: str) -> None:
         """An image of the selection already in place (or, without images, described) counts."""
         self.quota.add_existing(group)
-        if self.workers is not None:
-            try:
-                await self.workers.count_present(group, image_id)
-            except SharedGone as exc:
-                self.fail(str(exc))
+        try:
+            await self.mode.count_present(group, image_id)
+        except SharedGone as exc:
+            self.fail(str(exc))
 
     def record(self, item: ImageItem) -> None:
         """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
-        site = site_of(item.url)
-        shared = self.workers is not None
-        if not shared and item.outcome == Outcome.KEPT and self.learner.is_placeholder(site, item.sha256 or ""):
-            self._withdraw_late(item)
+        if isinstance(self.mode, LocalMode):
+            self.mode.withdraw_late(item)
         if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
-            self._remove_old_copy(item)
+            remove_old_copy(self, item)
         self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))
         self.count(item.key, item.outcome or Outcome.ERROR)
-        if shared:
-            assert self.workers is not None
-            self.workers.settle(item)  # gives the slot back once the shared state has it
-            return
-        if item.outcome == Outcome.KEPT and item.sha256:
-            self.learner.note_kept_ref(site, item.sha256, item.ref(), item.pixels)
-        if item.kind == "image":
-            self.quota.release(item.group)
+        self.mode.settle(item)  # with workers, the slot is free once the shared state has it
 
     def count(self, key: Key, outcome: str) -> None:
         """Count an image under its latest outcome of this run (surplus then kept, or kept then
@@ -313,50 +283,7 @@ class DatasetCore:
                                  detail=f"withdrawn: {why}", sha256=sha256, learned=True))
         self.count(Key("image", ref.image_id), Outcome.PLACEHOLDER)
         self.stats.inc_value("images/withdrawn")
-        if self.workers is not None:
-            try:
-                await self.workers.revoke(ref.group, ref.image_id, sha256, pixels, ref.url)
-            except SharedGone as exc:
-                self.fail(str(exc))
-            return
-        if self.seen is not None:
-            self.seen.forget(sha256, pixels)
-        self.quota.revoke(ref.group)
-
-    def _withdraw_late(self, item: ImageItem) -> None:
-        """A placeholder was learned while this copy was being kept: take it back out."""
-        if item.path:
-            self.disk.remove(item.path)
-        self._undo_admission(item)
-        item.path = None
-        item.outcome, item.detail = Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs"
-        item.learned = True
-
-    def _remove_old_copy(self, item: ImageItem) -> None:
-        """An image kept under a new path (ISIC relabelled it, or the layout changed) loses its
-        old copy in the image folder, now that the new one is in place: one id, one file. Removed
-        before the line is written, so a crash in between leaves the old line to redo this."""
-        old = self.disk.kept_path(self.known(item.kind, item.image_id)) if item.key in self.index else None
-        new = os.path.abspath(item.path or "")
-        images_dir = self.folder_names.get("images_dir")
-        if not old or old == new or not images_dir or not old.startswith(os.path.join(images_dir, "")):
-            return
-        if os.path.lexists(old) and self.disk.remove(old):
-            note = f"moved from {self.disk.relative(old)} (the old copy was removed)"
-            item.detail = f"{item.detail}; {note}" if item.detail else note
-            self.stats.inc_value("images/moved")
-            logger.info("%s %s", item.image_id, note)
-
-
-def _check_writable(folders: list[str], stagings: list[str]) -> None:
-    """Every folder may be written: a real write in each staging folder (they share their file
-    systems with the folders), and an access check of the folders themselves, where no file of
-    ours may appear, not even for an instant. Raises OSError naming the folder."""
-    for staging in stagings:
-        os.makedirs(staging, exist_ok=True)
-        unlink_quietly(write_staged(staging, b"ok"))
-    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
-        os.makedirs(folder, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
-            raise OSError(code, os.strerror(code), folder)
+        try:
+            await self.mode.revoke(ref.group, ref.image_id, sha256, pixels, ref.url)
+        except SharedGone as exc:
+            self.fail(str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import uuid
 
@@ -78,3 +79,17 @@ def sync_filesystem(path: str) -> None:
         finally:
             os.close(fd)
     os.sync()
+
+
+def check_writable(folders: list[str], stagings: list[str]) -> None:
+    """Every folder may be written: a real write in each staging folder (they share their file
+    systems with the folders), and an access check of the folders themselves, where no file of
+    ours may appear, not even for an instant. Raises OSError naming the folder."""
+    for staging in stagings:
+        os.makedirs(staging, exist_ok=True)
+        unlink_quietly(write_staged(staging, b"ok"))
+    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+            raise OSError(code, os.strerror(code), folder)

@@ -80,11 +80,7 @@ async def trim(
         if aside is None:
             continue
         moved[stem] = aside
-        core.quota.revoke(group)
-        if core.workers is not None:  # the first worker, before any other joined: its recount counted it
-            await core.workers.revoke(group, stem, found.sha256, found.pixels, None)
-        if core.seen is not None:
-            core.seen.forget(found.sha256, found.pixels)
+        await core.mode.revoke(group, stem, found.sha256, found.pixels, None)  # (a worker's recount counted it)
         detail = f"trimmed: the class held more than per_class={target} images; moved to {core.disk.relative(aside)}"
         core.writer.write(Record(stem, Outcome.SURPLUS, group=group, label=label, detail=detail,
                                  bytes=found.bytes, sha256=found.sha256))

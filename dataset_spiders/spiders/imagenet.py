@@ -9,7 +9,6 @@ the core's quota makes sure no more than N are ever renamed into place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -22,7 +21,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import signals as our_signals
 from ..core import stock
 from ..core.disk import FolderError
-from ..core.shared import SharedGone
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..pipelines.checks import Limits
@@ -31,6 +29,7 @@ from ..sources.isic import url_extension
 from .base import DatasetSpider, SourceError
 from .imagenet_args import ILSVRC, ImagenetParams
 from .imagenet_classes import ClassState
+from .imagenet_shared import shared_items
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class ImagenetSpider(DatasetSpider):
         self.urls_used: dict[str, str] = {}  # URL -> the class that listed it first
         self.candidate_of: dict[str, tuple[ClassState, imagenet.Candidate]] = {}  # in flight
         if self.core.workers is not None:
-            async for item in self.shared_items(classes, from_file):
+            async for item in shared_items(self, classes, from_file):
                 yield item
             return
         waiting: deque[ClassState] = deque(classes)
@@ -111,84 +110,6 @@ class ImagenetSpider(DatasetSpider):
             # room that only a new pass over the classes can fill.
             waiting.extend(c for c in classes if not quota.full(c.wnid) and (not c.loaded or not c.exhausted))
         self.summarise(classes)
-
-    async def shared_items(
-        self, classes: list[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
-    ) -> AsyncIterator[ImageItem]:
-        """With REDIS_URL: the classes' candidates are handed out by the shared state, each to one
-        worker, in list order; the crawl ends when every class is full or out of candidates."""
-        workers = self.core.workers
-        assert workers is not None
-        if not await self.core.join(lambda: {c.wnid: stock.image_stems(c.folder) for c in classes}):
-            return
-        try:
-            assert workers.state is not None
-            for wnid, kept in (await workers.state.counts([c.wnid for c in classes])).items():
-                self.core.quota.observe(wnid, kept)
-            while not self.core.quota.stopped:
-                async for item in self.feed_shared(deque(classes), from_file):
-                    yield item
-                await self.settle()
-                if await self.all_done(classes):
-                    break
-            counts = await workers.state.counts([c.wnid for c in classes])
-        except SharedGone as exc:
-            self.core.fail(str(exc))
-            await self.settle()
-            return
-        for wnid, kept in counts.items():
-            self.core.quota.observe(wnid, kept)
-        logger.info("The dataset (all workers): %d image(s) in %d class(es)", sum(counts.values()), len(counts))
-        self.summarise(classes)
-
-    async def all_done(self, classes: list[ClassState]) -> bool:
-        """Whether every class is full or out of candidates, for every worker (a late withdrawal
-        may have made room again)."""
-        workers, p = self.core.workers, self.params
-        assert workers is not None
-        for state in classes:
-            if state.loaded:
-                answer = await workers.take(state.wnid, len(state.candidates), 0, 0)  # a window of 0 takes nothing
-                if answer[0] not in ("full", "done"):
-                    return False
-            elif not self.core.quota.full(state.wnid) and p.per_class:
-                return False
-        return True
-
-    async def feed_shared(
-        self, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
-    ) -> AsyncIterator[ImageItem]:
-        workers, quota = self.core.workers, self.core.quota
-        assert workers is not None
-        window = self.settings.getint("DATASET_MAX_IN_FLIGHT")
-        slack = self.settings.getint("DATASET_EXTRA_IN_FLIGHT")
-        max_active = self.settings.getint("IMAGENET_ACTIVE_CLASSES")
-        active: list[ClassState] = []
-        while (waiting or active) and not quota.stopped:
-            starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
-            await asyncio.gather(*(self.load_candidates(s, from_file) for s in starting if not s.loaded))
-            active.extend(s for s in starting if s.loaded)
-            progressed = False
-            for state in list(active):
-                while not quota.stopped and quota.pending[state.wnid] < window:
-                    answer = await workers.take(state.wnid, len(state.candidates), window, slack)
-                    if answer[0] != "take":
-                        if answer[0] in ("full", "done"):
-                            active.remove(state)
-                        break
-                    index = int(answer[2])
-                    flight = f"{state.wnid}\0{index}"
-                    progressed = True
-                    item = self.item_for(state, state.candidates[index])
-                    if item is None:
-                        await workers.release(state.wnid, flight)
-                        continue
-                    item.flight, item.spare = flight, index
-                    quota.reserve(state.wnid)
-                    yield item
-            if active and not progressed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(quota.changed(), 0.1)  # or another worker's progress
 
     async def feed(
         self, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None

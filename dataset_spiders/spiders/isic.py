@@ -24,7 +24,7 @@ from ..sources import isic
 from .base import DatasetSpider, SourceError
 from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
-from .shared_listing import shared_records
+from .shared_listing import shared_items
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class IsicSpider(DatasetSpider):
             await self.check_collections()
             records = aiter(self.records())
             if self.core.workers is not None:
-                async for item in self.shared_items(records):
+                async for item in shared_items(self, records):
                     yield item
             # Room first, then the next record: a page is fetched only when an image can go.
             while self.core.workers is None and await quota.wait_for_room():
@@ -105,23 +105,6 @@ class IsicSpider(DatasetSpider):
         kept, wanted = quota.kept[""], quota.target
         if wanted is not None and kept < wanted and self.core.fatal_error is None:
             logger.warning("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
-
-    async def shared_items(self, records: AsyncIterator[isic.IsicRecord]) -> AsyncIterator[ImageItem]:
-        """With REDIS_URL: records come from the shared queue (one worker lists), each to one worker."""
-        workers = self.core.workers
-        assert workers is not None
-        if not await self.core.join():
-            return
-        window = self.settings.getint("DATASET_MAX_IN_FLIGHT")
-        slack = self.settings.getint("DATASET_EXTRA_IN_FLIGHT")
-        async for record, flight in shared_records(workers, records, window, slack):
-            item = self.make_item(record)
-            if item is None:
-                await workers.release("", flight)
-                continue
-            item.flight = flight
-            self.core.quota.reserve()
-            yield item
 
     # --- listing ------------------------------------------------------------------------
 

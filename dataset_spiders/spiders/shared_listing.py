@@ -14,14 +14,37 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from ..core.worker_mode import WorkerMode
+from ..items import ImageItem
 from ..sources.isic import IsicRecord
 from .base import SourceError
+
+if TYPE_CHECKING:
+    from .isic import IsicSpider
 
 logger = logging.getLogger(__name__)
 
 DONE, FAILED = "done", "failed: "
+
+
+async def shared_items(spider: IsicSpider, records: AsyncIterator[IsicRecord]) -> AsyncIterator[ImageItem]:
+    """With REDIS_URL: records come from the shared queue (one worker lists), each to one worker."""
+    workers = spider.core.workers
+    assert workers is not None
+    if not await spider.core.join():
+        return
+    window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
+    slack = spider.settings.getint("DATASET_EXTRA_IN_FLIGHT")
+    async for record, flight in shared_records(workers, records, window, slack):
+        item = spider.make_item(record)
+        if item is None:
+            await workers.release("", flight)
+            continue
+        item.flight = flight
+        spider.core.quota.reserve()
+        yield item
 
 
 async def shared_records(

@@ -1,0 +1,80 @@
+"""One process on its dataset: the shared decisions made in memory.
+
+The same few operations as ``worker_mode.WorkerMode`` (which makes them in Redis for many
+workers): admit a checked image or say why not, give an admission back, take a kept image's
+count back, settle an image once its line is written. Here each runs synchronously on the
+reactor, so no two downloads can interleave inside one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..outcomes import Outcome
+from .seen import site_of
+
+if TYPE_CHECKING:
+    from ..items import ImageItem
+    from .dataset import DatasetCore
+
+
+class LocalMode:
+    """The quota, the digests of kept images and the learned placeholders of one process."""
+
+    def __init__(self, core: DatasetCore):
+        self.core = core
+
+    async def admit(self, item: ImageItem) -> tuple[str, str] | None:
+        """Refuse a checked image (outcome, detail), or admit it (None)."""
+        core, counted = self.core, item.kind == "image"
+        if core.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+            return Outcome.PLACEHOLDER, "the same image was served for many photo URLs of this site"
+        if counted and core.seen is not None and (first := core.seen.duplicate_of(item.sha256, item.pixels)):
+            where = f" in {first.group}" if first.group else ""
+            return Outcome.DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
+        if counted and not core.quota.admit(item.group):
+            return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
+        if counted and core.seen is not None:
+            core.seen.add_known(item.sha256, item.pixels, item.ref())
+        return None
+
+    def committed(self) -> None:
+        """An admitted image reached its final name (nothing to note in one process)."""
+
+    async def give_back(self, item: ImageItem, admitted: bool = True) -> None:
+        self.undo(item)
+
+    def undo(self, item: ImageItem) -> None:
+        if item.kind == "image":
+            self.core.quota.revoke(item.group)
+            if self.core.seen is not None:
+                self.core.seen.forget(item.sha256, item.pixels)
+
+    async def revoke(self, group: str, image_id: str, sha: str | None, pixels: str | None, url: str | None) -> None:
+        """A kept image is out of the dataset (withdrawn, trimmed): its count and bytes go."""
+        if self.core.seen is not None:
+            self.core.seen.forget(sha, pixels)
+        self.core.quota.revoke(group)
+
+    async def count_present(self, group: str, image_id: str) -> None:
+        """Counted by the core's own quota already."""
+
+    def withdraw_late(self, item: ImageItem) -> None:
+        """A placeholder was learned while this copy was being kept: take it back out."""
+        core = self.core
+        if item.outcome != Outcome.KEPT or not core.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+            return
+        if item.path:
+            core.disk.remove(item.path)
+        self.undo(item)
+        item.path = None
+        item.outcome, item.detail = Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs"
+        item.learned = True
+
+    def settle(self, item: ImageItem) -> None:
+        """The image's line is written: the learner notes a kept copy, the slot is free again."""
+        core = self.core
+        if item.outcome == Outcome.KEPT and item.sha256:
+            core.learner.note_kept_ref(site_of(item.url), item.sha256, item.ref(), item.pixels)
+        if item.kind == "image":
+            core.quota.release(item.group)

@@ -1,0 +1,102 @@
+"""``scrapy crawl imagenet`` with workers (``REDIS_URL``): the classes' candidates are handed out
+by the shared state, each to one worker, in list order; the crawl ends when every class is full
+or out of candidates for every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from ..core import stock
+from ..core.shared import SharedGone
+from ..items import ImageItem
+from ..sources import imagenet
+from .imagenet_classes import ClassState
+
+if TYPE_CHECKING:
+    from .imagenet import ImagenetSpider
+
+logger = logging.getLogger(__name__)
+
+
+async def shared_items(
+    spider: ImagenetSpider, classes: list[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
+) -> AsyncIterator[ImageItem]:
+    """With REDIS_URL: the classes' candidates are handed out by the shared state, each to one
+    worker, in list order; the crawl ends when every class is full or out of candidates."""
+    workers = spider.core.workers
+    assert workers is not None
+    if not await spider.core.join(lambda: {c.wnid: stock.image_stems(c.folder) for c in classes}):
+        return
+    try:
+        assert workers.state is not None
+        for wnid, kept in (await workers.state.counts([c.wnid for c in classes])).items():
+            spider.core.quota.observe(wnid, kept)
+        while not spider.core.quota.stopped:
+            async for item in feed_shared(spider, deque(classes), from_file):
+                yield item
+            await spider.settle()
+            if await all_done(spider, classes):
+                break
+        counts = await workers.state.counts([c.wnid for c in classes])
+    except SharedGone as exc:
+        spider.core.fail(str(exc))
+        await spider.settle()
+        return
+    for wnid, kept in counts.items():
+        spider.core.quota.observe(wnid, kept)
+    logger.info("The dataset (all workers): %d image(s) in %d class(es)", sum(counts.values()), len(counts))
+    spider.summarise(classes)
+
+async def all_done(spider: ImagenetSpider, classes: list[ClassState]) -> bool:
+    """Whether every class is full or out of candidates, for every worker (a late withdrawal
+    may have made room again)."""
+    workers, p = spider.core.workers, spider.params
+    assert workers is not None
+    for state in classes:
+        if state.loaded:
+            answer = await workers.take(state.wnid, len(state.candidates), 0, 0)  # a window of 0 takes nothing
+            if answer[0] not in ("full", "done"):
+                return False
+        elif not spider.core.quota.full(state.wnid) and p.per_class:
+            return False
+    return True
+
+async def feed_shared(
+    spider: ImagenetSpider, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
+) -> AsyncIterator[ImageItem]:
+    workers, quota = spider.core.workers, spider.core.quota
+    assert workers is not None
+    window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
+    slack = spider.settings.getint("DATASET_EXTRA_IN_FLIGHT")
+    max_active = spider.settings.getint("IMAGENET_ACTIVE_CLASSES")
+    active: list[ClassState] = []
+    while (waiting or active) and not quota.stopped:
+        starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
+        await asyncio.gather(*(spider.load_candidates(s, from_file) for s in starting if not s.loaded))
+        active.extend(s for s in starting if s.loaded)
+        progressed = False
+        for state in list(active):
+            while not quota.stopped and quota.pending[state.wnid] < window:
+                answer = await workers.take(state.wnid, len(state.candidates), window, slack)
+                if answer[0] != "take":
+                    if answer[0] in ("full", "done"):
+                        active.remove(state)
+                    break
+                index = int(answer[2])
+                flight = f"{state.wnid}\0{index}"
+                progressed = True
+                item = spider.item_for(state, state.candidates[index])
+                if item is None:
+                    await workers.release(state.wnid, flight)
+                    continue
+                item.flight, item.spare = flight, index
+                quota.reserve(state.wnid)
+                yield item
+        if active and not progressed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(quota.changed(), 0.1)  # or another worker's progress
