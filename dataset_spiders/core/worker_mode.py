@@ -51,7 +51,10 @@ class WorkerMode:
     async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> None:
         """Join the shared state (rebuilding it from disk when first). ``extra`` adds what the
         spider counts on disk (ImageNet: the files in each class folder). Raises SharedGone."""
-        session = await asyncio.to_thread(self.folder.session)
+        try:
+            session = await asyncio.to_thread(self.folder.session)
+        except OSError as exc:
+            raise SharedGone(f"cannot use {self.folder.session_path}: {exc.strerror or exc}") from None
         self.extra = extra
         self.alone = not await asyncio.to_thread(self.folder.live_peers)
         self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,

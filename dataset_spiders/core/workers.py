@@ -135,27 +135,23 @@ class WorkerFolder:
     # --- the session file ----------------------------------------------------------------------
 
     def session(self) -> dict[str, Any]:
-        """``.workers.json``, made with a new dataset id when missing or not ours."""
-        with contextlib.suppress(OSError, ValueError):
-            fd = os.open(self.session_path, os.O_RDONLY | os.O_NOFOLLOW)
-            with open(fd, encoding="utf-8") as f:
-                data = json.loads(f.read(4096))
-            if isinstance(data, dict) and isinstance(data.get("dataset"), str) and re.fullmatch(
-                r"[0-9a-f]{32}", data["dataset"]
-            ):
-                return data
-        data = {"dataset": uuid.uuid4().hex, "epoch": None, "offset": 0}
-        temp = os.path.join(self.disk.staging_dir, f".session-{uuid.uuid4().hex}")
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        """``.workers.json``: read, or (missing, or not ours) made anew with a new dataset id.
+        Under an flock of ``.staging``, so that workers starting together agree on one id."""
+        fd = os.open(self.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            unlink_quietly(self.session_path) if os.path.islink(self.session_path) else None
-            os.link(temp, self.session_path)  # atomic, and never over another worker's
-        except FileExistsError:
-            return self.session()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError, ValueError, RecursionError):
+                with open(os.open(self.session_path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as f:
+                    data = json.loads(f.read(4096))
+                if isinstance(data, dict) and isinstance(data.get("dataset"), str) and re.fullmatch(
+                    r"[0-9a-f]{32}", data["dataset"]
+                ):
+                    return data
+            data = {"dataset": uuid.uuid4().hex, "offset": 0}
+            self.write_session(data)  # replaces a foreign file or a link (never writes through it)
+            return data
         finally:
-            unlink_quietly(temp)
-        return data
+            os.close(fd)
 
     def write_session(self, data: dict[str, Any]) -> None:
         atomic_write(self.session_path, json.dumps(data).encode(), self.disk.staging_dir)

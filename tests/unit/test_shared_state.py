@@ -1,0 +1,156 @@
+"""The shared state's scripts against a real redis-server: exact counts under any interleaving,
+each candidate to one worker in list order, a dead worker's share given back, a lost epoch rebuilt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from dataset_spiders.core.shared import Hooks, Rebuilt, SharedState, reference
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with RedisServer(tmp_path_factory.mktemp("redis")) as redis_server:
+        yield redis_server
+
+
+def hooks(truth: Rebuilt | None = None, on_disk: list[str] | None = None) -> Hooks:
+    async def drain() -> None:
+        return None
+
+    async def recount() -> Rebuilt:
+        return truth or Rebuilt()
+
+    async def reap_dead(worker: str, staging: str, held: dict[str, str]) -> list[str] | None:
+        return [key for key in held if key.split("\0")[1] in (on_disk or [])]
+
+    return Hooks(drain, lambda: [], recount, reap_dead)
+
+
+async def workers(url: str, prefix: str, count: int, truth: Rebuilt | None = None) -> list[SharedState]:
+    states = [SharedState(url, prefix, f"w{i}", f"/nowhere/w{i}", lease=0.3, retry_for=2) for i in range(count)]
+    await states[0].join(hooks(truth), alone=True)
+    for state in states[1:]:
+        await state.join(hooks(truth), alone=False)
+    return states
+
+
+async def admit(state: SharedState, image_id: str, group: str, target: int, sha: str = "") -> str:
+    ref = reference(image_id, group, f"{group}/{image_id}.jpg", f"http://h/{image_id}")
+    answer = await state.run("ADMIT", state.worker, group, image_id, sha or image_id, "", f"h|{sha or image_id}",
+                             f"http://h/{image_id}", target, 0, 1, 1, ref, f"{group}/{image_id}.jpg")
+    return str(answer[0])
+
+
+async def close(states: list[SharedState]) -> None:
+    for state in states:
+        await state.close()
+
+
+def test_never_more_than_n_whatever_the_interleaving(server: RedisServer) -> None:
+    async def main() -> tuple[list[str], int]:
+        states = await workers(server.url, "t1:", 4)
+        verdicts = await asyncio.gather(*(admit(states[i % 4], f"img{i}", "g", 7) for i in range(200)))
+        kept = await states[0].counts(["g"])
+        await close(states)
+        return verdicts, kept["g"]
+
+    verdicts, kept = asyncio.run(main())
+    assert verdicts.count("ok") == 7 == kept
+    assert verdicts.count("surplus") == 193
+
+
+def test_the_same_bytes_are_refused_as_a_duplicate_by_any_worker(server: RedisServer) -> None:
+    async def main() -> list[str]:
+        states = await workers(server.url, "t2:", 2)
+        verdicts = [await admit(states[0], "a", "g", 5, sha="s1"), await admit(states[1], "b", "h", 5, sha="s1")]
+        await close(states)
+        return verdicts
+
+    assert asyncio.run(main()) == ["ok", "duplicate"]
+
+
+def test_candidates_go_to_one_worker_each_in_list_order(server: RedisServer) -> None:
+    async def main() -> list[int]:
+        states = await workers(server.url, "t3:", 3)
+        taken = []
+        for turn in range(12):
+            answer = await states[turn % 3].run("TAKE", states[turn % 3].worker, "g", 10, -1, 0, 100)
+            if answer[0] == "take":
+                taken.append(int(answer[2]))
+        done = await states[0].run("TAKE", states[0].worker, "g", 10, -1, 0, 100)
+        await close(states)
+        return [*taken, -1 if done[0] == "wait" else -2]
+
+    # ten candidates, in order, once each; then "wait" (all ten still in flight), not "done"
+    assert asyncio.run(main()) == [*range(10), -1]
+
+
+def test_a_dead_worker_s_candidates_and_admissions_are_given_back(server: RedisServer) -> None:
+    async def main() -> tuple[list[int], int, list[str]]:
+        states = await workers(server.url, "t4:", 2)
+        live, dead = states
+        for _ in range(3):
+            await dead.run("TAKE", dead.worker, "g", 10, 5, 0, 100)  # candidates 0, 1, 2
+        await admit(dead, "on_disk", "g", 5)  # renamed into place before it died
+        await admit(dead, "staged", "g", 5)  # never reached its name
+        for task in dead._tasks:
+            task.cancel()  # it stops renewing its lease: as if killed
+        await dead.redis.delete(dead.key(f"alive:{dead.worker}"))
+        live.hooks = hooks(on_disk=["on_disk"])
+        await live.reap()
+        retaken = []
+        for _ in range(3):
+            answer = await live.run("TAKE", live.worker, "g", 10, 5, 0, 100)
+            retaken.append(int(answer[2]))
+        kept = await live.redis.hgetall(live.key("kept:g"))
+        await close(states)
+        return retaken, len(kept), sorted(k.decode() for k in kept)
+
+    retaken, count, ids = asyncio.run(main())
+    assert retaken == [0, 1, 2]  # given back, and handed out again first, in list order
+    assert (count, ids) == (1, ["on_disk"])
+
+
+def test_a_lost_epoch_is_rebuilt_from_disk_before_anything_is_admitted(server: RedisServer) -> None:
+    truth = Rebuilt(counted={"g": {"x1": "", "x2": "", "x3": ""}})
+
+    async def main() -> tuple[list[str], int]:
+        states = await workers(server.url, "t5:", 2, truth=truth)
+        await admit(states[0], "x4", "g", 5)
+        await states[0].redis.flushall()  # Redis restarted without its data
+        verdicts = await asyncio.gather(*(admit(states[i % 2], f"y{i}", "g", 5) for i in range(6)))
+        kept = (await states[1].counts(["g"]))["g"]
+        await close(states)
+        return verdicts, kept
+
+    verdicts, kept = asyncio.run(main())
+    # the disk had 3 (x4 had not reached it in this test): 2 more fit, never the 3 + 1 + 2 of a blind count
+    assert verdicts.count("ok") == 2 and kept == 5
+
+
+def test_reference_round_trips() -> None:
+    assert json.loads(reference("a", "g", "p/a.jpg", "http://h/a", "px"))["px"] == "px"
+
+
+def test_out_of_reach_for_too_long_is_one_line(tmp_path: Path) -> None:
+    from dataset_spiders.core.shared import SharedGone
+
+    async def main() -> str:
+        state = SharedState("redis://127.0.0.1:1/0", "t6:", "w", "/nowhere", lease=0.3, retry_for=0.5)
+        try:
+            await state.join(hooks(), alone=True)
+        except SharedGone as exc:
+            return str(exc)
+        finally:
+            await state.redis.aclose()
+        return ""
+
+    message = asyncio.run(main())
+    assert "out of reach for 0 s" in message or "out of reach for 1 s" in message
+    assert "\n" not in message
