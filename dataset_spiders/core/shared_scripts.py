@@ -26,17 +26,17 @@ local total, target, slack, window = tonumber(ARGV[5]), tonumber(ARGV[6]), tonum
 local kept = redis.call('HLEN', P .. 'kept:' .. g)
 if target >= 0 and kept >= target then return {'full', kept} end
 local pending = tonumber(redis.call('HGET', P .. 'pending', g) or '0')
+local cursor = tonumber(redis.call('HGET', P .. 'cursor', g) or '0')
+if cursor >= total and redis.call('ZCARD', P .. 'spare:' .. g) == 0 then
+  if pending == 0 then return {'done', kept} end
+  return {'wait', kept}
+end
 if pending >= window or (target >= 0 and kept + pending >= target + slack) then return {'wait', kept} end
 local index
 local spare = redis.call('ZPOPMIN', P .. 'spare:' .. g)
 if #spare > 0 then
   index = tonumber(spare[1])
 else
-  local cursor = tonumber(redis.call('HGET', P .. 'cursor', g) or '0')
-  if cursor >= total then
-    if pending == 0 then return {'done', kept} end
-    return {'wait', kept}
-  end
   redis.call('HSET', P .. 'cursor', g, cursor + 1)
   index = cursor
 end

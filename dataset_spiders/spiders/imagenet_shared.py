@@ -42,6 +42,7 @@ async def shared_items(
             await spider.settle()
             if await all_done(spider, classes):
                 break
+            await asyncio.sleep(0.2)  # another worker's images are still in flight
         counts = await workers.state.counts([c.wnid for c in classes])
     except SharedGone as exc:
         spider.core.fail(str(exc))
