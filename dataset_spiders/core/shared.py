@@ -27,6 +27,9 @@ from . import shared_scripts as lua
 logger = logging.getLogger(__name__)
 
 
+BATCH_DELAY = 0.002  # seconds a decision waits for others to share its round trip to Redis
+
+
 class SharedGone(Exception):
     """Redis stayed out of reach too long; the message is one line."""
 
@@ -70,6 +73,7 @@ class SharedState:
         self._rejoin: asyncio.Task[None] | None = None
         self._warned = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._batches: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[list[Any]]]]] = {}
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -106,6 +110,52 @@ class SharedState:
             if answer[0] != "epoch":
                 return answer
             await self.rejoin()
+
+    async def run_many(self, name: str, calls: list[tuple[Any, ...]]) -> list[list[Any]]:
+        """Run a script once per argument tuple, in one round trip (a pipeline, not a transaction:
+        each call is atomic on its own); a call that met a lost epoch runs again after the rejoin."""
+        script = self.scripts[name]
+
+        async def send() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for args in calls:
+                    await script(args=[self.prefix, self.epoch, *args], client=pipe)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        answers = [[a.decode() if isinstance(a, bytes) else a for a in answer] for answer in await self._retrying(send)]
+        for i, answer in enumerate(answers):
+            if answer[0] == "epoch":
+                answers[i] = await self.run(name, *calls[i])
+        return answers
+
+    async def batched(self, name: str, *args: Any) -> list[Any]:
+        """``run``, sent together with the calls made within ``BATCH_DELAY`` (one round trip for
+        many; each script still runs atomically on its own, in the order called)."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        queue = self._batches.setdefault(name, [])
+        queue.append((args, future))
+        if len(queue) == 1:
+            asyncio.get_running_loop().call_later(BATCH_DELAY, self._send_batch, name)
+        return await future
+
+    def _send_batch(self, name: str) -> None:
+        queue = self._batches.pop(name, [])
+
+        async def send() -> None:
+            try:
+                answers = await self.run_many(name, [args for args, _ in queue])
+            except BaseException as exc:  # SharedGone, or the run is ending
+                for _, future in queue:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            for (_, future), answer in zip(queue, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     def key(self, name: str) -> str:
         return self.prefix + name

@@ -19,30 +19,40 @@ local P = ARGV[1]
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'epoch'} end
 """
 
-#: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, window
+#: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, window, how many.
+#: Up to that many candidates of the group (spares first, then the list in order), as far as the
+#: group's room allows: ``{'take', kept, index...}``, or ``full``, ``done`` (out of candidates,
+#: none in flight) or ``wait`` (none may go now).
 TAKE = PRELUDE + """
 local w, g = ARGV[3], ARGV[4]
 local total, target, slack, window = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local want = tonumber(ARGV[9])
 local kept = redis.call('HLEN', P .. 'kept:' .. g)
 if target >= 0 and kept >= target then return {'full', kept} end
 local pending = tonumber(redis.call('HGET', P .. 'pending', g) or '0')
 local cursor = tonumber(redis.call('HGET', P .. 'cursor', g) or '0')
-if cursor >= total and redis.call('ZCARD', P .. 'spare:' .. g) == 0 then
+local spares = redis.call('ZCARD', P .. 'spare:' .. g)
+if cursor >= total and spares == 0 then
   if pending == 0 then return {'done', kept} end
   return {'wait', kept}
 end
-if pending >= window or (target >= 0 and kept + pending >= target + slack) then return {'wait', kept} end
-local index
-local spare = redis.call('ZPOPMIN', P .. 'spare:' .. g)
-if #spare > 0 then
-  index = tonumber(spare[1])
-else
-  redis.call('HSET', P .. 'cursor', g, cursor + 1)
-  index = cursor
+local room = window - pending
+if target >= 0 then room = math.min(room, target + slack - kept - pending) end
+room = math.min(room, want)
+if room <= 0 then return {'wait', kept} end
+local out = {'take', kept}
+local flights = {}
+local popped = redis.call('ZPOPMIN', P .. 'spare:' .. g, room)
+for i = 1, #popped, 2 do table.insert(out, tonumber(popped[i])) end
+while #out - 2 < room and cursor < total do
+  table.insert(out, cursor)
+  cursor = cursor + 1
 end
-redis.call('HINCRBY', P .. 'pending', g, 1)
-redis.call('HSET', P .. 'flight:' .. w, g .. '\\0' .. index, '')
-return {'take', kept, index}
+redis.call('HSET', P .. 'cursor', g, cursor)
+redis.call('HINCRBY', P .. 'pending', g, #out - 2)
+for i = 3, #out do table.insert(flights, g .. '\\0' .. out[i]); table.insert(flights, '') end
+redis.call('HSET', P .. 'flight:' .. w, unpack(flights))
+return out
 """
 
 #: ARGV: P, epoch, worker, group, id, sha, pixels, site|sha, url, target (-1), threshold,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SETTLE_DELAY = 0.01  # seconds a recorded image waits to be settled with others in one round trip
+
 
 class WorkerMode:
     """See the module docstring; ``DatasetCore.workers`` when ``REDIS_URL`` is set."""
@@ -43,6 +45,8 @@ class WorkerMode:
         self.extra: Callable[[], dict[str, set[str]]] | None = None
         self.requeued: set[str] = set()
         self._settling: set[asyncio.Task[None]] = set()
+        self._to_settle: list[ImageItem] = []
+        self._settle_timer: asyncio.TimerHandle | None = None
 
     def enter(self) -> None:
         """This worker's own staging folder, locked (blocking; the core's claim)."""
@@ -65,6 +69,7 @@ class WorkerMode:
                     "first of its workers" if self.alone else "with other workers")
 
     async def leave(self) -> None:
+        self._start_settling()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
         if self.state is not None:
@@ -81,7 +86,7 @@ class WorkerMode:
         path = core.disk.relative(item.path) or ""
         ref = reference(item.image_id, item.group, path, item.url or "", pixels)
         target = core.quota.target if core.quota.target is not None else -1
-        answer = await self.state.run(
+        answer = await self.state.batched(
             "ADMIT", self.worker, item.group, item.image_id, sha, pixels, key, item.url or "", target,
             core.learner.threshold, int(counted), int(core.seen is not None), ref, path,
         )
@@ -134,41 +139,58 @@ class WorkerMode:
         self.core.quota.observe(group, int(answer[1]))
 
     def settle(self, item: ImageItem) -> None:
-        """The image's line is written: its candidate is done (and its slot free) for everyone."""
-        task = asyncio.get_event_loop().create_task(self._settle(item))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        """The image's line is written: its candidate is done (and its slot free) for everyone.
+        Settled in batches, one round trip for all the images recorded within ``SETTLE_DELAY``."""
+        self._to_settle.append(item)
+        if len(self._to_settle) >= 64 or self._settle_timer is None:
+            loop = asyncio.get_event_loop()
+            if self._settle_timer is not None:
+                self._settle_timer.cancel()
+            delay = 0 if len(self._to_settle) >= 64 else SETTLE_DELAY
+            self._settle_timer = loop.call_later(delay, self._start_settling)
 
-    async def _settle(self, item: ImageItem) -> None:
+    def _start_settling(self) -> None:
+        self._settle_timer = None
+        batch, self._to_settle = self._to_settle, []
+        if batch:
+            task = asyncio.get_event_loop().create_task(self._settle(batch))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    def _settle_args(self, item: ImageItem) -> tuple[Any, ...]:
+        kept = item.kind == "image" and item.outcome == Outcome.KEPT and bool(item.path)
+        spare = -1
+        if item.outcome == Outcome.SURPLUS and item.flight and item.image_id not in self.requeued:
+            self.requeued.add(item.image_id)  # not needed now; wanted if a withdrawal makes room
+            spare = item.spare
+        sha = item.sha256 or ""
+        key = f"{site_of(item.url)}|{sha}" if sha and self.core.learner.threshold else ""
+        return (self.worker, item.group, item.flight, item.image_id, int(kept), sha, item.pixels or "", key, spare)
+
+    async def _settle(self, batch: list[ImageItem]) -> None:
         core = self.core
         try:
             assert self.state is not None
-            kept = item.kind == "image" and item.outcome == Outcome.KEPT and bool(item.path)
-            spare = -1
-            if item.outcome == Outcome.SURPLUS and item.flight and item.image_id not in self.requeued:
-                self.requeued.add(item.image_id)  # not needed now; wanted if a withdrawal makes room
-                spare = item.spare
-            sha = item.sha256 or ""
-            key = f"{site_of(item.url)}|{sha}" if sha and core.learner.threshold else ""
-            answer = await self.state.run("SETTLE", self.worker, item.group, item.flight, item.image_id,
-                                          int(kept), sha, item.pixels or "", key, spare)
-            if answer[0] == "withdraw" and item.path:
-                detail = "withdrawn: the same image was served for many photo URLs"
-                await core.withdraw(item.ref(), item.sha256, item.pixels, detail)
+            answers = await self.state.run_many("SETTLE", [self._settle_args(item) for item in batch])
+            for item, answer in zip(batch, answers, strict=True):
+                if answer[0] == "withdraw" and item.path:
+                    detail = "withdrawn: the same image was served for many photo URLs"
+                    await core.withdraw(item.ref(), item.sha256, item.pixels, detail)
         except SharedGone as exc:
             core.fail(str(exc))
         finally:
-            if item.kind == "image":
-                core.quota.release(item.group)
+            for item in batch:
+                if item.kind == "image":
+                    core.quota.release(item.group)
 
     # --- candidates ----------------------------------------------------------------------------
 
-    async def take(self, group: str, total: int, window: int, slack: int) -> list[Any]:
-        """The next candidate of ``group`` for this worker: ``["take", kept, index]``, or why
-        not: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
+    async def take(self, group: str, total: int, window: int, slack: int, want: int = 1) -> list[Any]:
+        """Up to ``want`` candidates of ``group`` for this worker: ``["take", kept, index...]``,
+        or why none: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
         assert self.state is not None
         target = self.core.quota.target if self.core.quota.target is not None else -1
-        answer = await self.state.run("TAKE", self.worker, group, total, target, slack, window)
+        answer = await self.state.run("TAKE", self.worker, group, total, target, slack, window, want)
         self.core.quota.observe(group, int(answer[1]))
         return answer
 

@@ -70,27 +70,35 @@ async def all_done(spider: ImagenetSpider, classes: list[ClassState]) -> bool:
 async def feed_shared(
     spider: ImagenetSpider, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
 ) -> AsyncIterator[ImageItem]:
+    """Take candidates of the active classes in batches (one Redis call for many), and ask a
+    class that had no room again only once one of this worker's own images of it is settled, or
+    after a moment (another worker's may have been): no polling per image."""
     workers, quota = spider.core.workers, spider.core.quota
     assert workers is not None
     window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
     slack = spider.settings.getint("DATASET_EXTRA_IN_FLIGHT")
     max_active = spider.settings.getint("IMAGENET_ACTIVE_CLASSES")
+    loop = asyncio.get_running_loop()
     active: list[ClassState] = []
+    asked: dict[str, tuple[float, int]] = {}  # class -> (ask again after, its own in flight then)
     while (waiting or active) and not quota.stopped:
         starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
         await asyncio.gather(*(spider.load_candidates(s, from_file) for s in starting if not s.loaded))
         active.extend(s for s in starting if s.loaded)
-        progressed = False
         for state in list(active):
-            while not quota.stopped and quota.pending[state.wnid] < window:
-                answer = await workers.take(state.wnid, len(state.candidates), window, slack)
-                if answer[0] != "take":
-                    if answer[0] in ("full", "done"):
-                        active.remove(state)
-                    break
-                index = int(answer[2])
+            mine = quota.pending[state.wnid]
+            if mine >= window or quota.stopped:
+                continue
+            after, then = asked.get(state.wnid, (0.0, 0))
+            if loop.time() < after and mine >= then:
+                continue
+            answer = await workers.take(state.wnid, len(state.candidates), window, slack, window - mine)
+            if answer[0] in ("full", "done"):
+                active.remove(state)
+                continue
+            asked[state.wnid] = (loop.time() + 0.25, mine + len(answer) - 2)
+            for index in map(int, answer[2:]):
                 flight = f"{state.wnid}\0{index}"
-                progressed = True
                 item = spider.item_for(state, state.candidates[index])
                 if item is None:
                     await workers.release(state.wnid, flight)
@@ -98,6 +106,6 @@ async def feed_shared(
                 item.flight, item.spare = flight, index
                 quota.reserve(state.wnid)
                 yield item
-        if active and not progressed:
+        if active:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(quota.changed(), 0.1)  # or another worker's progress
+                await asyncio.wait_for(quota.changed(), 0.05)

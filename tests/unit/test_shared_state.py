@@ -80,10 +80,10 @@ def test_candidates_go_to_one_worker_each_in_list_order(server: RedisServer) -> 
         states = await workers(server.url, "t3:", 3)
         taken = []
         for turn in range(12):
-            answer = await states[turn % 3].run("TAKE", states[turn % 3].worker, "g", 10, -1, 0, 100)
+            answer = await states[turn % 3].run("TAKE", states[turn % 3].worker, "g", 10, -1, 0, 100, 1)
             if answer[0] == "take":
                 taken.append(int(answer[2]))
-        done = await states[0].run("TAKE", states[0].worker, "g", 10, -1, 0, 100)
+        done = await states[0].run("TAKE", states[0].worker, "g", 10, -1, 0, 100, 1)
         await close(states)
         return [*taken, -1 if done[0] == "wait" else -2]
 
@@ -91,12 +91,25 @@ def test_candidates_go_to_one_worker_each_in_list_order(server: RedisServer) -> 
     assert asyncio.run(main()) == [*range(10), -1]
 
 
+def test_candidates_are_taken_in_batches_within_the_class_s_room(server: RedisServer) -> None:
+    async def main() -> list[list[int]]:
+        states = await workers(server.url, "t7:", 2)
+        batches = []
+        for state in (*states, states[0]):
+            answer = await state.run("TAKE", state.worker, "g", 20, 5, 2, 100, 4)  # room: 5 + 2 in flight
+            batches.append([int(i) for i in answer[2:]])
+        await close(states)
+        return batches
+
+    assert asyncio.run(main()) == [[0, 1, 2, 3], [4, 5, 6], []]
+
+
 def test_a_dead_worker_s_candidates_and_admissions_are_given_back(server: RedisServer) -> None:
     async def main() -> tuple[list[int], int, list[str]]:
         states = await workers(server.url, "t4:", 2)
         live, dead = states
         for _ in range(3):
-            await dead.run("TAKE", dead.worker, "g", 10, 5, 0, 100)  # candidates 0, 1, 2
+            await dead.run("TAKE", dead.worker, "g", 10, 5, 0, 100, 1)  # candidates 0, 1, 2
         await admit(dead, "on_disk", "g", 5)  # renamed into place before it died
         await admit(dead, "staged", "g", 5)  # never reached its name
         for task in dead._tasks:
@@ -106,7 +119,7 @@ def test_a_dead_worker_s_candidates_and_admissions_are_given_back(server: RedisS
         await live.reap()
         retaken = []
         for _ in range(3):
-            answer = await live.run("TAKE", live.worker, "g", 10, 5, 0, 100)
+            answer = await live.run("TAKE", live.worker, "g", 10, 5, 0, 100, 1)
             retaken.append(int(answer[2]))
         kept = await live.redis.hgetall(live.key("kept:g"))
         await close(states)
