@@ -260,11 +260,17 @@ class DatasetCore:
         """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
         if isinstance(self.mode, LocalMode):
             self.mode.withdraw_late(item)
+        else:
+            self.mode.reconcile(item)
         if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
             remove_old_copy(self, item)
         self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))
         self.count(item.key, item.outcome or Outcome.ERROR)
         self.mode.settle(item)  # with workers, the slot is free once the shared state has it
+
+    def recorded(self, image_id: str) -> bool:
+        """Whether this run recorded an outcome for this image already."""
+        return Key("image", image_id) in self.latest
 
     def count(self, key: Key, outcome: str) -> None:
         """Count an image under its latest outcome of this run (surplus then kept, or kept then

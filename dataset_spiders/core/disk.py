@@ -178,6 +178,9 @@ class DatasetDisk:
                 self._listed[folder] = frozenset()
         return self._listed[folder]
 
+    def forget_listings(self) -> None:
+        self._listed = {}
+
     def has_listing(self, folder: str) -> bool:
         return folder in self._listed
 

@@ -27,6 +27,7 @@ class Quota:
         self.pending: Counter[str] = Counter()
         self.stopped = False
         self._changed = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._full: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     def full(self, group: str = "") -> bool:
@@ -84,7 +85,11 @@ class Quota:
     def stop(self) -> None:
         """No more images may be put in flight (the run is stopping); wake whoever waits."""
         self.stopped = True
+        self._stopped.set()
         self._changed.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
 
     def in_flight(self) -> int:
         return sum(self.pending.values())

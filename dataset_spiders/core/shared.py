@@ -15,44 +15,20 @@ with one warning, for up to ``REDIS_RETRY_FOR`` seconds, then the run stops (``S
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import shared_scripts as lua
+from .shared_parts import BATCH_DELAY, Hooks, Rebuilt, SharedGone, reference, safe_url, write_state
+
+__all__ = ["Hooks", "Rebuilt", "SharedGone", "SharedState", "reference"]
 
 logger = logging.getLogger(__name__)
 
 
-BATCH_DELAY = 0.002  # seconds a decision waits for others to share its round trip to Redis
-
-
-class SharedGone(Exception):
-    """Redis stayed out of reach too long; the message is one line."""
-
-
-@dataclass
-class Rebuilt:
-    """What the disk says, for a new epoch: counted ids per group and what they need to be refused."""
-
-    counted: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> id -> "" (settled)
-    digests: dict[str, dict[str, str]] = field(default_factory=lambda: {"bytes": {}, "pixels": {}})
-    learned: set[str] = field(default_factory=set)  # "site|sha"
-
-
-@dataclass
-class Hooks:
-    """What the shared state needs from the worker's dataset core."""
-
-    drain: Callable[[], Awaitable[None]]  # finish every admitted image (rename or give back)
-    live_peers: Callable[[], list[str]]  # ids of other workers whose staging folder is locked
-    recount: Callable[[], Awaitable[Rebuilt]]  # the disk's truth (reaps dead peers' folders first)
-    #: (worker, staging, held: "group NUL id" -> "sha NUL pixels NUL path") -> those on disk, or
-    #: None when the worker is alive after all (its staging folder is locked)
-    reap_dead: Callable[[str, str, dict[str, str]], Awaitable[list[str] | None]]
 
 
 class SharedState:
@@ -71,35 +47,40 @@ class SharedState:
         self.hooks: Hooks | None = None
         self.rebuilds = 0  # epochs this worker joined after the first (Redis came back empty)
         self._rejoin: asyncio.Task[None] | None = None
-        self._warned = False
+        self._down_since: float | None = None  # when Redis stopped answering (None: it answers)
+        self.gone: str | None = None  # why this worker gave up on Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._batches: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[list[Any]]]]] = {}
 
     # --- calls ---------------------------------------------------------------------------------
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """``call()``, retried with a bounded back-off while Redis is out of reach."""
+        """``call()``, retried with a bounded back-off while Redis is out of reach. The outage is
+        timed once for all calls: past ``REDIS_RETRY_FOR`` every call fails at once, the same way."""
         loop = asyncio.get_running_loop()
-        since, delay = None, 0.1
+        delay = 0.1
         while True:
+            if self.gone:
+                raise SharedGone(self.gone)
             try:
                 result = await call()
             except self._errors as exc:
                 now = loop.time()
-                since = now if since is None else since
-                if not self._warned:
-                    self._warned = True
+                if self._down_since is None:
+                    self._down_since = now
                     logger.warning("Redis at %s is out of reach (%s); pausing, and retrying for up to %.0f s",
-                                   _safe(self.url), exc, self.retry_for)
-                if now - since >= self.retry_for:
-                    raise SharedGone(f"Redis at {_safe(self.url)} was out of reach for {self.retry_for:.0f} s "
-                                     f"({type(exc).__name__}); stopping (nothing on disk is lost)") from None
+                                   safe_url(self.url), exc, self.retry_for)
+                if now - self._down_since >= self.retry_for:
+                    self.gone = (f"Redis at {safe_url(self.url)} was out of reach for {self.retry_for:.0f} s "
+                                 f"({type(exc).__name__}); stopping (nothing on disk is lost)")
+                    raise SharedGone(self.gone) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if since is not None and self._warned:
-                self._warned = False  # one line for the outage, however many calls waited it out
-                logger.warning("Redis at %s answers again after %.1f s", _safe(self.url), loop.time() - since)
+            if self._down_since is not None:
+                down = loop.time() - self._down_since
+                logger.warning("Redis at %s answers again after %.1f s", safe_url(self.url), down)
+                self._down_since = None  # one line for the outage, however many calls waited it out
             return result
 
     async def run(self, name: str, *args: Any) -> list[Any]:
@@ -162,12 +143,13 @@ class SharedState:
 
     # --- joining -------------------------------------------------------------------------------
 
-    async def join(self, hooks: Hooks, alone: bool) -> None:
-        """Enter the shared state: rebuild it from disk when this worker is the first (``alone``:
-        no other worker holds the folder; what Redis holds may be stale), else join its epoch."""
+    async def forget_epoch(self) -> None:
+        """The first worker of a folder does not trust what Redis holds: it is rebuilt from disk."""
+        await self._retrying(lambda: self.redis.delete(self.key("epoch")))
+
+    async def join(self, hooks: Hooks) -> None:
+        """Enter the shared state: join its epoch, or rebuild it from disk when there is none."""
         self.hooks = hooks
-        if alone:
-            await self._retrying(lambda: self.redis.delete(self.key("epoch")))
         await self._enter()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._heartbeat()))
@@ -197,8 +179,7 @@ class SharedState:
                 await self._register()
                 return
             await self._retrying(lambda: self.redis.sadd(self.key("drained"), self.worker))
-            if await self._retrying(lambda: self.redis.set(self.key("rebuilding"), self.worker, nx=True,
-                                                           px=int(self.lease * 2000))):
+            if await self._retrying(self._claim_rebuild):
                 await self._rebuild(started)
                 continue
             if loop.time() - started > max(self.retry_for, 3 * self.lease):
@@ -217,32 +198,34 @@ class SharedState:
                 break
             if loop.time() - started > max(self.retry_for, 3 * self.lease):
                 raise SharedGone(f"the workers {', '.join(waiting[:3])} hold this dataset but do not answer on "
-                                 f"Redis at {_safe(self.url)}: give every worker the same REDIS_URL")
+                                 f"Redis at {safe_url(self.url)}: give every worker the same REDIS_URL")
             await self._retrying(lambda: self.redis.pexpire(self.key("rebuilding"), int(self.lease * 2000)))
             await asyncio.sleep(0.1)
-        truth = await self.hooks.recount()
+        keeper = loop.create_task(self._keep_claim())
+        try:
+            truth = await self.hooks.recount()
+        finally:
+            keeper.cancel()
         epoch = uuid.uuid4().hex
 
         async def write() -> None:
-            stale = [k async for k in self.redis.scan_iter(match=_glob(self.prefix) + "*", count=1000)]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for i in range(0, len(stale), 500):
-                    pipe.delete(*stale[i:i + 500])
-                for group, ids in truth.counted.items():
-                    for i in range(0, len(ids), 1000):
-                        pipe.hset(self.key(f"kept:{group}"), mapping=dict(list(ids.items())[i:i + 1000]))
-                for name, refs in truth.digests.items():
-                    items = list(refs.items())
-                    for i in range(0, len(items), 1000):
-                        pipe.hset(self.key(name), mapping=dict(items[i:i + 1000]))
-                if truth.learned:
-                    pipe.sadd(self.key("learned"), *truth.learned)
-                pipe.set(self.key("epoch"), epoch)
-                await pipe.execute()
+            await write_state(self.redis, self.prefix, truth, epoch, self.worker)
 
         await self._retrying(write)
+        if truth.withdraw:  # kept copies of what the recount found to be a placeholder (after this rebuild)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.hooks.withdraw(truth.withdraw)))
         logger.info("Rebuilt the shared state from disk: %d image(s) counted in %d group(s)",
                     sum(len(v) for v in truth.counted.values()), len(truth.counted))
+
+    async def _claim_rebuild(self) -> Any:
+        return await self.redis.eval(lua.CLAIM_REBUILD, 0, self.prefix, self.worker, int(self.lease * 2000))
+
+    async def _keep_claim(self) -> None:
+        """The rebuild role stays this worker's while it recounts (a big dataset takes a while)."""
+        while True:
+            await asyncio.sleep(self.lease / 2)
+            with contextlib.suppress(*self._errors):
+                await self.redis.pexpire(self.key("rebuilding"), int(self.lease * 2000))
 
     async def _register(self) -> None:
         async def register() -> None:
@@ -340,18 +323,3 @@ class SharedState:
             return False
 
         return bool(await self._retrying(take))
-
-
-def reference(image_id: str, group: str, path: str, url: str, pixels: str = "") -> str:
-    """A kept image, as the shared state names it (in duplicate messages, and to withdraw it)."""
-    return json.dumps({"id": image_id, "group": group, "path": path, "url": url, "px": pixels}, separators=(",", ":"))
-
-
-def _glob(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, tail = url.rpartition("@")
-    return url if not sep else head.split("//")[0] + "//***@" + tail

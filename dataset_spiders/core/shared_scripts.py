@@ -14,19 +14,30 @@ against state that was lost. Keys, under the prefix ``P``:
 - ``queue``: listed records waiting for a worker (isic); ``listed``: the ids queued so far
 """
 
+#: ARGV: P, worker, milliseconds. The rebuild role, only while there is no epoch (a worker that
+#: saw none a moment ago must not rebuild over the state another has just rebuilt).
+CLAIM_REBUILD = """
+local P = ARGV[1]
+if redis.call('EXISTS', P .. 'epoch') == 1 then return 0 end
+if redis.call('SET', P .. 'rebuilding', ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0
+"""
+
 PRELUDE = """
 local P = ARGV[1]
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'epoch'} end
 """
 
-#: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, window, how many.
-#: Up to that many candidates of the group (spares first, then the list in order), as far as the
-#: group's room allows: ``{'take', kept, index...}``, or ``full``, ``done`` (out of candidates,
+#: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, how many (the
+#: worker's own room), how many of the group this worker has in flight. Up to that many
+#: candidates of the group (spares first, then the list in order), as far as the group's room
+#: allows (all workers together: target + slack, counting those kept and in flight; each worker
+#: its share of it): ``{'take', kept, index...}``, or ``full``, ``done`` (out of candidates,
 #: none in flight) or ``wait`` (none may go now).
 TAKE = PRELUDE + """
 local w, g = ARGV[3], ARGV[4]
-local total, target, slack, window = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local want = tonumber(ARGV[9])
+local total, target, slack, want = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local mine = tonumber(ARGV[9])
 local kept = redis.call('HLEN', P .. 'kept:' .. g)
 if target >= 0 and kept >= target then return {'full', kept} end
 local pending = tonumber(redis.call('HGET', P .. 'pending', g) or '0')
@@ -36,9 +47,12 @@ if cursor >= total and spares == 0 then
   if pending == 0 then return {'done', kept} end
   return {'wait', kept}
 end
-local room = window - pending
-if target >= 0 then room = math.min(room, target + slack - kept - pending) end
-room = math.min(room, want)
+local room = want
+if target >= 0 then
+  local workers = math.max(1, redis.call('HLEN', P .. 'workers'))
+  local share = math.ceil((target + slack - kept) / workers)
+  room = math.min(room, target + slack - kept - pending, share - mine)
+end
 if room <= 0 then return {'wait', kept} end
 local out = {'take', kept}
 local flights = {}
@@ -61,6 +75,7 @@ ADMIT = PRELUDE + """
 local w, g, id, sha, px, key, url = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local target, threshold = tonumber(ARGV[10]), tonumber(ARGV[11])
 local counted, dedupe, ref = ARGV[12] == '1', ARGV[13] == '1', ARGV[14]
+if counted and redis.call('HEXISTS', P .. 'kept:' .. g, id) == 1 then return {'present'} end
 if threshold > 0 and sha ~= '' then
   if redis.call('SISMEMBER', P .. 'learned', key) == 1 then return {'placeholder'} end
   redis.call('SADD', P .. 'urls:' .. key, url)
@@ -84,7 +99,6 @@ if counted and dedupe then
   if first then return {'duplicate', first} end
 end
 if counted then
-  if redis.call('HEXISTS', P .. 'kept:' .. g, id) == 1 then return {'present'} end
   local kept = redis.call('HLEN', P .. 'kept:' .. g)
   if target >= 0 and kept >= target then return {'surplus', kept} end
   redis.call('HSET', P .. 'kept:' .. g, id, w)
@@ -182,13 +196,14 @@ if redis.call('HSETNX', P .. 'listed', ARGV[4], '1') == 1 then redis.call('RPUSH
 return {'ok', redis.call('LLEN', P .. 'queue')}
 """
 
-#: ARGV: P, epoch, worker, target (-1), slack, window. The next queued record, for this worker.
+#: ARGV: P, epoch, worker, target (-1), slack. The next queued record, for this worker (which
+#: asks only when it has room of its own), if the selection has room for it.
 DEQUEUE = PRELUDE + """
-local w, target, slack, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local w, target, slack = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kept = redis.call('HLEN', P .. 'kept:')
 if target >= 0 and kept >= target then return {'full', kept} end
 local pending = tonumber(redis.call('HGET', P .. 'pending', '') or '0')
-if pending >= window or (target >= 0 and kept + pending >= target + slack) then return {'wait', kept} end
+if target >= 0 and kept + pending >= target + slack then return {'wait', kept} end
 local record = redis.call('LPOP', P .. 'queue')
 if not record then return {'empty', kept, pending} end
 local index = redis.call('INCR', P .. 'taken')

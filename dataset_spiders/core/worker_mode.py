@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..outcomes import Outcome
 from . import manifest
+from .formats import is_image_name
 from .seen import KeptRef, site_of
 from .shared import Hooks, Rebuilt, SharedGone, SharedState, reference
 from .workers import WorkerFolder, new_worker_id
@@ -40,12 +41,14 @@ class WorkerMode:
         self.lease = settings.getfloat("DATASET_LEASE")
         self.retry_for = settings.getfloat("REDIS_RETRY_FOR")
         self.state: SharedState | None = None
-        self.in_hand = 0  # admitted images not yet renamed into place or given back
+        self.in_hand = 0  # admitted images whose line is not yet written (or given back)
         self.alone = False  # the first worker of the dataset (no other held it when this one joined)
         self.extra: Callable[[], dict[str, set[str]]] | None = None
         self.requeued: set[str] = set()
         self._settling: set[asyncio.Task[None]] = set()
         self._to_settle: list[ImageItem] = []
+        self._decided: set[str] = set()
+        self._decided_at = 0
         self._settle_timer: asyncio.TimerHandle | None = None
 
     def enter(self) -> None:
@@ -60,11 +63,17 @@ class WorkerMode:
         except OSError as exc:
             raise SharedGone(f"cannot use {self.folder.session_path}: {exc.strerror or exc}") from None
         self.extra = extra
-        self.alone = not await asyncio.to_thread(self.folder.live_peers)
         self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,
                                  self.core.disk.staging_dir, self.lease, self.retry_for)
-        hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead)
-        await self.state.join(hooks, self.alone)
+        starting = self.folder.starting()
+        self.alone = await asyncio.to_thread(starting.__enter__)
+        try:
+            if self.alone:  # what Redis holds may be stale (the folder changed since): rebuild
+                await self.state.forget_epoch()
+        finally:
+            starting.__exit__(None, None, None)
+        hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead, self._withdraw)
+        await self.state.join(hooks)
         logger.info("Worker %s joined the dataset's shared state in Redis (%s)", self.worker,
                     "first of its workers" if self.alone else "with other workers")
 
@@ -104,7 +113,7 @@ class WorkerMode:
             where = f" in {first['group']}" if first.get("group") else ""
             return Outcome.DUPLICATE, f"the same image as {first['id']}{where} ({first['url']})"
         if verdict == "present":
-            return Outcome.DUPLICATE, "another worker kept this image already"
+            return Outcome.PRESENT, "another worker kept it (fetched again after Redis lost its state)"
         item.learned = True
         detail = f"the same image was served for {core.learner.threshold}+ photo URLs of {site}"
         if verdict == "learned":
@@ -118,7 +127,7 @@ class WorkerMode:
         return Outcome.PLACEHOLDER, detail
 
     def committed(self) -> None:
-        self.in_hand -= 1
+        """Renamed into place; it stays in hand until its line is written (``settle``)."""
 
     async def give_back(self, item: ImageItem, admitted: bool = True) -> None:
         """An admission whose file never reached its name (or was withdrawn) no longer counts."""
@@ -138,9 +147,29 @@ class WorkerMode:
         answer = await self.state.run("PRESENT", group, image_id)
         self.core.quota.observe(group, int(answer[1]))
 
+    def reconcile(self, item: ImageItem) -> None:
+        """After Redis lost its state the candidates are handed out again from the start, and one
+        another worker was still fetching may be fetched here too: if that worker's copy is in
+        place, this image is ``present`` (its line must not say otherwise). Blocking-light, and
+        only then."""
+        if not self.state or not self.state.rebuilds or item.kind != "image" or not item.stem:
+            return
+        if item.outcome in (Outcome.KEPT, Outcome.PRESENT):
+            return
+        folder, name = os.path.split(item.stem)
+        try:
+            found = [n for n in os.listdir(folder) if n.rpartition(".")[0] == name and is_image_name(n)]
+        except OSError:
+            return
+        if found:
+            item.outcome, item.path = Outcome.PRESENT, os.path.join(folder, found[0])
+            item.detail = "another worker kept it (it was fetched twice after Redis lost its state)"
+
     def settle(self, item: ImageItem) -> None:
         """The image's line is written: its candidate is done (and its slot free) for everyone.
         Settled in batches, one round trip for all the images recorded within ``SETTLE_DELAY``."""
+        if item.kind == "image" and item.outcome == Outcome.KEPT and item.path:
+            self.in_hand -= 1  # its line is queued: a drain's flush writes it
         self._to_settle.append(item)
         if len(self._to_settle) >= 64 or self._settle_timer is None:
             loop = asyncio.get_event_loop()
@@ -185,21 +214,39 @@ class WorkerMode:
 
     # --- candidates ----------------------------------------------------------------------------
 
-    async def take(self, group: str, total: int, window: int, slack: int, want: int = 1) -> list[Any]:
+    async def decided(self) -> set[str]:
+        """Image ids that already have their outcome in this group of workers' run. Empty until
+        Redis lost its state: from then on, as the manifest says (the candidates are handed out
+        from the start again, and those must not be fetched, nor recorded, twice)."""
+        assert self.state is not None
+        if self.state.rebuilds != self._decided_at:
+            self._decided_at = self.state.rebuilds
+            self._decided = await asyncio.to_thread(self._read_decided)
+        return self._decided
+
+    def _read_decided(self) -> set[str]:
+        self.core.writer.flush()
+        offset = self.folder.session().get("offset")
+        start = offset if isinstance(offset, int) and offset >= 0 else 0
+        lines = manifest.read(self.core.disk.manifest_path, start)
+        found = {record.id for _, record in lines if record.kind == "image"}
+        return found | {key.id for key in self.core.latest if key.kind == "image"}
+
+    async def take(self, group: str, total: int, slack: int, want: int, mine: int = 0) -> list[Any]:
         """Up to ``want`` candidates of ``group`` for this worker: ``["take", kept, index...]``,
         or why none: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
         assert self.state is not None
         target = self.core.quota.target if self.core.quota.target is not None else -1
-        answer = await self.state.run("TAKE", self.worker, group, total, target, slack, window, want)
+        answer = await self.state.run("TAKE", self.worker, group, total, target, slack, want, mine)
         self.core.quota.observe(group, int(answer[1]))
         return answer
 
-    async def dequeue(self, window: int, slack: int) -> list[Any]:
+    async def dequeue(self, slack: int) -> list[Any]:
         """The next listed record for this worker: ``["take", kept, index, record]``, or
         ``full``, ``wait`` or ``empty`` (with how many are in flight)."""
         assert self.state is not None
         target = self.core.quota.target if self.core.quota.target is not None else -1
-        answer = await self.state.run("DEQUEUE", self.worker, target, slack, window)
+        answer = await self.state.run("DEQUEUE", self.worker, target, slack)
         self.core.quota.observe("", int(answer[1]))
         return answer
 
@@ -218,6 +265,14 @@ class WorkerMode:
         while self.in_hand > 0:
             await asyncio.sleep(0.02)
         await asyncio.to_thread(self.core.writer.flush)
+        self.core.disk.forget_listings()  # files other workers kept since: look again before fetching
+
+    async def _withdraw(self, found: list[tuple[str, str]]) -> None:
+        for raw, sha in found:
+            ref = json.loads(raw)
+            path = self.core.disk.absolute(ref["path"]) or ""
+            why = "the same image was served for too many photo URLs (counted again after Redis lost its state)"
+            await self.core.withdraw(KeptRef(ref["id"], ref["group"], path, ref["url"]), sha, ref.get("px"), why)
 
     async def _reap_dead(self, worker: str, staging: str, held: dict[str, str]) -> list[str] | None:
         return await asyncio.to_thread(self.folder.reap, worker, self.core.writer, held)
@@ -243,6 +298,8 @@ class WorkerMode:
                     truth.digests[name][digest] = reference(ref.image_id, ref.group, disk.relative(ref.path) or "",
                                                             ref.url)
         truth.learned.update(f"{site}|{sha}" for site, sha in core.learner.learned)
+        for (site, sha), seen in core.learner.urls.items():  # earlier runs', as read at start-up
+            truth.urls.setdefault(f"{site}|{sha}", set()).update([seen] if isinstance(seen, str) else seen)
         last: dict[manifest.Key, manifest.Record] = {}
         for _, record in manifest.read(disk.manifest_path, offset):
             last[record.key] = record
@@ -251,9 +308,15 @@ class WorkerMode:
                 continue
             if record.outcome == Outcome.PLACEHOLDER and record.learned and record.sha256:
                 truth.learned.add(f"{site_of(record.url)}|{record.sha256}")
+            key = f"{site_of(record.url)}|{record.sha256}" if record.sha256 and record.url else ""
+            if key and core.learner.threshold:
+                truth.urls.setdefault(key, set()).add(record.url or "")
             path = disk.absolute(record.path) if record.path else None
             if record.kept and path and os.path.isfile(path):
                 truth.counted.setdefault(record.group or "", {})[record.id] = ""
+                if key and core.learner.threshold:
+                    truth.refs.setdefault(key, {})[record.id] = reference(
+                        record.id, record.group or "", record.path or "", record.url or "", record.pixels or "")
                 if core.seen is not None:
                     ref = reference(record.id, record.group or "", record.path or "", record.url or "")
                     for name, digest in (("bytes", record.sha256), ("pixels", record.pixels)):
@@ -261,4 +324,15 @@ class WorkerMode:
                             truth.digests[name].setdefault(digest, ref)
         for group, ids in (self.extra() if self.extra else {}).items():
             truth.counted.setdefault(group, {}).update(dict.fromkeys(ids, ""))
+        threshold = core.learner.threshold or float("inf")
+        for (site, sha), kept in core.learner.kept.items():  # earlier runs' kept copies, as read at start-up
+            for ref, pixels in kept.values() if isinstance(kept, dict) else [kept]:
+                truth.refs.setdefault(f"{site}|{sha}", {})[ref.image_id] = reference(
+                    ref.image_id, ref.group, disk.relative(ref.path) or "", ref.url, pixels or "")
+        for key in [k for k, urls in truth.urls.items() if k in truth.learned or len(urls) >= threshold]:
+            del truth.urls[key]
+            refs = truth.refs.pop(key, {})
+            if key not in truth.learned:  # a placeholder now that every worker's URLs are counted together
+                truth.learned.add(key)
+                truth.withdraw.extend((ref, key.rpartition("|")[2]) for ref in refs.values())
         return truth

@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from . import manifest
@@ -55,13 +56,30 @@ class WorkerFolder:
         """Make and lock this worker's staging folders (the disk then stages there). Blocking."""
         os.makedirs(self.parent, exist_ok=True)
         self.disk.use_worker_staging(PREFIX + self.worker)
-        for staging in self.disk.all_stagings():
+        for staging in self.disk.all_stagings()[1:]:
             os.makedirs(staging, exist_ok=True)
-        self._fd = os.open(self.disk.staging_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        # made and locked under a name no peer looks at, then renamed: a peer never sees it unlocked
+        hidden = os.path.join(self.parent, f".{PREFIX}{self.worker}")
+        os.mkdir(hidden)
+        self._fd = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, self.disk.staging_dir)
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[bool]:
+        """While held, no other worker of this folder decides whether it is alone (yields
+        whether this one is: no other worker holds a staging folder here). Blocking."""
+        fd = os.open(self.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield not self.live_peers()
+        finally:
+            os.close(fd)
 
     def leave(self, finished: bool) -> None:
         """Give the staging folder back; remove it when nothing in it is needed any more."""
+        if self._fd is None:
+            return  # never entered (the dataset was refused): the staging folders are not ours
         if finished:
             for staging in self.disk.all_stagings():
                 with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ from typing import Any
 
 from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
+from scrapy.exceptions import DownloadCancelledError
 from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.endpoints import HostnameEndpoint
@@ -76,6 +77,8 @@ class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
         self._budgeted = BudgetedDownloads.of(crawler)
         core = crawler.get_extension(DatasetCore)
         self._quota = core.quota if core is not None else None
+        # a worker that lost Redis for good can keep nothing more: its downloads stop at once
+        self._stop_with_run = core is not None and core.workers is not None
         self._caps = ImageConcurrency.of(crawler)
 
     async def _fetch(self, request: Request) -> Response:
@@ -93,15 +96,21 @@ class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
             return await self._fetch(request)
         if quota.full(group):
             raise GroupFull(f"{group} is full")
+        if self._stop_with_run and quota.stopped:
+            raise DownloadCancelledError("the run is stopping")
         download = asyncio.ensure_future(self._fetch(request))
         full = asyncio.ensure_future(quota.wait_full(group))
+        stopped = asyncio.ensure_future(quota.wait_stopped() if self._stop_with_run else asyncio.Future())
         try:
-            await asyncio.wait({download, full}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({download, full, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             full.cancel()
+            stopped.cancel()
         if not download.done():
             download.cancel()  # cancels the Twisted download under it: the connection is closed
             with contextlib.suppress(BaseException):
                 await download
+            if quota.stopped and not quota.full(group):
+                raise DownloadCancelledError("the run is stopping")
             raise GroupFull(f"{group} filled up while this image was downloading")
         return download.result()

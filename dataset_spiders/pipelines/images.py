@@ -158,8 +158,8 @@ class DatasetImagesPipeline(ImagesPipeline):
             item.sha256 = exc.sha256
             raise
         await self.learn(item)
-        await self.keep(item, response.body)
-        return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": Outcome.KEPT}
+        status = await self.keep(item, response.body)
+        return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": status}
 
     async def learn(self, item: ImageItem) -> None:
         """The same bytes served for many photo URLs of one site are a placeholder: refuse this
@@ -181,10 +181,13 @@ class DatasetImagesPipeline(ImagesPipeline):
         item.learned = True
         raise ImageRejected(Outcome.PLACEHOLDER, detail)
 
-    async def keep(self, item: ImageItem, data: bytes) -> None:
+    async def keep(self, item: ImageItem, data: bytes) -> str:
         """The core's decision, then the staged write and the durable rename into place."""
         final = item.path = f"{item.stem}.{extension_for(item.format, item.ext)}"  # the core remembers it
         refused = await self.core.decide(item)
+        if refused and refused[0] == Outcome.PRESENT:  # another worker kept this very image: it is in place
+            item.detail = refused[1]
+            return Outcome.PRESENT
         if refused:
             item.path = None
             raise ImageRejected(*refused)
@@ -202,6 +205,7 @@ class DatasetImagesPipeline(ImagesPipeline):
             raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
         finally:
             item.staged = None
+        return Outcome.KEPT
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         outcome, detail = classify(failure.value)

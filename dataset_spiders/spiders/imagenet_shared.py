@@ -60,7 +60,7 @@ async def all_done(spider: ImagenetSpider, classes: list[ClassState]) -> bool:
     assert workers is not None
     for state in classes:
         if state.loaded:
-            answer = await workers.take(state.wnid, len(state.candidates), 0, 0)  # a window of 0 takes nothing
+            answer = await workers.take(state.wnid, len(state.candidates), 0, 0)  # wanting 0 takes nothing
             if answer[0] not in ("full", "done"):
                 return False
         elif not spider.core.quota.full(state.wnid) and p.per_class:
@@ -70,9 +70,11 @@ async def all_done(spider: ImagenetSpider, classes: list[ClassState]) -> bool:
 async def feed_shared(
     spider: ImagenetSpider, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
 ) -> AsyncIterator[ImageItem]:
-    """Take candidates of the active classes in batches (one Redis call for many), and ask a
-    class that had no room again only once one of this worker's own images of it is settled, or
-    after a moment (another worker's may have been): no polling per image."""
+    """Take candidates of the active classes in batches (one Redis call for many), up to this
+    worker's own window per class. A class with no room left for this worker (the others hold
+    what it still needs) is parked, so this worker moves on to the next classes, and is asked
+    again after a moment; a class with room is asked again once one of this worker's own
+    images of it settles. Ends when every class is full or out of candidates."""
     workers, quota = spider.core.workers, spider.core.quota
     assert workers is not None
     window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
@@ -80,32 +82,40 @@ async def feed_shared(
     max_active = spider.settings.getint("IMAGENET_ACTIVE_CLASSES")
     loop = asyncio.get_running_loop()
     active: list[ClassState] = []
+    parked: deque[tuple[float, ClassState]] = deque()  # (ask again after, class)
     asked: dict[str, tuple[float, int]] = {}  # class -> (ask again after, its own in flight then)
-    while (waiting or active) and not quota.stopped:
-        starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
+    while (waiting or active or parked) and not quota.stopped:
+        starting = []
+        while len(active) + len(starting) < max_active and (waiting or (parked and parked[0][0] <= loop.time())):
+            starting.append(waiting.popleft() if waiting else parked.popleft()[1])
         await asyncio.gather(*(spider.load_candidates(s, from_file) for s in starting if not s.loaded))
         active.extend(s for s in starting if s.loaded)
         for state in list(active):
             mine = quota.pending[state.wnid]
-            if mine >= window or quota.stopped:
-                continue
             after, then = asked.get(state.wnid, (0.0, 0))
-            if loop.time() < after and mine >= then:
+            if mine >= window or quota.stopped or (loop.time() < after and mine >= then):
                 continue
-            answer = await workers.take(state.wnid, len(state.candidates), window, slack, window - mine)
+            answer = await workers.take(state.wnid, len(state.candidates), slack, window - mine, mine)
             if answer[0] in ("full", "done"):
                 active.remove(state)
                 continue
+            if answer[0] == "wait" and not mine:
+                active.remove(state)  # nothing of it here: make room for another class
+                parked.append((loop.time() + 0.25, state))
+                continue
             asked[state.wnid] = (loop.time() + 0.25, mine + len(answer) - 2)
+            decided = await workers.decided()
             for index in map(int, answer[2:]):
                 flight = f"{state.wnid}\0{index}"
-                item = spider.item_for(state, state.candidates[index])
+                candidate = state.candidates[index]
+                done = candidate.image_id in decided or candidate.image_id in spider.candidate_of  # (in flight here)
+                item = None if done or spider.core.recorded(candidate.image_id) else spider.item_for(state, candidate)
                 if item is None:
                     await workers.release(state.wnid, flight)
                     continue
                 item.flight, item.spare = flight, index
                 quota.reserve(state.wnid)
                 yield item
-        if active:
+        if active or parked:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(quota.changed(), 0.05)

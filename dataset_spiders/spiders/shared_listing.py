@@ -38,7 +38,7 @@ async def shared_items(spider: IsicSpider, records: AsyncIterator[IsicRecord]) -
     window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
     slack = spider.settings.getint("DATASET_EXTRA_IN_FLIGHT")
     async for record, flight in shared_records(workers, records, window, slack):
-        item = spider.make_item(record)
+        item = None if record.isic_id in await workers.decided() else spider.make_item(record)
         if item is None:
             await workers.release("", flight)
             continue
@@ -55,7 +55,10 @@ async def shared_records(
     assert state is not None
     listing: AsyncIterator[IsicRecord] | None = None
     while True:
-        answer = await workers.dequeue(window, slack)
+        if workers.core.quota.pending[""] >= window:  # this worker's own room is full
+            await asyncio.sleep(0.02)
+            continue
+        answer = await workers.dequeue(slack)
         if answer[0] == "take":
             yield IsicRecord(**json.loads(answer[3])), f"\0{answer[2]}"
             continue

@@ -29,14 +29,17 @@ def hooks(truth: Rebuilt | None = None, on_disk: list[str] | None = None) -> Hoo
     async def reap_dead(worker: str, staging: str, held: dict[str, str]) -> list[str] | None:
         return [key for key in held if key.split("\0")[1] in (on_disk or [])]
 
-    return Hooks(drain, lambda: [], recount, reap_dead)
+    async def withdraw(found: list[tuple[str, str]]) -> None:
+        return None
+
+    return Hooks(drain, lambda: [], recount, reap_dead, withdraw)
 
 
 async def workers(url: str, prefix: str, count: int, truth: Rebuilt | None = None) -> list[SharedState]:
     states = [SharedState(url, prefix, f"w{i}", f"/nowhere/w{i}", lease=0.3, retry_for=2) for i in range(count)]
-    await states[0].join(hooks(truth), alone=True)
-    for state in states[1:]:
-        await state.join(hooks(truth), alone=False)
+    await states[0].forget_epoch()
+    for state in states:
+        await state.join(hooks(truth))
     return states
 
 
@@ -80,10 +83,10 @@ def test_candidates_go_to_one_worker_each_in_list_order(server: RedisServer) -> 
         states = await workers(server.url, "t3:", 3)
         taken = []
         for turn in range(12):
-            answer = await states[turn % 3].run("TAKE", states[turn % 3].worker, "g", 10, -1, 0, 100, 1)
+            answer = await states[turn % 3].run("TAKE", states[turn % 3].worker, "g", 10, -1, 0, 1, 0)
             if answer[0] == "take":
                 taken.append(int(answer[2]))
-        done = await states[0].run("TAKE", states[0].worker, "g", 10, -1, 0, 100, 1)
+        done = await states[0].run("TAKE", states[0].worker, "g", 10, -1, 0, 1, 0)
         await close(states)
         return [*taken, -1 if done[0] == "wait" else -2]
 
@@ -96,7 +99,7 @@ def test_candidates_are_taken_in_batches_within_the_class_s_room(server: RedisSe
         states = await workers(server.url, "t7:", 2)
         batches = []
         for state in (*states, states[0]):
-            answer = await state.run("TAKE", state.worker, "g", 20, 5, 2, 100, 4)  # room: 5 + 2 in flight
+            answer = await state.run("TAKE", state.worker, "g", 20, 5, 2, 4, 0)  # room: 5 + 2 in flight
             batches.append([int(i) for i in answer[2:]])
         await close(states)
         return batches
@@ -109,7 +112,7 @@ def test_a_dead_worker_s_candidates_and_admissions_are_given_back(server: RedisS
         states = await workers(server.url, "t4:", 2)
         live, dead = states
         for _ in range(3):
-            await dead.run("TAKE", dead.worker, "g", 10, 5, 0, 100, 1)  # candidates 0, 1, 2
+            await dead.run("TAKE", dead.worker, "g", 10, 5, 0, 1, 0)  # candidates 0, 1, 2
         await admit(dead, "on_disk", "g", 5)  # renamed into place before it died
         await admit(dead, "staged", "g", 5)  # never reached its name
         for task in dead._tasks:
@@ -119,7 +122,7 @@ def test_a_dead_worker_s_candidates_and_admissions_are_given_back(server: RedisS
         await live.reap()
         retaken = []
         for _ in range(3):
-            answer = await live.run("TAKE", live.worker, "g", 10, 5, 0, 100, 1)
+            answer = await live.run("TAKE", live.worker, "g", 10, 5, 0, 1, 0)
             retaken.append(int(answer[2]))
         kept = await live.redis.hgetall(live.key("kept:g"))
         await close(states)
@@ -157,7 +160,7 @@ def test_out_of_reach_for_too_long_is_one_line(tmp_path: Path) -> None:
     async def main() -> str:
         state = SharedState("redis://127.0.0.1:1/0", "t6:", "w", "/nowhere", lease=0.3, retry_for=0.5)
         try:
-            await state.join(hooks(), alone=True)
+            await state.join(hooks())
         except SharedGone as exc:
             return str(exc)
         finally:

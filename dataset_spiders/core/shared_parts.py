@@ -1,0 +1,89 @@
+"""The vocabulary of the shared state (``core/shared.py``): what a rebuild produces and needs,
+how a kept image is named in it, and how a rebuilt state is written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH_DELAY = 0.002  # seconds a decision waits for others to share its round trip to Redis
+
+
+class SharedGone(Exception):
+    """Redis stayed out of reach too long; the message is one line."""
+
+
+@dataclass
+class Rebuilt:
+    """What the disk says, for a new epoch: counted ids per group and what they need to be refused."""
+
+    counted: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> id -> "" (settled)
+    digests: dict[str, dict[str, str]] = field(default_factory=lambda: {"bytes": {}, "pixels": {}})
+    learned: set[str] = field(default_factory=set)  # "site|sha"
+    urls: dict[str, set[str]] = field(default_factory=dict)  # "site|sha" -> the URLs that served it
+    refs: dict[str, dict[str, str]] = field(default_factory=dict)  # "site|sha" -> kept id -> reference
+    withdraw: list[tuple[str, str]] = field(default_factory=list)  # (reference, sha): learned only now
+
+
+@dataclass
+class Hooks:
+    """What the shared state needs from the worker's dataset core."""
+
+    drain: Callable[[], Awaitable[None]]  # finish every admitted image (rename or give back)
+    live_peers: Callable[[], list[str]]  # ids of other workers whose staging folder is locked
+    recount: Callable[[], Awaitable[Rebuilt]]  # the disk's truth (reaps dead peers' folders first)
+    #: (worker, staging, held: "group NUL id" -> "sha NUL pixels NUL path") -> those on disk, or
+    #: None when the worker is alive after all (its staging folder is locked)
+    reap_dead: Callable[[str, str, dict[str, str]], Awaitable[list[str] | None]]
+    withdraw: Callable[[list[tuple[str, str]]], Awaitable[None]]  # (reference, sha) of kept placeholders
+
+
+async def write_state(redis: Any, prefix: str, truth: Rebuilt, epoch: str, worker: str) -> None:
+    """Replace every key under ``prefix`` with the rebuilt state and set the new epoch, in one
+    transaction, and only while ``worker`` still holds the rebuild role (else nothing is written)."""
+
+    def key(name: str) -> str:
+        return prefix + name
+
+    stale = [k async for k in redis.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(key("rebuilding"), key("epoch"))
+        holder = await pipe.get(key("rebuilding"))
+        if (holder.decode() if holder else None) != worker or await pipe.exists(key("epoch")):
+            await pipe.unwatch()
+            return  # another worker rebuilt meanwhile: join its epoch
+        pipe.multi()
+        for i in range(0, len(stale), 500):
+            pipe.delete(*stale[i:i + 500])
+        for group, ids in truth.counted.items():
+            for i in range(0, len(ids), 1000):
+                pipe.hset(key(f"kept:{group}"), mapping=dict(list(ids.items())[i:i + 1000]))
+        for name, refs in truth.digests.items():
+            items = list(refs.items())
+            for i in range(0, len(items), 1000):
+                pipe.hset(key(name), mapping=dict(items[i:i + 1000]))
+        if truth.learned:
+            pipe.sadd(key("learned"), *truth.learned)
+        for content, urls in truth.urls.items():
+            pipe.sadd(key(f"urls:{content}"), *urls)
+        for content, kept in truth.refs.items():
+            pipe.hset(key(f"refs:{content}"), mapping=kept)
+        pipe.set(key("epoch"), epoch)
+        await pipe.execute()
+
+
+def reference(image_id: str, group: str, path: str, url: str, pixels: str = "") -> str:
+    """A kept image, as the shared state names it (in duplicate messages, and to withdraw it)."""
+    return json.dumps({"id": image_id, "group": group, "path": path, "url": url, "px": pixels}, separators=(",", ":"))
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    return url if not sep else head.split("//")[0] + "//***@" + tail
