@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-BATCH_DELAY = 0.002  # seconds a decision waits for others to share its round trip to Redis
+BATCH_DELAY = 0.005  # seconds a decision waits for others to share its round trip to Redis
 
 
 class SharedGone(Exception):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SETTLE_DELAY = 0.01  # seconds a recorded image waits to be settled with others in one round trip
+SETTLE_DELAY = 0.025  # seconds a recorded image waits to be settled with others in one round trip
 
 
 class WorkerMode:

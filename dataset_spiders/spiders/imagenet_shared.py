@@ -93,8 +93,8 @@ async def feed_shared(
         for state in list(active):
             mine = quota.pending[state.wnid]
             after, then = asked.get(state.wnid, (0.0, 0))
-            if mine >= window or quota.stopped or (loop.time() < after and mine >= then):
-                continue
+            if mine > window // 2 or quota.stopped or (loop.time() < after and mine >= then):
+                continue  # refilled in batches: once half of this worker's window for it is free
             answer = await workers.take(state.wnid, len(state.candidates), slack, window - mine, mine)
             if answer[0] in ("full", "done"):
                 active.remove(state)
