@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -280,6 +281,10 @@ def test_workers_build_one_dataset_with_exact_counts(n_workers, spawn, redis_ser
     for w in workers:
         assert w.hosts is not None
         assert kept & set(w.hosts.url_log), f"{w.name} kept nothing: another worker did all the work"
+    # the workers' dataset reads as any other: `scrapy verify` finds nothing to say
+    done = subprocess.run([sys.executable, "-m", "scrapy", "verify", str(out)], cwd=ROOT, env=clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_killed_worker_s_share_is_taken_over_and_a_rerun_fetches_nothing_kept(spawn, redis_server, out):
