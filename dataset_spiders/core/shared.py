@@ -41,6 +41,8 @@ class SharedState:
         self.lease, self.retry_for = max(0.2, lease), max(0.0, retry_for)
         self.redis = redis.asyncio.Redis.from_url(url, socket_timeout=max(2.0, self.lease), socket_connect_timeout=2.0)
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self._refused = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
+                         redis.exceptions.NoPermissionError, redis.exceptions.ReadOnlyError)
         self.scripts = {name: self.redis.register_script(getattr(lua, name)) for name in
                         ("TAKE", "ADMIT", "SETTLE", "REVOKE", "PRESENT", "REAP", "ENQUEUE", "DEQUEUE")}
         self.epoch = ""
@@ -64,6 +66,9 @@ class SharedState:
                 raise SharedGone(self.gone)
             try:
                 result = await call()
+            except self._refused as exc:  # waiting would not help: say so now
+                self.gone = f"Redis at {safe_url(self.url)} refused this worker: {exc}"
+                raise SharedGone(self.gone) from None
             except self._errors as exc:
                 now = loop.time()
                 if self._down_since is None:

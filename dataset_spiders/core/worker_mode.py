@@ -63,8 +63,11 @@ class WorkerMode:
         except OSError as exc:
             raise SharedGone(f"cannot use {self.folder.session_path}: {exc.strerror or exc}") from None
         self.extra = extra
-        self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,
-                                 self.core.disk.staging_dir, self.lease, self.retry_for)
+        try:
+            self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,
+                                     self.core.disk.staging_dir, self.lease, self.retry_for)
+        except ValueError as exc:
+            raise SharedGone(f"REDIS_URL is not a Redis URL ({exc}); e.g. redis://localhost:6379/0") from None
         starting = self.folder.starting()
         self.alone = await asyncio.to_thread(starting.__enter__)
         try:
