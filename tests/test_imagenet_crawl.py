@@ -290,8 +290,8 @@ def test_an_empty_class_list_is_an_error_before_any_request(out, tmp_path):
     with PhotoHosts({}) as hosts, GeturlsServer({}) as api:
         run = imagenet(out, hosts, api, f"wnids_file={listing}")
         assert api.log == [] and hosts.url_log == []
-    assert run.code == 1
-    assert run.stderr.strip().splitlines()[-1] == "error: the class list is empty"
+    assert run.code == 2
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: imagenet: wnids_file: {listing} lists no class")
 
 
 def test_hostile_hosts_are_bounded_and_recorded(out):

@@ -119,31 +119,6 @@ def parse_geturls(body: bytes, wnid: str) -> list[Candidate]:
 # --- class lists ----------------------------------------------------------------------------
 
 
-def parse_wnid_lines(lines: Iterable[str], source: str) -> list[tuple[str, str | None]]:
-    """(wnid, label or None) per class, in file order, first occurrence kept.
-
-    Accepts ``wnid``, ``label,wnid`` (codeandfire's wnids_1000.txt) and ``wnid<TAB>label``; ``#`` starts a comment.
-    """
-    out: dict[str, str | None] = {}
-    for n, raw in enumerate(lines, 1):
-        text = raw.lstrip("\ufeff").split("#", 1)[0].strip()
-        if not text:
-            continue
-        if "\t" in text:
-            wnid, label = text.split("\t", 1)
-        elif "," in text:
-            label, wnid = text.rsplit(",", 1)
-        else:
-            wnid, label = text, ""
-        wnid = wnid.strip()
-        if not valid_wnid(wnid):
-            shown = raw.lstrip("\ufeff").strip()
-            shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            raise ValueError(f"{source} line {n}: {shown!r} is not a wnid (n + 8 digits)")
-        out.setdefault(wnid, label.strip() or None)
-    return list(out.items())
-
-
 @lru_cache(maxsize=1)
 def _ilsvrc1000() -> tuple[tuple[str, str], ...]:
     text = files("dataset_spiders.data").joinpath("ilsvrc1000.tsv").read_text(encoding="utf-8")

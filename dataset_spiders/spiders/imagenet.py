@@ -24,7 +24,7 @@ from ..core.disk import FolderError
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..pipelines.checks import Limits
-from ..sources import imagenet
+from ..sources import class_files, imagenet
 from ..sources.isic import url_extension
 from .base import DatasetSpider, SourceError
 from .imagenet_args import ILSVRC, ImagenetParams
@@ -143,11 +143,12 @@ class ImagenetSpider(DatasetSpider):
         elif p.wnids:
             labels = dict(imagenet.ilsvrc1000())
             pairs = [(w, labels.get(w)) for w in p.wnids]
-        elif p.wnids_file == "-":
-            pairs = imagenet.parse_wnid_lines(sys.stdin, "standard input")
         elif p.wnids_file:
-            with open(p.wnids_file, encoding="utf-8", errors="replace") as f:
-                pairs = imagenet.parse_wnid_lines(f, p.wnids_file)
+            if p.wnids_file == "-":
+                pairs, shape = class_files.parse_class_text(sys.stdin.read(), "standard input")
+            else:
+                pairs, shape = class_files.read_class_file(p.wnids_file)
+            logger.info("Read %d class(es) from %s (%s)", len(pairs), p.wnids_file, shape)
         else:
             counts = imagenet.count_url_file(p.urls_file or "", self.domains)
             chosen = imagenet.choose_classes(counts, p.num_classes or 0, p.min_urls or p.per_class, p.seed)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..params import arg, boolean, choice, http_url, optional, path, whole_number
+from ..sources.class_files import read_class_file
 from ..sources.imagenet import valid_wnid
 
 ILSVRC = "ilsvrc1000"
@@ -24,6 +25,17 @@ def wnid_list(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def class_file(value: object) -> str:
+    """A class file in one of the accepted formats (``sources/class_files.py``), or ``-``."""
+    text = existing_file(value)
+    if text != "-":
+        try:
+            read_class_file(text)  # its format is checked now: a bad file is one line and exit 2
+        except OSError as exc:
+            raise ValueError(f"cannot read {text}: {exc.strerror or exc}") from None
+    return text
+
+
 def existing_file(value: object) -> str:
     text = path(value)
     if text != "-" and not os.path.isfile(text):
@@ -37,8 +49,9 @@ class ImagenetParams:
         optional(wnid_list), (), "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes)", shown="none"
     )
     wnids_file: str | None = arg(
-        optional(existing_file), None,
-        "one class a line: `wnid`, `label,wnid` or wnid, a tab, label; `#` comments; `-` reads standard input",
+        optional(class_file), None,
+        "a class file: wnids, `label,wnid`, wnid TAB label, synset_words.txt, map_clsloc.txt, Keras's "
+        "imagenet_class_index.json or a CSV with a `synid`/`wnid` column (README); `-` reads standard input",
         shown="none",
     )
     num_classes: int | None = arg(

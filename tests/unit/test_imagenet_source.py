@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from dataset_spiders.sources import imagenet
+from dataset_spiders.sources.class_files import parse_class_text, read_class_file
 from dataset_spiders.sources.imagenet import (
     ERROR_BODIES,
     Candidate,
@@ -22,7 +23,6 @@ from dataset_spiders.sources.imagenet import (
     ilsvrc1000,
     iter_url_file,
     parse_geturls,
-    parse_wnid_lines,
     registrable_domain,
     safe_label,
     scan_url_file,
@@ -133,7 +133,11 @@ def test_url_image_id_is_stable_and_does_not_use_the_basename():
 # --- class lists --------------------------------------------------------------------------
 
 
-def test_parse_wnid_lines_accepts_every_format():
+def classes_of(lines: list[str], source: str = "classes.txt") -> list[tuple[str, str | None]]:
+    return parse_class_text("".join(line if line.endswith("\n") else line + "\n" for line in lines), source)[0]
+
+
+def test_simple_class_lines_mix_and_match():
     lines = [
         "\ufeffn01440764\r\n",
         "# a comment line\n",
@@ -146,7 +150,7 @@ def test_parse_wnid_lines_accepts_every_format():
         "tench again,n01440764\n",
         "n01494475\t\n",
     ]
-    assert parse_wnid_lines(lines, "classes.txt") == [
+    assert classes_of(lines) == [
         ("n01440764", None),
         ("n01443537", "goldfish"),
         ("n01484850", "great white shark, white shark"),
@@ -156,23 +160,73 @@ def test_parse_wnid_lines_accepts_every_format():
     ]
 
 
-def test_parse_wnid_lines_reads_codeandfire_style_labels_with_commas():
-    assert parse_wnid_lines(["crane, the bird,n02012849"], "x") == [("n02012849", "crane, the bird")]
+def test_codeandfire_style_labels_with_commas():
+    assert classes_of(["crane, the bird,n02012849"]) == [("n02012849", "crane, the bird")]
+
+
+# Each published format, a few lines in its real shape (separators, BOM, CRLF as the originals have them).
+FORMATS = {
+    "synset_words.txt": ("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+                         "n01484850 great white shark, white shark, man-eater, man-eating shark, "
+                         "Carcharodon carcharias\n",
+                         "wnid words"),
+    "LOC_synset_mapping.txt": ("n01440764 tench, Tinca tinca\r\nn01443537 goldfish, Carassius auratus\r\n"
+                               "n01498041 stingray\r\n", "wnid words"),
+    "map_clsloc.txt": ("n02119789 1 kit_fox\nn02100735 2 English_setter\nn02110185 3 Siberian_husky\n",
+                       "wnid index name"),
+    "imagenet_class_index.json": ('{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"], '
+                                  '"10": ["n01530575", "brambling"], "2": ["n01484850", "great_white_shark"]}',
+                                  "Keras"),
+    "classes_in_imagenet.csv": ("\ufeffsynid,class_name,urls,flickr_urls\r\nn01440764,tench,1200,940\r\n"
+                                "n01443537,goldfish,1300,1010\r\n", "CSV"),
+    "wnids_1000.txt": ("tench,n01440764\ngoldfish,n01443537\n", "label,wnid"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_published_class_file_format(name, tmp_path):
+    text, shape = FORMATS[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    classes, found = read_class_file(str(path))
+    assert shape in found
+    expected = {
+        "synset_words.txt": [("n01440764", "tench, Tinca tinca"), ("n01443537", "goldfish, Carassius auratus"),
+                             ("n01484850", "great white shark, white shark, man-eater, man-eating shark, "
+                                           "Carcharodon carcharias")],
+        "LOC_synset_mapping.txt": [("n01440764", "tench, Tinca tinca"), ("n01443537", "goldfish, Carassius auratus"),
+                                   ("n01498041", "stingray")],
+        "map_clsloc.txt": [("n02119789", "kit fox"), ("n02100735", "English setter"), ("n02110185", "Siberian husky")],
+        "imagenet_class_index.json": [("n01440764", "tench"), ("n01443537", "goldfish"),
+                                      ("n01484850", "great white shark"), ("n01530575", "brambling")],
+        "classes_in_imagenet.csv": [("n01440764", "tench"), ("n01443537", "goldfish")],
+        "wnids_1000.txt": [("n01440764", "tench"), ("n01443537", "goldfish")],
+    }[name]
+    assert classes == expected
 
 
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("text", "line"),
     [
-        ("tench\n", "wnids.txt line 3: 'tench' is not a wnid (n + 8 digits)"),
-        ("n0144076\n", "wnids.txt line 3: 'n0144076' is not a wnid (n + 8 digits)"),
-        ("tench,n0144076x\r\n", "wnids.txt line 3: 'tench,n0144076x' is not a wnid (n + 8 digits)"),
-        ("n01440764 tench\n", "wnids.txt line 3: 'n01440764 tench' is not a wnid (n + 8 digits)"),
+        ("n01440764\n# ok\ntench\n", "line 3: 'tench'"),
+        ("n01440764\n# ok\nn0144076\n", "line 3: 'n0144076'"),
+        ("n01440764\n# ok\ntench,n0144076x\r\n", "line 3: 'tench,n0144076x'"),
+        ("n01440764\n# ok\ntench n01440764\n", "line 3: 'tench n01440764'"),
+        ("<html><body>Not Found</body></html>\n", "line 1: '<html><body>Not Found</body></html>'"),
     ],
 )
-def test_parse_wnid_lines_names_the_file_and_line_of_a_bad_entry(line, message):
+def test_a_bad_class_line_is_one_line_naming_the_file_the_line_and_the_formats(text, line):
     with pytest.raises(ValueError) as info:
-        parse_wnid_lines(["n01440764", "# ok", line], "wnids.txt")
-    assert str(info.value) == message
+        parse_class_text(text, "wnids.txt")
+    message = str(info.value)
+    assert message.startswith(f"wnids.txt {line} is not a class line (accepted: one wnid a line; ")
+    assert "map_clsloc.txt" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text", ['{"0": "tench"}', "{not json", '["n01440764"]'])
+def test_json_that_is_not_keras_s_is_refused(text):
+    with pytest.raises(ValueError, match=r"wnids\.json"):
+        parse_class_text(text, "wnids.json")
 
 
 def test_ilsvrc1000_is_the_shipped_class_list():
@@ -193,7 +247,7 @@ def test_ilsvrc1000_file_reads_as_a_wnid_list():
     text = files("dataset_spiders.data").joinpath("ilsvrc1000.tsv").read_text(encoding="utf-8")
     assert text.startswith("# ILSVRC-2012 classes in class-index order; from timm ")
     assert "\r" not in text and text.endswith("\n")
-    assert parse_wnid_lines(text.splitlines(), "ilsvrc1000.tsv") == ilsvrc1000()
+    assert parse_class_text(text, "ilsvrc1000.tsv")[0] == ilsvrc1000()
 
 
 def test_first_lemma_and_safe_label():
