@@ -53,3 +53,44 @@ def test_a_file_in_no_known_format_is_one_line_and_exit_2(out, tmp_path):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: imagenet: wnids_file: {listing} line 1: '<html>")
     assert "is not a class line (accepted: one wnid a line;" in last and "Traceback" not in run.stderr
+
+
+def test_the_list_as_imagenet_shipped_it_a_tgz_is_read_where_it_lies(tmp_path):
+    import io
+    import tarfile
+
+    from tests.conftest import crawl
+
+    classes = make_classes(2, 4, seed=22, failure_rate=0.0)
+    lines = b"".join(f"{w}_{i}\t{p.url}\n".encode() for w, ps in classes.items() for i, p in enumerate(ps))
+    archive = tmp_path / "imagenet_fall11_urls.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("fall11_urls.txt")
+        info.size = len(lines)
+        tar.addfile(info, io.BytesIO(lines))
+    with PhotoHosts(classes) as hosts:
+        run = crawl("imagenet", tmp_path / "Data", f"urls_file={archive}", f"wnids={','.join(classes)}",
+                    "per_class=3", "flickr_only=false", env=hosts.proxy_env())
+    assert run.code == 0, run.stderr
+    assert {w: len(run.files(f"ImageNet/{w}")) for w in classes} == dict.fromkeys(classes, 3)
+    assert sorted(os.listdir(tmp_path)) == ["Data", "imagenet_fall11_urls.tgz"]  # nothing extracted beside it
+
+
+def test_an_archive_holding_something_else_is_one_line_and_exit_2(tmp_path):
+    import io
+    import tarfile
+
+    from tests.conftest import crawl
+
+    archive = tmp_path / "fall11_urls.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        info = tarfile.TarInfo("logo.png")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    run = crawl("imagenet", tmp_path / "Data", f"urls_file={archive}", "wnids=n01440764")
+    assert run.code == 2
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (f"error: imagenet: urls_file: {archive} holds binary data, not a URL list (accepted: a "
+                    "fall11_urls.txt-style list (<wnid>_<n> TAB URL), gzipped (.gz), or alone in a .tgz/.tar.gz/.tar)")
+    assert not (tmp_path / "Data").exists()

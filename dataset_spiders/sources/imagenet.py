@@ -5,7 +5,6 @@ Facts and sources: shared/reference/imagenet.md (sections 1, 3 and 5).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import ipaddress
 import random
@@ -203,7 +202,9 @@ _MAX_LINE = 1 << 20
 
 def _blocks(path: str) -> Iterator[bytes]:
     """The file in blocks of whole lines (the last may lack its newline), without a leading UTF-8 BOM."""
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+    from .url_lists import open_url_list  # (it needs nothing of this module)
+
+    with open_url_list(path) as f:
         rest = f.read(len(_BOM))
         rest = b"" if rest == _BOM else rest
         while block := f.read(_BLOCK):
@@ -229,7 +230,7 @@ def _parse_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 
 def iter_url_file(path: str) -> Iterator[tuple[str, Candidate]]:
-    """(wnid, Candidate) for each usable line of a fall11_urls.txt-style file (``.gz`` read as gzip)."""
+    """(wnid, Candidate) for each usable line of a fall11_urls.txt-style file (or ``.gz``, ``.tgz``, ``.tar``)."""
     for block in _blocks(path):
         for line in block.split(b"\n"):
             if parsed := _parse_line(line):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..params import arg, boolean, choice, http_url, optional, path, whole_number
 from ..sources.class_files import read_class_file
 from ..sources.imagenet import valid_wnid
+from ..sources.url_lists import check_url_list
 
 ILSVRC = "ilsvrc1000"
 
@@ -33,6 +34,14 @@ def class_file(value: object) -> str:
             read_class_file(text)  # its format is checked now: a bad file is one line and exit 2
         except OSError as exc:
             raise ValueError(f"cannot read {text}: {exc.strerror or exc}") from None
+    return text
+
+
+def url_list(value: object) -> str:
+    """A URL list as shipped (``sources/url_lists.py``), or ``-``: checked from its first lines."""
+    text = existing_file(value)
+    if text != "-":
+        check_url_list(text)
     return text
 
 
@@ -64,7 +73,8 @@ class ImagenetParams:
     seed: int | None = arg(optional(whole_number(0)), None, "with `num_classes`: the random seed", shown="none")
     per_class: int = arg(whole_number(1), 10, "images to keep per class")
     urls_file: str | None = arg(
-        optional(existing_file), None, "a URL list such as `fall11_urls.txt` (or `.gz`): `<wnid>_<n>` TAB URL",
+        optional(url_list), None,
+        "a URL list such as `fall11_urls.txt`, `.gz`, or alone in a `.tgz`/`.tar`: `<wnid>_<n>` TAB URL",
         shown="none: the geturls API",
     )
     api_url: str | None = arg(optional(http_url), None, "the geturls endpoint", shown="setting `IMAGENET_API_URL`")
