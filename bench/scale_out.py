@@ -173,7 +173,8 @@ class Run:
 
     @property
     def failed(self) -> list[Child]:
-        return [c for c in self.children if c.rc != 0]
+        """Processes that did not exit as they should: 0, or 1 for the dead list (nothing kept is no success)."""
+        return [c for c in self.children if c.rc != (1 if self.key == "dead" else 0)]
 
     @property
     def ok(self) -> bool:

@@ -276,7 +276,10 @@ def test_ilsvrc1000_writes_the_class_index_in_order(out):
     with PhotoHosts({}) as hosts, GeturlsServer({}) as api:  # every class: "not ready yet"
         run = imagenet(out, hosts, api, "wnids=ilsvrc1000", "per_class=1",
                        settings={"IMAGENET_ACTIVE_CLASSES": "200", "LOG_LEVEL": "ERROR"})
-    assert run.code == 0, run.stderr
+    assert run.code == 1  # no class got its URLs: no success
+    assert run.stderr.strip().splitlines()[-1] == (
+        "error: no class could get its list of URLs (1000 tried; the first: n01440764: the URL list endpoint "
+        "answered 'The synset is not ready yet. Please stay tuned!')")
     lines = (out / "ImageNet" / "classes.txt").read_text().splitlines()
     assert len(lines) == 1000
     assert lines[0] == "0\tn01440764\ttench, Tinca tinca"

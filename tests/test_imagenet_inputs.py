@@ -94,3 +94,24 @@ def test_an_archive_holding_something_else_is_one_line_and_exit_2(tmp_path):
     assert last == (f"error: imagenet: urls_file: {archive} holds binary data, not a URL list (accepted: a "
                     "fall11_urls.txt-style list (<wnid>_<n> TAB URL), gzipped (.gz), or alone in a .tgz/.tar.gz/.tar)")
     assert not (tmp_path / "Data").exists()
+
+
+def test_no_class_getting_its_urls_is_exit_1_with_the_reason(out):
+    from tests.conftest import crawl
+
+    run = crawl("imagenet", out, "api_url=http://127.0.0.1:9/api/imagenet.synset.geturls", "wnids=n01440764,n01443537",
+                settings={"RETRY_TIMES": "0"})
+    assert run.code == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no class could get its list of URLs (2 tried; the first: n01440764: cannot fetch")
+
+
+def test_every_image_failing_is_exit_1_with_the_failure_kinds(out):
+    classes = make_classes(2, 3, seed=23, failure_rate=0.0)
+    for photos in classes.values():
+        for photo in photos:
+            photo.behaviour = "404"
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        run = imagenet(out, hosts, api, f"wnids={','.join(classes)}", "per_class=2")
+    assert run.code == 1
+    assert run.stderr.strip().splitlines()[-1] == "error: no image in the dataset for the 2 class(es) asked: http_404 6"

@@ -270,9 +270,25 @@ class ImagenetSpider(DatasetSpider):
             short.append(state.wnid)
         full = len(classes) - len(short)
         logger.info("%d of %d classes have %d images", full, len(classes), wanted)
+        if self.core.fatal_error is None:
+            self.fail_if_empty(classes)
         if short and self.params.strict:
             self.core.fail(f"strict: {len(short)} class(es) have fewer than {wanted} images: {', '.join(short[:10])}",
                       stop=False)
+
+    def fail_if_empty(self, classes: list[ClassState]) -> None:
+        """Nothing in the dataset for what was asked, or no class got its URLs: that is no success."""
+        tried = [c for c in classes if c.loaded]
+        if tried and all(c.no_urls for c in tried):
+            first = tried[0].no_urls or ""
+            first = first if first.startswith(tried[0].wnid) else f"{tried[0].wnid}: {first}"
+            self.core.fail(f"no class could get its list of URLs ({len(tried)} tried; the first: {first})", stop=False)
+        elif not sum(self.core.quota.kept[c.wnid] for c in classes):
+            failures: Counter[str] = Counter()
+            for state in classes:
+                failures.update({k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES})
+            kinds = ", ".join(f"{k} {v}" for k, v in failures.most_common(5)) or "nothing was tried"
+            self.core.fail(f"no image in the dataset for the {len(classes)} class(es) asked: {kinds}", stop=False)
 
 
 def geturls_url(api_url: str, wnid: str) -> str:
