@@ -50,6 +50,7 @@ class Outcome(StrEnum):
     ERROR = "error"  # a bug or an unexpected failure; the detail says which
     DAMAGED = "damaged"  # `scrapy verify --fix` found the kept file changed or undecodable
     MISSING = "missing"  # `scrapy verify --fix` found the kept file gone
+    OPTED_OUT = "opted_out"  # the host asked that its images not be used for AI (X-Robots-Tag: noai / noimageai)
 
 
 KEPT_OUTCOMES = frozenset({Outcome.KEPT, Outcome.PRESENT, Outcome.DESCRIBED})

@@ -8,7 +8,8 @@ SPIDER_MODULES = ["dataset_spiders.spiders"]
 NEWSPIDER_MODULE = "dataset_spiders.spiders"
 COMMANDS_MODULE = "dataset_spiders.commands"  # our `crawl`: one-line errors, honest exit codes
 
-USER_AGENT = "dataset-spiders/0.1 (research image downloader; Scrapy)"
+USER_AGENT = "dataset-spiders/0.1 (research image downloader; +https://pypi.org/project/dataset-spiders/)"
+DATASET_CONTACT = ""  # ours: fill in (a URL or e-mail): added to the User-Agent so hosts can reach you
 ROBOTSTXT_OBEY = False  # API endpoints and image buckets, fetched one URL each
 TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False  # Scrapy 2.19 would otherwise listen on a local port
@@ -40,6 +41,8 @@ IMAGES_RETRY_TIMES = None  # ours: retries per image request; None means RETRY_T
 RETRY_TIMES = 2  # retries after the first try: bounded, never forever
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 RETRY_AFTER_MAX = 60  # ours: the longest Retry-After we wait, in seconds
+RETRY_BACKOFF_BASE = 1.0  # ours: a 429/503 without Retry-After pauses its host this long x 2^n (jittered); 0: off
+RETRY_BACKOFF_MAX = 60.0  # ours: the longest such back-off, in seconds
 ISIC_MAX_IDLE_PAGES = 3  # ours: listing pages in a row with no new record end the listing (exit 1); 0: never
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
@@ -86,6 +89,7 @@ PLACEHOLDER_URL_PATTERNS = [  # ours: a redirect hop or final URL matching one i
     r"yimg\.com/.*photo_unavailable",
     r"//i\.imgur\.com/removed\.png",
 ]
+IMAGES_HONOUR_NOAI = True  # ours: an image served with X-Robots-Tag noai/noimageai is not kept (`opted_out`)
 PLACEHOLDER_LEARN_THRESHOLD = 0  # ours: the same bytes for this many URLs of a site: a placeholder (0: off)
 DEDUPLICATE_IMAGES = False  # ours: refuse a byte- or pixel-identical copy of a kept image
 PLACEHOLDER_DIGESTS = [  # ours: "sha256:", "sha1:" or "md5:" + hex of known placeholder bytes, or "size:<bytes>"

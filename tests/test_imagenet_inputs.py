@@ -115,3 +115,42 @@ def test_every_image_failing_is_exit_1_with_the_failure_kinds(out):
         run = imagenet(out, hosts, api, f"wnids={','.join(classes)}", "per_class=2")
     assert run.code == 1
     assert run.stderr.strip().splitlines()[-1] == "error: no image in the dataset for the 2 class(es) asked: http_404 6"
+
+
+def test_a_host_saying_slow_down_without_saying_how_long_is_backed_off(out):
+    from urllib.parse import urlsplit
+
+    classes = make_classes(1, 1, seed=24, failure_rate=0.0)  # one photo: no success on its host resets the back-off
+    photo = next(iter(classes.values()))[0]
+    photo.behaviour = "429_bare_twice"
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        run = imagenet(out, hosts, api, f"wnids={','.join(classes)}", "per_class=1",
+                       settings={"IMAGES_RETRY_TIMES": "2", "DATASET_CONTACT": "https://example.org/lab"})
+        path = urlsplit(photo.url).path
+        times = [t for t, p in hosts.times if urlsplit(p).path == path]
+        agents = {h.get("user-agent") for h in hosts.headers_for("/")}
+    assert run.code == 0, run.stderr
+    assert len(times) == 3 and len(run.files(f"ImageNet/{next(iter(classes))}")) == 1
+    # base 1 s x 2^n with jitter in [0.5, 1]: at least 0.5 s, then at least 1 s (lower bounds only)
+    assert times[1] - times[0] >= 0.45 and times[2] - times[1] >= 0.95, times
+    assert agents == {"dataset-spiders/0.1 (research image downloader; +https://pypi.org/project/dataset-spiders/; "
+                      "contact: https://example.org/lab)"}
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_an_image_whose_host_opted_out_of_ai_is_not_kept(honour, out):
+    classes = make_classes(1, 3, seed=25, failure_rate=0.0)
+    wnid, photos = next(iter(classes.items()))
+    photos[0].behaviour = "noai"
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=3",
+                       settings={"IMAGES_HONOUR_NOAI": str(honour)})
+    assert run.code == 0, run.stderr
+    kept = {line["url"] for line in run.manifest() if line["outcome"] == "kept"}
+    opted = [line for line in run.manifest() if line["outcome"] == "opted_out"]
+    if honour:
+        assert photos[0].url not in kept and len(kept) == 2
+        assert [line["url"] for line in opted] == [photos[0].url]
+        assert opted[0]["detail"].startswith("X-Robots-Tag: noai from ")
+    else:
+        assert photos[0].url in kept and not opted

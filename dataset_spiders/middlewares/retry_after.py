@@ -1,5 +1,7 @@
 """Retries that honour ``Retry-After``: a 429 or 503 pauses that host only, for as long as
-it asks (capped by ``RETRY_AFTER_MAX``), while every other host keeps downloading.
+it asks (capped by ``RETRY_AFTER_MAX``), while every other host keeps downloading. A 429 or 503
+that does not say how long backs that host off exponentially, with jitter
+(``RETRY_BACKOFF_BASE`` x 2^n, at most ``RETRY_BACKOFF_MAX``), reset by its next success.
 
 Scrapy's RetryMiddleware retries at once and ignores the header; this subclass keeps its
 bounded retries and its settings and adds the wait, by holding the host's download slot.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import re
 import time
 from typing import Any
@@ -47,7 +50,10 @@ class RetryAfterMiddleware(RetryMiddleware):
     def __init__(self, settings: Any):
         super().__init__(settings)
         self.max_wait = settings.getfloat("RETRY_AFTER_MAX")
+        self.backoff_base = settings.getfloat("RETRY_BACKOFF_BASE")
+        self.backoff_max = settings.getfloat("RETRY_BACKOFF_MAX")
         self._paused_until: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}  # host slot -> 429/503s without Retry-After since its last success
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Request | Response:
         if response.status in PAUSE_STATUSES and not request.meta.get("dont_retry"):
@@ -61,9 +67,17 @@ class RetryAfterMiddleware(RetryMiddleware):
                 return response
             if wait is not None:
                 self.pause_host(request, wait)
+            elif self.backoff_base > 0:
+                key = self.crawler.engine.downloader.get_slot_key(request)
+                strikes = self._strikes[key] = self._strikes.get(key, 0) + 1
+                backoff = min(self.backoff_max, self.backoff_base * 2 ** (strikes - 1)) * random.uniform(0.5, 1.0)
+                self.crawler.stats.inc_value("retry_after/backoff")
+                self.pause_host(request, backoff, "no Retry-After: backing off")
+        elif response.status < 400 and self._strikes:
+            self._strikes.pop(self.crawler.engine.downloader.get_slot_key(request), None)
         return super().process_response(request, response)
 
-    def pause_host(self, request: Request, seconds: float) -> None:
+    def pause_host(self, request: Request, seconds: float, why: str = "Retry-After") -> None:
         """Hold the request's download slot for ``seconds``: queued requests wait, others go on."""
         downloader = self.crawler.engine.downloader
         key = downloader.get_slot_key(request)
@@ -80,4 +94,4 @@ class RetryAfterMiddleware(RetryMiddleware):
         # ``_latercall`` to release it: the same mechanism DOWNLOAD_DELAY uses.
         slot.latercall = call_later(seconds, downloader._latercall, slot)
         self.crawler.stats.inc_value("retry_after/paused")
-        logger.info("Pausing %s for %.1f s (Retry-After)", key, seconds)
+        logger.info("Pausing %s for %.1f s (%s)", key, seconds, why)

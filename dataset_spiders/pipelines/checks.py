@@ -139,3 +139,23 @@ def examine(data: bytes, limits: Limits, placeholders: Placeholders) -> tuple[st
         exc.sha256 = sha256
         raise
     return sha256, width, height, fmt, pixels
+
+
+#: X-Robots-Tag directives that opt an image out of AI datasets (as img2dataset honours them)
+NOAI_DIRECTIVES = frozenset({"noai", "noimageai"})
+ROBOTS_TOKEN = "dataset-spiders"  # a directive may name the robot it is for: ``dataset-spiders: noai``
+
+
+def opted_out(values: list[bytes]) -> str | None:
+    """The opt-out directive among ``X-Robots-Tag`` header values that applies to us, or None."""
+    for value in values:
+        text = value.decode("latin-1").lower()
+        robot = ""
+        for part in text.split(","):
+            if ":" in part:  # "otherbot: noai, nofollow" names the robot of what follows
+                robot, _, part = part.partition(":")
+                robot = robot.strip()
+            if part.strip() in NOAI_DIRECTIVES and robot in ("", ROBOTS_TOKEN, "*"):
+                return part.strip()
+    return None
+

@@ -35,7 +35,7 @@ from ..middlewares.cancel_when_full import GROUP_META
 from ..middlewares.encoded_images import IMAGE_META
 from ..middlewares.retry_after import RATE_LIMITED_META
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome
-from .checks import Limits, Placeholders, examine
+from .checks import Limits, Placeholders, examine, opted_out
 from .store import StagingFilesStore
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         self.limits = Limits.from_settings(s)
         self.mask_limits = Limits(max_pixels=self.limits.max_pixels)  # a mask is as large as its image
         self.placeholders = Placeholders(s.getlist("PLACEHOLDER_URL_PATTERNS"), s.getlist("PLACEHOLDER_DIGESTS"))
+        self.honour_noai = s.getbool("IMAGES_HONOUR_NOAI")
         retry_times = s.get("IMAGES_RETRY_TIMES")
         self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
 
@@ -145,6 +146,8 @@ class DatasetImagesPipeline(ImagesPipeline):
             raise ImageRejected(http_outcome(response.status), f"HTTP {response.status} from {response.url}")
         if not response.body:
             raise ImageRejected(Outcome.EMPTY, f"empty body from {response.url}")
+        if self.honour_noai and (refusal := opted_out(response.headers.getlist(b"X-Robots-Tag"))):
+            raise ImageRejected(Outcome.OPTED_OUT, f"X-Robots-Tag: {refusal} from {response.url}")
         why = self.placeholders.by_url([*item.redirect_urls, response.url])
         if why:
             raise ImageRejected(Outcome.PLACEHOLDER, why)

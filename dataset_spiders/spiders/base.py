@@ -46,6 +46,10 @@ class DatasetSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         root = spider.params.out_dir  # type: ignore[attr-defined]
         target = spider.target()
+        contact = crawler.settings.get("DATASET_CONTACT")
+        if contact and "contact:" not in crawler.settings.get("USER_AGENT", ""):
+            agent = crawler.settings.get("USER_AGENT", "").rstrip(")")
+            crawler.settings.set("USER_AGENT", f"{agent}; contact: {contact})", priority=ARGUMENT_PRIORITY)
         for name, value in {
             "DATASET_ROOT": root,
             "IMAGES_STORE": root,

@@ -15,6 +15,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -172,6 +173,7 @@ class EmulatorServer:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._lock = threading.Lock()
         self._log: list[tuple[str, str]] = []
+        self.times: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request, in order
         self._headers: list[tuple[str, dict[str, str]]] = []  # (path_with_query, lower-cased headers)
         self._hits: Counter[str] = Counter()
         self._conns: set[socket.socket] = set()
@@ -260,6 +262,7 @@ class EmulatorServer:
     def _dispatch(self, handler: _RequestHandler) -> None:
         with self._lock:
             self._log.append((handler.command, handler.path))
+            self.times.append((time.monotonic(), handler.path))
             self._headers.append((handler.path, {k.lower(): v for k, v in handler.headers.items()}))
         path = urlsplit(handler.path).path
         func, match = self.not_found, re.compile("").match("")
