@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -154,3 +155,36 @@ def test_an_image_whose_host_opted_out_of_ai_is_not_kept(honour, out):
         assert opted[0]["detail"].startswith("X-Robots-Tag: noai from ")
     else:
         assert photos[0].url in kept and not opted
+
+
+def test_autothrottle_paces_image_downloads_per_host(out):
+    from urllib.parse import urlsplit
+
+    classes = make_classes(1, 8, seed=26, failure_rate=0.0, hosts=["farm3.static.flickr.com"], latency=(0.2, 0.2))
+    wnid = next(iter(classes))
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=8", settings={
+            "AUTOTHROTTLE_ENABLED": "True", "AUTOTHROTTLE_START_DELAY": "0.5", "AUTOTHROTTLE_TARGET_CONCURRENCY": "1",
+            "AUTOTHROTTLE_DEBUG": "True"})
+        times = sorted(t for t, p in hosts.times if urlsplit(p).path.endswith(".jpg"))
+    assert run.code == 0, run.stderr
+    assert len(run.files(f"ImageNet/{wnid}")) == 8
+    # one request at a time per host, spaced by AutoThrottle's delay (which starts at 0.5 s and adapts)
+    assert all(b - a >= 0.15 for a, b in itertools.pairwise(times)), times
+    delays = [int(line.split("delay:")[1].split("ms")[0]) for line in run.stderr.splitlines()
+              if "[scrapy.extensions.throttle]" in line and "farm3.static.flickr.com" in line and "delay:" in line]
+    assert len(delays) >= 6 and len(set(delays)) > 1, delays  # the delay adapted to the host's answers
+
+
+def test_the_api_text_form_of_geturls_works_through_api_url(out):
+    from tests.conftest import crawl
+
+    classes = make_classes(1, 3, seed=27, failure_rate=0.0)
+    wnid = next(iter(classes))
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        text_url = api.geturls_url(wnid, "text").split("?")[0]
+        assert "/api/text/" in text_url
+        run = crawl("imagenet", out, f"api_url={text_url}", f"wnids={wnid}", "per_class=2", env=hosts.proxy_env())
+        assert api.requests_for_wnid(wnid) == 1
+    assert run.code == 0, run.stderr
+    assert len(run.files(f"ImageNet/{wnid}")) == 2
