@@ -96,13 +96,14 @@ class DatasetLock:
 
 
 def is_locked(folder: str) -> bool:
-    """Whether a run holds ``folder`` now (probes with a shared lock, released at once)."""
+    """Whether a run, or workers, hold ``folder`` now (probes with an exclusive lock, released at
+    once: a starting crawl or worker retries for longer than the probe lasts)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
