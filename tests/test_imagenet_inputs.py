@@ -165,7 +165,7 @@ def test_autothrottle_paces_image_downloads_per_host(out):
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=8", settings={
             "AUTOTHROTTLE_ENABLED": "True", "AUTOTHROTTLE_START_DELAY": "0.5", "AUTOTHROTTLE_TARGET_CONCURRENCY": "1",
-            "AUTOTHROTTLE_DEBUG": "True"})
+            "AUTOTHROTTLE_DEBUG": "True", "RANDOMIZE_DOWNLOAD_DELAY": "False"})
         times = sorted(t for t, p in hosts.times if urlsplit(p).path.endswith(".jpg"))
     assert run.code == 0, run.stderr
     assert len(run.files(f"ImageNet/{wnid}")) == 8

@@ -260,8 +260,9 @@ class DatasetCore:
         """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
         if isinstance(self.mode, LocalMode):
             self.mode.withdraw_late(item)
-        else:
-            self.mode.reconcile(item)
+        elif not self.mode.reconcile(item):
+            self.mode.settle(item)  # fetched twice after Redis lost its state, and not needed: no line
+            return
         if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
             remove_old_copy(self, item)
         self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))

@@ -150,23 +150,26 @@ class WorkerMode:
         answer = await self.state.run("PRESENT", group, image_id)
         self.core.quota.observe(group, int(answer[1]))
 
-    def reconcile(self, item: ImageItem) -> None:
-        """After Redis lost its state the candidates are handed out again from the start, and one
-        another worker was still fetching may be fetched here too: if that worker's copy is in
-        place, this image is ``present`` (its line must not say otherwise). Blocking-light, and
-        only then."""
+    def reconcile(self, item: ImageItem) -> bool:
+        """Whether the image's line is to be written. After Redis lost its state the candidates
+        are handed out again from the start, and one another worker was still fetching may be
+        fetched here too: if that worker's copy is in place, this image is ``present``; a line
+        saying it was not needed (``surplus``) is not written at all, as it could land after the
+        other worker's ``kept`` line. Blocking-light, and only after a rebuild."""
         if not self.state or not self.state.rebuilds or item.kind != "image" or not item.stem:
-            return
+            return True
         if item.outcome in (Outcome.KEPT, Outcome.PRESENT):
-            return
+            return True
         folder, name = os.path.split(item.stem)
         try:
             found = [n for n in os.listdir(folder) if n.rpartition(".")[0] == name and is_image_name(n)]
         except OSError:
-            return
+            found = []
         if found:
             item.outcome, item.path = Outcome.PRESENT, os.path.join(folder, found[0])
             item.detail = "another worker kept it (it was fetched twice after Redis lost its state)"
+            return True
+        return item.outcome != Outcome.SURPLUS
 
     def settle(self, item: ImageItem) -> None:
         """The image's line is written: its candidate is done (and its slot free) for everyone.
