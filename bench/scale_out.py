@@ -285,16 +285,8 @@ def main() -> None:
     refused = socket.socket()  # bound, never listening: every connection to its port is refused
     refused.bind(("127.0.0.1", 0))
     server = tp.Server(pack, args.latency)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPY_") and k.lower() not in (
-           "http_proxy", "https_proxy", "no_proxy", "all_proxy")}
-    no_proxy = ",".join(["localhost", *(f"127.0.0.{i}" for i in range(1, 10))])
-    env |= {"http_proxy": server.url, "HTTP_PROXY": server.url, "no_proxy": no_proxy, "NO_PROXY": no_proxy,
-            "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    # throughput.py's "ours": DATASET_MAX_IN_FLIGHT is per class, 13 x 10 classes keeps 130 candidates in flight
-    ours = [str(python), "-m", "scrapy", "crawl", "imagenet", "-a", f"per_class={per}",
-            "-a", "flickr_only=false", "-s", f"CONCURRENT_REQUESTS={tp.CONCURRENCY}",
-            "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={tp.CONCURRENCY}", "-s", f"IMAGENET_ACTIVE_CLASSES={tp.CLASSES}",
-            "-s", f"DATASET_MAX_IN_FLIGHT={-(-tp.CONCURRENCY // tp.CLASSES)}"]
+    env = tp.client_env(server.url)
+    ours = tp.ours_command(python, per)  # throughput.py's "ours"
     results: list[Run] = []
     shown: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-out-") as tmp_name:

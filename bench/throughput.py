@@ -161,6 +161,24 @@ def img2dataset_bin(cache: Path) -> Path | None:
     return exe
 
 
+def client_env(proxy: str) -> dict[str, str]:
+    """The environment of every client: this machine's, with the photo server as its HTTP proxy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPY_") and k.lower() not in ("http_proxy",
+           "https_proxy", "no_proxy", "all_proxy")}
+    no_proxy = ",".join(["localhost", *(f"127.0.0.{i}" for i in range(1, 10))])
+    return env | {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": no_proxy, "NO_PROXY": no_proxy,
+                  "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def ours_command(python: Path, per_class: int) -> list[str]:
+    """``scrapy crawl imagenet`` as benchmarked (DATASET_MAX_IN_FLIGHT is per class: 13 x 10 classes
+    keeps 130 candidates in flight); the caller adds the list, the classes and out_dir."""
+    return [str(python), "-m", "scrapy", "crawl", "imagenet", "-a", f"per_class={per_class}",
+            "-a", "flickr_only=false", "-s", f"CONCURRENT_REQUESTS={CONCURRENCY}",
+            "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={CONCURRENCY}", "-s", f"IMAGENET_ACTIVE_CLASSES={CLASSES}",
+            "-s", f"DATASET_MAX_IN_FLIGHT={-(-CONCURRENCY // CLASSES)}"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=5000)
@@ -178,16 +196,8 @@ def main() -> None:
     refused = socket.socket()  # bound, never listening: every connection to its port is refused
     refused.bind(("127.0.0.1", 0))
     server = Server(pack, args.latency)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPY_") and k.lower() not in ("http_proxy",
-           "https_proxy", "no_proxy", "all_proxy")}
-    no_proxy = ",".join(["localhost", *(f"127.0.0.{i}" for i in range(1, 10))])
-    env |= {"http_proxy": server.url, "HTTP_PROXY": server.url, "no_proxy": no_proxy, "NO_PROXY": no_proxy,
-            "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    # DATASET_MAX_IN_FLIGHT is per class: 13 x 10 classes keeps 130 candidates in flight
-    ours = [str(python), "-m", "scrapy", "crawl", "imagenet", "-a", f"per_class={-(-n // CLASSES)}",
-            "-a", "flickr_only=false", "-s", f"CONCURRENT_REQUESTS={CONCURRENCY}",
-            "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={CONCURRENCY}", "-s", f"IMAGENET_ACTIVE_CLASSES={CLASSES}",
-            "-s", f"DATASET_MAX_IN_FLIGHT={-(-CONCURRENCY // CLASSES)}"]
+    env = client_env(server.url)
+    ours = ours_command(python, -(-n // CLASSES))
     results, expected = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp_name:
         tmp = Path(tmp_name)

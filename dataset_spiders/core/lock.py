@@ -95,11 +95,11 @@ class DatasetLock:
                 os.close(fd)  # closing the last descriptor drops the flock
 
 
-def is_locked(folder: str) -> bool:
+def is_locked(folder: str, follow_links: bool = True) -> bool:
     """Whether a run, or workers, hold ``folder`` now (probes with an exclusive lock, released at
     once: a starting crawl or worker retries for longer than the probe lasts)."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | (0 if follow_links else os.O_NOFOLLOW))
     except OSError:
         return False
     try:

@@ -25,9 +25,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from ..outcomes import Outcome
 from . import manifest
 from .disk import TEMP_NAME, DatasetDisk
 from .files import atomic_write, unlink_quietly
+from .lock import is_locked
 from .manifest import ManifestWriter, Record
 
 SESSION_NAME = ".workers.json"
@@ -99,7 +101,7 @@ class WorkerFolder:
                 if not name.startswith(PREFIX) or name == PREFIX + self.worker:
                     continue
                 if entry.is_dir(follow_symlinks=False) and _WORKER.fullmatch(name[len(PREFIX):]):
-                    found[name[len(PREFIX):]] = _locked(entry.path)
+                    found[name[len(PREFIX):]] = is_locked(entry.path, follow_links=False)
         return found
 
     def live_peers(self) -> list[str]:
@@ -183,25 +185,9 @@ def forget_session(root: str) -> None:
 
 
 def _as_kept(intent: Record) -> Record:
-    from ..outcomes import Outcome
-
     intent.outcome = Outcome.KEPT
     intent.detail = "recovered from a stopped worker's journal"
     return intent
-
-
-def _locked(folder: str) -> bool:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _clear(staging: str) -> None:
