@@ -8,6 +8,7 @@ names, N distinct ~75 KB JPEGs of 500x375 precomputed and cached, LATENCY second
   b  ours:       `scrapy crawl imagenet` on a fall11-style list (10 classes x N/10, per_class=N/10)
   c  img2dataset: 2 processes x 128 threads, no resize, no re-encoding (its own virtualenv, made once)
   d  ours-dead:  `scrapy crawl imagenet` on N dead URLs: half refused connections, half 404
+  e  ours-near:  b with NEAR_DUPLICATES on (a perceptual hash per image, looked up among those kept)
 all with 128 requests allowed in flight (img2dataset: 256), URLs spread over 8 host names. CPU and peak
 RSS are the child's (os.wait4 rusage: its own plus its reaped children's; ru_maxrss is the largest single
 process); "tree MB" is sampled from /proc every 0.2 s (the child and its descendants, summed); "srv" is
@@ -16,7 +17,7 @@ the server's CPU in % of one core (near 100% it would be the bottleneck: it is s
 ~20% the machine was shared and the rates are low. "in flight" is at the server (requests waiting out
 their latency): avg = requests x latency / serving time.
 
-    .venv/bin/python bench/throughput.py [--n 5000] [--latency 0.05] [--only a,b,c,d] [--project DIR]
+    .venv/bin/python bench/throughput.py [--n 5000] [--latency 0.05] [--only a,b,c,d,e] [--project DIR]
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--only", default="a,b,c,d")
+    ap.add_argument("--only", default="a,b,c,d,e")
     ap.add_argument("--project", type=Path, default=HERE.parent)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                     / "dataset-spiders-bench")
@@ -213,8 +214,11 @@ def main() -> None:
             "c": ("img2dataset", None, tmp),
             "d": ("ours, dead URLs", lambda out: [*ours, "-a", f"urls_file={tmp / 'dead.txt'}",
                                                   "-a", f"wnids={','.join(wnids)}", "-a", f"out_dir={out}"], project),
+            "e": ("ours, near-copies", lambda out: [*ours, "-s", "NEAR_DUPLICATES=true", "-a",
+                                                    f"urls_file={tmp / 'live.txt'}", "-a", f"wnids={','.join(wnids)}",
+                                                    "-a", f"out_dir={out}"], project),
         }
-        for key in "abcd":
+        for key in "abcde":
             if key not in only:
                 continue
             label, make, cwd = runs[key]

@@ -46,6 +46,7 @@ class ImageItem:
     height: int | None = None
     format: str | None = None
     pixels: str | None = None  # digest of the decoded pixels, for duplicates that differ in bytes
+    phash: str | None = None  # perceptual hash, for near-copies (NEAR_DUPLICATES)
     learned: bool = False  # the outcome is a placeholder learned in this crawl
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
 
@@ -61,5 +62,5 @@ class ImageItem:
         return Record(
             self.image_id, outcome, self.kind, self.group or None, self.label,
             self.url or (self.image_urls[0] if self.image_urls else None), self.final_url, self.detail or None,
-            path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned,
+            path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned, phash=self.phash,
         )

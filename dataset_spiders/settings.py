@@ -92,6 +92,8 @@ PLACEHOLDER_URL_PATTERNS = [  # ours: a redirect hop or final URL matching one i
 IMAGES_HONOUR_NOAI = True  # ours: an image served with X-Robots-Tag noai/noimageai is not kept (`opted_out`)
 PLACEHOLDER_LEARN_THRESHOLD = 0  # ours: the same bytes for this many URLs of a site: a placeholder (0: off)
 DEDUPLICATE_IMAGES = False  # ours: refuse a byte- or pixel-identical copy of a kept image
+NEAR_DUPLICATES = False  # ours: refuse a near-copy (resized, re-encoded) of a kept image, by perceptual hash
+NEAR_DUPLICATE_DISTANCE = 4  # ours: at most this many of the 64 hash bits differ in a near-copy (0 to 15)
 PLACEHOLDER_DIGESTS = [  # ours: "sha256:", "sha1:" or "md5:" + hex of known placeholder bytes, or "size:<bytes>"
     "sha1:10f3f7f79e6528aa9d828316248997568ac0d833",  # Flickr "photo unavailable" (ImageNet gatherer scripts)
     "size:2051",  # Flickr "photo unavailable": 108,034 of 961,148 files of that size (jetson-inference #124)

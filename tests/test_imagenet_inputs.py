@@ -188,3 +188,88 @@ def test_the_api_text_form_of_geturls_works_through_api_url(out):
         assert api.requests_for_wnid(wnid) == 1
     assert run.code == 0, run.stderr
     assert len(run.files(f"ImageNet/{wnid}")) == 2
+
+
+def _near_copies() -> tuple[list[bytes], list[bytes]]:
+    """Three photos, and a near-copy of each: resized, re-encoded at a lower quality, enlarged as PNG."""
+    from PIL import Image
+
+    from tests.emulators.images import encode, photo
+
+    shots = [photo(seed) for seed in (1, 2, 3)]
+    originals = [encode(shot, quality=90) for shot in shots]
+    copies = [encode(shots[0].resize((160, 120), Image.Resampling.LANCZOS), quality=70),
+              encode(shots[1], quality=55),
+              encode(shots[2].resize((480, 360), Image.Resampling.BICUBIC), "PNG")]
+    return originals, copies
+
+
+def _photos(prefix: str, bodies: list[bytes], delay: float = 0.0) -> list:
+    from tests.emulators.imagenet import FakePhoto
+
+    return [FakePhoto(f"http://farm1.static.flickr.com/1/{prefix}_{i}.jpg", body, delay=delay)
+            for i, body in enumerate(bodies)]
+
+
+def test_near_copies_across_classes_are_refused_naming_the_image_they_copy(tmp_path):
+    """Off, a resized or re-encoded copy is a new image (exact deduplication cannot see it); with
+    NEAR_DUPLICATES it is refused in any class, its line naming the original, and the class is
+    filled with distinct photos. A re-run remembers the kept images' hashes from the manifest."""
+    from tests.emulators.images import encode, photo
+
+    originals, copies = _near_copies()
+    distinct = [encode(photo(seed), quality=85) for seed in (11, 12, 13)]
+    tench, goldfish, fox = WNIDS
+
+    control = {tench: _photos("a", originals), goldfish: _photos("b", copies, delay=0.5)}
+    with PhotoHosts(control) as hosts, GeturlsServer(control) as api:
+        off = imagenet(tmp_path / "off", hosts, api, f"wnids={tench},{goldfish}", "per_class=3")
+    assert off.code == 0, off.stderr
+    assert off.outcomes() == {"kept": 6}
+
+    classes = {tench: _photos("a", originals), goldfish: _photos("b", copies, delay=0.5) + _photos("d", distinct, 1.0)}
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        run = imagenet(tmp_path / "on", hosts, api, f"wnids={tench},{goldfish}", "per_class=3",
+                       settings={"NEAR_DUPLICATES": "true"})
+    assert run.code == 0, run.stderr
+    lines = {line["url"]: line for line in run.manifest()}
+    kept = sorted(body for name, body in run.files("ImageNet").items() if "/" in name)
+    assert kept == sorted(originals + distinct)
+    for i, photo_ in enumerate(_photos("b", copies)):
+        line = lines[photo_.url]
+        original = lines[_photos("a", originals)[i].url]
+        assert line["outcome"] == "duplicate" and line["path"] is None
+        assert line["detail"].startswith(f"a near-copy of {original['id']} in {tench} (")
+        assert " of 64 bits differ; " in line["detail"] and original["url"] in line["detail"]
+        assert line["sha256"] != original["sha256"]  # not an exact copy
+
+    again = {fox: _photos("f", [encode(photo(1).resize((200, 150)), quality=80)], 0.0)
+             + _photos("e", [encode(photo(seed), quality=85) for seed in (21, 22)], 0.5)}
+    with PhotoHosts(again) as hosts, GeturlsServer(again) as api:
+        rerun = imagenet(tmp_path / "on", hosts, api, f"wnids={fox}", "per_class=2",
+                         settings={"NEAR_DUPLICATES": "true"})
+    assert rerun.code == 0, rerun.stderr
+    last = {line["url"]: line for line in rerun.manifest()}
+    refused = last[again[fox][0].url]
+    assert refused["outcome"] == "duplicate"
+    assert refused["detail"].startswith(f"a near-copy of {lines[_photos('a', originals)[0].url]['id']} in {tench}")
+    assert len(rerun.files(f"ImageNet/{fox}")) == 2
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"NEAR_DUPLICATE_DISTANCE": "16"}, "error: NEAR_DUPLICATE_DISTANCE must be 0 to 15 bits, not 16"),
+    ({}, "error: NEAR_DUPLICATES needs the imagehash package (imagehash is not installed here): pip install imagehash"),
+], ids=["distance", "no-imagehash"])
+def test_near_duplicates_misconfigured_is_one_line_and_exit_1(setting, message, out, tmp_path):
+    from tests.conftest import crawl
+
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "imagehash.py").write_text("raise ImportError('imagehash is not installed here')\n")
+    env = {} if setting else {"PYTHONPATH": str(blocker)}
+    with PhotoHosts({}) as hosts, GeturlsServer({}) as api:
+        run = crawl("imagenet", out, f"api_url={api.geturls_url('x').split('?')[0]}", "wnids=n01440764",
+                    settings={"NEAR_DUPLICATES": "true", **setting}, env=hosts.proxy_env() | env)
+        assert api.log == [] and hosts.url_log == []
+    assert run.code == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == message

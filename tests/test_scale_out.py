@@ -287,6 +287,30 @@ def test_workers_build_one_dataset_with_exact_counts(n_workers, spawn, redis_ser
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_workers_refuse_a_near_copy_the_other_worker_kept(spawn, redis_server, out):
+    """NEAR_DUPLICATES across workers: the perceptual hashes of kept images are shared in Redis."""
+    from tests.emulators.images import encode, photo
+    from tests.test_imagenet_inputs import WNIDS, _near_copies, _photos
+
+    originals, copies = _near_copies()
+    distinct = [encode(photo(seed), quality=85) for seed in (11, 12, 13)]
+    tench, goldfish = WNIDS[:2]
+    classes = {tench: _photos("a", originals), goldfish: _photos("b", copies, delay=0.6) + _photos("d", distinct, 1.2)}
+    settings = settings_for(redis_server, NEAR_DUPLICATES="true")
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(GeturlsServer(classes))
+        workers = [spawn("imagenet", out, f"api_url={api.geturls_url('x').split('?')[0]}", f"wnids={tench},{goldfish}",
+                         "per_class=3", settings=settings, hosts=stack.enter_context(PhotoHosts(classes)))
+                   for _ in range(2)]
+        run_workers(workers)
+    kept = sorted(p.read_bytes() for p in (out / "ImageNet").rglob("*.*") if p.parent != out / "ImageNet")
+    assert kept == sorted(originals + distinct)
+    lines = last_lines(out)
+    refused = [line for line in lines.values() if line.get("outcome") == "duplicate"]
+    assert refused and all(line["detail"].startswith("a near-copy of ") for line in refused)
+    assert {line["url"] for line in refused} <= {p.url for p in _photos("b", copies)}
+
+
 def test_a_killed_worker_s_share_is_taken_over_and_a_rerun_fetches_nothing_kept(spawn, redis_server, out):
     classes = scenario((0.3, 0.6))
     settings = settings_for(redis_server, DATASET_LEASE="1")

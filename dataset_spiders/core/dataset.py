@@ -28,6 +28,7 @@ from .files import check_writable, unlink_quietly
 from .local_mode import LocalMode
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
+from .near import MAX_DISTANCE, NearCopies, missing_library
 from .provenance import Provenance
 from .quota import Quota
 from .relocation import remove_old_copy
@@ -55,6 +56,7 @@ class DatasetCore:
         self.quota = Quota(None if target in (None, "") else int(target), s.getint("DATASET_MAX_IN_FLIGHT"),
                            s.getint("DATASET_EXTRA_IN_FLIGHT"))
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
+        self.near = NearCopies(s.getint("NEAR_DUPLICATE_DISTANCE")) if s.getbool("NEAR_DUPLICATES") else None
         self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
         redis_url = s.get("REDIS_URL") or None
         self.workers: WorkerMode | None = None
@@ -73,7 +75,7 @@ class DatasetCore:
         self.fatal_error: str | None = None
         self.close_reason: str | None = None
         self.latest: dict[Key, str] = {}  # each image's latest outcome in this run (for the stats)
-        self.claim_error = self.claim(s.getlist("DATASET_OWN_FOLDERS"))
+        self.claim_error = self._near_problem() or self.claim(s.getlist("DATASET_OWN_FOLDERS"))
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self._engine_stopped, signal=signals.engine_stopped)
 
@@ -91,6 +93,13 @@ class DatasetCore:
         return core  # type: ignore[no-any-return]
 
     # --- the run ------------------------------------------------------------------------------
+
+    def _near_problem(self) -> str | None:
+        if self.near is None:
+            return None
+        if not 0 <= self.near.distance <= MAX_DISTANCE:
+            return f"NEAR_DUPLICATE_DISTANCE must be 0 to {MAX_DISTANCE} bits, not {self.near.distance}"
+        return missing_library()
 
     def claim(self, own_folders: list[str]) -> str | None:
         """Take the dataset for this run, before any pipeline opens: lock its folders, refuse
@@ -126,7 +135,7 @@ class DatasetCore:
         try:
             await asyncio.to_thread(check_writable, self.disk.folders, self.disk.all_stagings())
             await asyncio.to_thread(self.provenance.start)
-            found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen)
+            found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen, self.near)
         except OSError as exc:
             self.fail(f"cannot write to {exc.filename or self.disk.root}: {exc.strerror or exc}")
             return False
@@ -248,11 +257,11 @@ class DatasetCore:
         if item.kind == "image":
             self.mode.committed()
 
-    async def count_present(self, group: str, image_id: str) -> None:
+    async def count_present(self, item: ImageItem) -> None:
         """An image of the selection already in place (or, without images, described) counts."""
-        self.quota.add_existing(group)
+        self.quota.add_existing(item.group)
         try:
-            await self.mode.count_present(group, image_id)
+            await self.mode.count_present(item)
         except SharedGone as exc:
             self.fail(str(exc))
 

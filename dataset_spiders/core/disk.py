@@ -197,17 +197,19 @@ class DatasetDisk:
     def find_present(self, known: Record | None, stem: str, limits: Any = None) -> Record | None:
         """The image already kept under ``stem``.*, or None. Blocking: run it in a thread.
 
-        A file the manifest vouches for (same size) is trusted without reading it. Any other
+        A file the manifest vouches for (same size; with its perceptual hash when ``limits``
+        asks for one) is trusted without reading it. Any other
         file is decoded in full first (``limits``: the validation's); one that fails is not
         present, and the download replaces it. Only regular files count: a symlink under an
         image's name is never followed.
         """
         path = self.kept_path(known)
-        if known and path and _stem(path) == stem and known.sha256 and known.bytes is not None and (
+        hashed = known is not None and (known.phash is not None or not getattr(limits, "near", False))
+        if known and hashed and path and _stem(path) == stem and known.sha256 and known.bytes is not None and (
             regular_size(path) == known.bytes
         ):
             return Record(known.id, Outcome.PRESENT, path=path, bytes=known.bytes, sha256=known.sha256,
-                          width=known.width, height=known.height, pixels=known.pixels)
+                          width=known.width, height=known.height, pixels=known.pixels, phash=known.phash)
         for ext in ALL_EXTENSIONS:  # the first file under this name that decodes in full
             path = f"{stem}.{ext}"
             if regular_size(path) is not None and (found := _describe_file(path, limits)) is not None:
@@ -290,7 +292,7 @@ def _describe_file(path: str, limits: Any) -> Record | None:
     from ..pipelines.checks import Limits, inspect_image
 
     try:
-        width, height, _, pixels = inspect_image(path, limits or Limits(max_pixels=2**40))
+        decoded = inspect_image(path, limits or Limits(max_pixels=2**40))
     except ImageRejected:
         return None
     digest = hashlib.sha256()
@@ -300,5 +302,5 @@ def _describe_file(path: str, limits: Any) -> Record | None:
             digest.update(chunk)
             size += len(chunk)
     name = os.path.basename(_stem(path))
-    return Record(name, Outcome.PRESENT, path=path, bytes=size, sha256=digest.hexdigest(), width=width,
-                  height=height, pixels=pixels)
+    return Record(name, Outcome.PRESENT, path=path, bytes=size, sha256=digest.hexdigest(), width=decoded.width,
+                  height=decoded.height, pixels=decoded.pixels, phash=decoded.phash)

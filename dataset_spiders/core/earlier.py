@@ -1,10 +1,10 @@
 """What earlier runs left: the manifest, read at start-up.
 
 The first pass builds the index (the last line of each image), drops lines whose path lies outside
-the dataset; the second feeds every earlier image to the placeholder learner and the duplicate index,
-so a re-run refuses the same duplicates and placeholders an uninterrupted run would. Kept
-images that turn out to be a placeholder (served for too many URLs, counting earlier runs) are
-returned, to be withdrawn.
+the dataset; the second feeds every earlier image to the placeholder learner and the duplicate
+indexes (exact, and near-copies with NEAR_DUPLICATES), so a re-run refuses the same duplicates and
+placeholders an uninterrupted run would. Kept images that turn out to be a placeholder (served for
+too many URLs, counting earlier runs) are returned, to be withdrawn.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import orjson
 
 from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name
 from .manifest import MAX_LINE, ManifestIndex, Record, decode
+from .near import NearCopies
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def _key_of(obj: Any) -> str | None:
     return image_id if kind == "image" and ":" not in image_id else f"{kind}:{image_id}"
 
 
-def load(disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None) -> EarlierRuns:
+def load(
+    disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None, near: NearCopies | None = None
+) -> EarlierRuns:
     """Read the manifest (blocking; at start-up, off the reactor).
 
     A line as we write it is indexed from its first bytes; any other line (an older version's,
@@ -90,13 +93,13 @@ def load(disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None
         logger.warning("Ignored %d manifest line(s) whose path is outside the dataset", found.ignored)
     if found.skipped > 5:
         logger.warning("%s: skipped %d malformed line(s) in all", disk.manifest_path, found.skipped)
-    if learner.threshold or seen is not None:  # a second pass, over each image's last line only
+    if learner.threshold or seen is not None or near is not None:  # a second pass, over each image's last line
         last = set(offsets.values())
         for offset, raw in _lines(disk.manifest_path):
             if offset in last and b'"sha256": null' not in raw and (record := decode(raw)) and (
                 isinstance(record, Record) and record.kind == "image" and record.sha256
             ):
-                _remember(disk, record, learner, seen, found.withdraw)
+                _remember(disk, record, learner, seen, near, found.withdraw)
     return found
 
 
@@ -123,7 +126,7 @@ def _skipped(found: EarlierRuns, path: str, offset: int, why: str) -> None:
 
 def _remember(
     disk: DatasetDisk, record: Record, learner: PlaceholderLearner, seen: SeenImages | None,
-    withdraw: dict[str, tuple[KeptRef, str | None, str | None]],
+    near: NearCopies | None, withdraw: dict[str, tuple[KeptRef, str | None, str | None]],
 ) -> None:
     sha256 = record.sha256 or ""
     site = site_of(record.url)
@@ -139,5 +142,8 @@ def _remember(
         return
     if learner.is_placeholder(site, sha256):
         withdraw[record.id] = (ref, sha256, record.pixels)
-    elif seen is not None:
+        return
+    if seen is not None:
         seen.add_known(sha256, record.pixels, ref)
+    if near is not None:
+        near.add(record.phash, ref)

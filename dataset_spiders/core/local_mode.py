@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..outcomes import Outcome
+from .near import near_detail
 from .seen import site_of
 
 if TYPE_CHECKING:
@@ -32,10 +33,15 @@ class LocalMode:
         if counted and core.seen is not None and (first := core.seen.duplicate_of(item.sha256, item.pixels)):
             where = f" in {first.group}" if first.group else ""
             return Outcome.DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
+        if counted and core.near is not None and (near := core.near.copy_of(item.phash)):
+            return Outcome.DUPLICATE, near_detail(*near)
         if counted and not core.quota.admit(item.group):
             return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
+        ref = item.ref()
         if counted and core.seen is not None:
-            core.seen.add_known(item.sha256, item.pixels, item.ref())
+            core.seen.add_known(item.sha256, item.pixels, ref)
+        if counted and core.near is not None:
+            core.near.add(item.phash, ref)
         return None
 
     def committed(self) -> None:
@@ -49,15 +55,21 @@ class LocalMode:
             self.core.quota.revoke(item.group)
             if self.core.seen is not None:
                 self.core.seen.forget(item.sha256, item.pixels)
+            if self.core.near is not None:
+                self.core.near.forget(item.image_id)
 
     async def revoke(self, group: str, image_id: str, sha: str | None, pixels: str | None, url: str | None) -> None:
         """A kept image is out of the dataset (withdrawn, trimmed): its count and bytes go."""
         if self.core.seen is not None:
             self.core.seen.forget(sha, pixels)
+        if self.core.near is not None:
+            self.core.near.forget(image_id)
         self.core.quota.revoke(group)
 
-    async def count_present(self, group: str, image_id: str) -> None:
-        """Counted by the core's own quota already."""
+    async def count_present(self, item: ImageItem) -> None:
+        """Counted by the core's own quota already; its perceptual hash joins the index."""
+        if self.core.near is not None and item.kind == "image":
+            self.core.near.add(item.phash, item.ref())
 
     def withdraw_late(self, item: ImageItem) -> None:
         """A placeholder was learned while this copy was being kept: take it back out."""

@@ -68,6 +68,7 @@ class Record:
     pixels: str | None = None  # digest of the decoded pixels (duplicates that differ in bytes)
     learned: bool = False  # a placeholder learned in a crawl: the same bytes for many URLs of a site
     time: float | None = None
+    phash: str | None = None  # perceptual hash (NEAR_DUPLICATES: near-copies of kept images)
 
     @property
     def key(self) -> Key:
@@ -119,6 +120,7 @@ def decode(raw: bytes) -> Record | str:
         obj["id"], obj["outcome"], kind, obj.get("group"), obj.get("label"), obj.get("url"), obj.get("final_url"),
         obj.get("detail"), obj.get("path"), obj.get("bytes"), obj.get("sha256"), obj.get("width"),
         obj.get("height"), obj.get("pixels"), learned, obj.get("time") if type(obj.get("time")) is float else None,
+        obj.get("phash"),
     )
 
 

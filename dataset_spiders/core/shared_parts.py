@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .near import bands
+
 BATCH_DELAY = 0.005  # seconds a decision waits for others to share its round trip to Redis
 
 
@@ -25,6 +27,13 @@ class Rebuilt:
     urls: dict[str, set[str]] = field(default_factory=dict)  # "site|sha" -> the URLs that served it
     refs: dict[str, dict[str, str]] = field(default_factory=dict)  # "site|sha" -> kept id -> reference
     withdraw: list[tuple[str, str]] = field(default_factory=list)  # (reference, sha): learned only now
+    near: dict[str, str] = field(default_factory=dict)  # perceptual hash -> reference (NEAR_DUPLICATES)
+    near_of: dict[str, str] = field(default_factory=dict)  # "group NUL id" -> its hash
+    near_distance: int = -1
+
+    def add_near(self, phash: str, group: str, image_id: str, ref: str) -> None:
+        self.near.setdefault(phash, ref)
+        self.near_of[f"{group}\0{image_id}"] = phash
 
 
 @dataclass
@@ -70,6 +79,19 @@ async def write_state(redis: Any, prefix: str, truth: Rebuilt, epoch: str, worke
             pipe.sadd(key(f"urls:{content}"), *urls)
         for content, kept in truth.refs.items():
             pipe.hset(key(f"refs:{content}"), mapping=kept)
+        if truth.near_distance >= 0:
+            by_band: dict[str, list[str]] = {}
+            for phash in truth.near:
+                for band in bands(phash, truth.near_distance):
+                    by_band.setdefault(band, []).append(phash)
+            for name, mapping in (("nearref", truth.near), ("nearof", {
+                field: f"{phash}|{truth.near_distance}" for field, phash in truth.near_of.items()
+            })):
+                items = list(mapping.items())
+                for i in range(0, len(items), 1000):
+                    pipe.hset(key(name), mapping=dict(items[i:i + 1000]))
+            for band, held in by_band.items():
+                pipe.sadd(key(f"near:{band}"), *held)
         pipe.set(key("epoch"), epoch)
         await pipe.execute()
 

@@ -12,6 +12,8 @@ against state that was lost. Keys, under the prefix ``P``:
 - ``bytes``, ``pixels``: digests of kept images -> their reference; ``learned``: placeholders;
   ``urls:<site|sha>``: URLs that served those bytes; ``refs:<site|sha>``: kept copies of them
 - ``queue``: listed records waiting for a worker (isic); ``listed``: the ids queued so far
+- ``nearref``: perceptual hash of a kept image -> its reference; ``near:<band>``: the hashes
+  with that band (``core/near.py``); ``nearof``: ``group NUL id`` -> ``hash|distance``
 """
 
 #: ARGV: P, worker, milliseconds. The rebuild role, only while there is no epoch (a worker that
@@ -26,6 +28,51 @@ return 0
 PRELUDE = """
 local P = ARGV[1]
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'epoch'} end
+"""
+
+#: Near-copies by perceptual hash (``core/near.py``, whose ``bands`` this mirrors): the bands of
+#: a hash; the nearest kept image within ``maxd`` bits; adding a kept image; forgetting one.
+NEAR = """
+local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}
+local function near_bands(ph, maxd)
+  local n, out = maxd + 1, {}
+  for i = 0, maxd do
+    local a, b = math.floor(16 * i / n), math.floor(16 * (i + 1) / n)
+    table.insert(out, P .. 'near:' .. i .. ':' .. string.sub(ph, a + 1, b))
+  end
+  return out
+end
+local function near_copy(ph, maxd)
+  local best, bestd = nil, maxd + 1
+  for _, band in ipairs(near_bands(ph, maxd)) do
+    for _, other in ipairs(redis.call('SMEMBERS', band)) do
+      local d = 0
+      for i = 1, 16 do
+        d = d + POP[bit.bxor(tonumber(string.sub(ph, i, i), 16), tonumber(string.sub(other, i, i), 16))]
+      end
+      if d < bestd then best, bestd = other, d end
+    end
+  end
+  if best then return redis.call('HGET', P .. 'nearref', best), bestd end
+  return nil, bestd
+end
+local function near_add(ph, maxd, ref, g, id)
+  redis.call('HSET', P .. 'nearof', g .. '\\0' .. id, ph .. '|' .. maxd)
+  if redis.call('HSETNX', P .. 'nearref', ph, ref) == 1 then
+    for _, band in ipairs(near_bands(ph, maxd)) do redis.call('SADD', band, ph) end
+  end
+end
+local function near_forget(g, id)
+  local held = redis.call('HGET', P .. 'nearof', g .. '\\0' .. id)
+  if not held then return end
+  redis.call('HDEL', P .. 'nearof', g .. '\\0' .. id)
+  local ph, maxd = string.match(held, '^(%x+)|(%d+)$')
+  local ref = redis.call('HGET', P .. 'nearref', ph)
+  if ref and cjson.decode(ref).id == id and cjson.decode(ref).group == g then
+    redis.call('HDEL', P .. 'nearref', ph)
+    for _, band in ipairs(near_bands(ph, tonumber(maxd))) do redis.call('SREM', band, ph) end
+  end
+end
 """
 
 #: ARGV: P, epoch, worker, group, total candidates, target (-1: none), slack, how many (the
@@ -70,9 +117,11 @@ return out
 """
 
 #: ARGV: P, epoch, worker, group, id, sha, pixels, site|sha, url, target (-1), threshold,
-#: counted (1/0), dedupe (1/0), reference, path
-ADMIT = PRELUDE + """
+#: counted (1/0), dedupe (1/0), reference, path, perceptual hash ('' if none), near distance
+#: (-1: off)
+ADMIT = PRELUDE + NEAR + """
 local w, g, id, sha, px, key, url = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local ph, maxd = ARGV[16] or '', tonumber(ARGV[17] or '-1')
 local target, threshold = tonumber(ARGV[10]), tonumber(ARGV[11])
 local counted, dedupe, ref = ARGV[12] == '1', ARGV[13] == '1', ARGV[14]
 if counted and redis.call('HEXISTS', P .. 'kept:' .. g, id) == 1 then return {'present'} end
@@ -98,6 +147,10 @@ if counted and dedupe then
   first = first or (px ~= '' and redis.call('HGET', P .. 'pixels', px))
   if first then return {'duplicate', first} end
 end
+if counted and ph ~= '' and maxd >= 0 then
+  local near, d = near_copy(ph, maxd)
+  if near then return {'near', near, d} end
+end
 if counted then
   local kept = redis.call('HLEN', P .. 'kept:' .. g)
   if target >= 0 and kept >= target then return {'surplus', kept} end
@@ -108,6 +161,7 @@ if counted then
     if px ~= '' then redis.call('HSETNX', P .. 'pixels', px, ref) end
   end
   if threshold > 0 and sha ~= '' then redis.call('HSET', P .. 'refs:' .. key, id, ref) end
+  if ph ~= '' and maxd >= 0 then near_add(ph, maxd, ref, g, id) end
   return {'ok', kept + 1}
 end
 return {'ok', 0}
@@ -132,9 +186,10 @@ return {'ok'}
 
 #: ARGV: P, epoch, group, id, sha, pixels, site|sha. An admitted image given back (its file
 #: could not be written, or it was withdrawn): it no longer counts, its bytes are forgotten.
-REVOKE = PRELUDE + """
+REVOKE = PRELUDE + NEAR + """
 local g, id, sha, px, key = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 redis.call('HDEL', P .. 'kept:' .. g, id)
+near_forget(g, id)
 local function forget(hash, digest)
   if digest == '' then return end
   local ref = redis.call('HGET', P .. hash, digest)
@@ -149,16 +204,19 @@ end
 return {'ok', redis.call('HLEN', P .. 'kept:' .. g)}
 """
 
-#: ARGV: P, epoch, group, id. An image found in place (an earlier run kept it): it counts.
-PRESENT = PRELUDE + """
+#: ARGV: P, epoch, group, id, perceptual hash ('' if none), near distance (-1: off), reference.
+#: An image found in place (an earlier run kept it): it counts, and is a near-copy's original.
+PRESENT = PRELUDE + NEAR + """
 redis.call('HSETNX', P .. 'kept:' .. ARGV[3], ARGV[4], '')
+local ph, maxd = ARGV[5] or '', tonumber(ARGV[6] or '-1')
+if ph ~= '' and maxd >= 0 then near_add(ph, maxd, ARGV[7], ARGV[3], ARGV[4]) end
 return {'ok', redis.call('HLEN', P .. 'kept:' .. ARGV[3])}
 """
 
 #: ARGV: P, epoch, dead worker, then the ids (group NUL id) whose files reached their final
 #: names. Gives a dead worker's share back: its candidates to the spares (or records to the
 #: queue), its admissions that never reached disk out of the counts.
-REAP = PRELUDE + """
+REAP = PRELUDE + NEAR + """
 local dead = ARGV[3]
 if redis.call('HDEL', P .. 'workers', dead) == 0 then return {'gone'} end
 local on_disk = {}
@@ -182,6 +240,7 @@ for i = 1, #held, 2 do
     redis.call('HDEL', P .. 'kept:' .. g, id)
     if sha ~= '' then redis.call('HDEL', P .. 'bytes', sha) end
     if px ~= '' then redis.call('HDEL', P .. 'pixels', px) end
+    near_forget(g, id)
     given = given + 1
   end
 end

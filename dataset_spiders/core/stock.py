@@ -40,12 +40,15 @@ def adopt(core: DatasetCore, group: str, label: str | None, unlisted: dict[str, 
             core.disk.quarantine(found.path or "")
             moved.add(stem)
             continue
+        ref = KeptRef(stem, group, found.path or "", "")
         if core.seen is not None:
-            core.seen.add_known(found.sha256, found.pixels, KeptRef(stem, group, found.path or "", ""))
+            core.seen.add_known(found.sha256, found.pixels, ref)
+        if core.near is not None:
+            core.near.add(found.phash, ref)
         core.writer.write(Record(stem, Outcome.PRESENT, group=group, label=label,
                                  detail="found without a manifest line", path=core.disk.relative(found.path),
                                  bytes=found.bytes, sha256=found.sha256, width=found.width, height=found.height,
-                                 pixels=found.pixels))
+                                 pixels=found.pixels, phash=found.phash))
     return moved
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..outcomes import Outcome
 from . import manifest
 from .formats import is_image_name
+from .near import is_hash, near_detail
 from .seen import KeptRef, site_of
 from .shared import Hooks, Rebuilt, SharedGone, SharedState, reference
 from .workers import WorkerFolder, new_worker_id
@@ -100,7 +101,7 @@ class WorkerMode:
         target = core.quota.target if core.quota.target is not None else -1
         answer = await self.state.batched(
             "ADMIT", self.worker, item.group, item.image_id, sha, pixels, key, item.url or "", target,
-            core.learner.threshold, int(counted), int(core.seen is not None), ref, path,
+            core.learner.threshold, int(counted), int(core.seen is not None), ref, path, *self._near(item),
         )
         verdict = answer[0]
         if verdict == "ok":
@@ -115,6 +116,10 @@ class WorkerMode:
             first = json.loads(answer[1])
             where = f" in {first['group']}" if first.get("group") else ""
             return Outcome.DUPLICATE, f"the same image as {first['id']}{where} ({first['url']})"
+        if verdict == "near":
+            first = json.loads(answer[1])
+            return Outcome.DUPLICATE, near_detail(KeptRef(first["id"], first["group"], first["path"], first["url"]),
+                                                  int(answer[2]))
         if verdict == "present":
             return Outcome.PRESENT, "another worker kept it (fetched again after Redis lost its state)"
         item.learned = True
@@ -145,10 +150,18 @@ class WorkerMode:
         answer = await self.state.run("REVOKE", group, image_id, sha or "", pixels or "", key)
         self.core.quota.observe(group, int(answer[1]))
 
-    async def count_present(self, group: str, image_id: str) -> None:
+    async def count_present(self, item: ImageItem) -> None:
         assert self.state is not None
-        answer = await self.state.run("PRESENT", group, image_id)
-        self.core.quota.observe(group, int(answer[1]))
+        ref = reference(item.image_id, item.group, self.core.disk.relative(item.path) or "", item.url or "")
+        answer = await self.state.run("PRESENT", item.group, item.image_id, *self._near(item), ref)
+        self.core.quota.observe(item.group, int(answer[1]))
+
+    def _near(self, item: ImageItem) -> tuple[str, int]:
+        """The image's perceptual hash and the distance within which a kept one is its original."""
+        near = self.core.near
+        if near is None or item.kind != "image" or not is_hash(item.phash):
+            return "", -1
+        return item.phash or "", near.distance
 
     def reconcile(self, item: ImageItem) -> bool:
         """Whether the image's line is to be written. After Redis lost its state the candidates
@@ -328,6 +341,14 @@ class WorkerMode:
                     for name, digest in (("bytes", record.sha256), ("pixels", record.pixels)):
                         if digest:
                             truth.digests[name].setdefault(digest, ref)
+                if core.near is not None and is_hash(record.phash):
+                    truth.add_near(record.phash or "", record.group or "", record.id, reference(
+                        record.id, record.group or "", record.path or "", record.url or ""))
+        if core.near is not None:  # earlier runs' kept images, as read at start-up
+            truth.near_distance = core.near.distance
+            for phash, ref in core.near.hashes().items():
+                truth.add_near(phash, ref.group, ref.image_id,
+                               reference(ref.image_id, ref.group, disk.relative(ref.path) or "", ref.url))
         for group, ids in (self.extra() if self.extra else {}).items():
             truth.counted.setdefault(group, {}).update(dict.fromkeys(ids, ""))
         threshold = core.learner.threshold or float("inf")

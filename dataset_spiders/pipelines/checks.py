@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..core.disk import FORMAT_EXTENSIONS
+from ..core.near import perceptual_hash
 from ..outcomes import ImageRejected, Outcome
 
 # Our own limit (IMAGES_MAX_PIXELS) is checked before decoding, so Pillow's global one, which
@@ -34,6 +35,7 @@ class Limits:
     min_height: int = 0
     max_pixels: int = 178_956_970
     pixel_digest: bool = False  # also hash the decoded pixels (for duplicate detection)
+    near: bool = False  # also compute the perceptual hash (for near-copies; core/near.py)
 
     @classmethod
     def from_settings(cls, s: Any) -> Limits:
@@ -42,12 +44,24 @@ class Limits:
             min_height=s.getint("IMAGES_MIN_HEIGHT"),
             max_pixels=s.getint("IMAGES_MAX_PIXELS"),
             pixel_digest=s.getbool("DEDUPLICATE_IMAGES"),
+            near=s.getbool("NEAR_DUPLICATES"),
         )
 
 
-def inspect_image(source: str | bytes, limits: Limits) -> tuple[int, int, str, str | None]:
-    """Width, height, format and (if asked) pixel digest of an image (a path, or its bytes),
-    decoded in full. Raises ``ImageRejected`` naming the reason. Blocking: run it in a thread.
+@dataclass(frozen=True)
+class Decoded:
+    """What a full decode tells of an image."""
+
+    width: int
+    height: int
+    format: str
+    pixels: str | None = None  # sha256 of the decoded pixels, if asked
+    phash: str | None = None  # perceptual hash, if asked
+
+
+def inspect_image(source: str | bytes, limits: Limits) -> Decoded:
+    """Width, height, format and (if asked) pixel digest and perceptual hash of an image (a
+    path, or its bytes), decoded in full. Raises ``ImageRejected`` naming the reason. Blocking: run it in a thread.
     """
     if isinstance(source, bytes):
         head, path = source[:64].lstrip(), io.BytesIO(source)
@@ -87,7 +101,9 @@ def inspect_image(source: str | bytes, limits: Limits) -> tuple[int, int, str, s
         digest = None
         if limits.pixel_digest:  # JPEGs are hashed at the decoded (1/8) scale: same pixels, same digest
             digest = hashlib.sha256(f"{width}x{height}:{im.mode}:".encode() + im.tobytes()).hexdigest()
-    return width, height, fmt, digest
+        # JPEGs too at the decoded scale: the hash is of a 32x32 reduction anyway
+        phash = perceptual_hash(im) if limits.near else None
+    return Decoded(width, height, fmt, digest, phash)
 
 
 class Placeholders:
@@ -125,20 +141,20 @@ class Placeholders:
         return None
 
 
-def examine(data: bytes, limits: Limits, placeholders: Placeholders) -> tuple[str, int, int, str, str | None]:
+def examine(data: bytes, limits: Limits, placeholders: Placeholders) -> tuple[str, Decoded]:
     """Every check of downloaded bytes, in one worker-thread call: sha256, known placeholder
-    bytes, then a full decode. Returns sha256, width, height, format and pixel digest, or raises
+    bytes, then a full decode. Returns the sha256 and what the decode found, or raises
     ``ImageRejected`` (with the sha256 of the bytes as its ``sha256``)."""
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         why = placeholders.by_bytes(data, sha256)
         if why:
             raise ImageRejected(Outcome.PLACEHOLDER, why)
-        width, height, fmt, pixels = inspect_image(data, limits)
+        decoded = inspect_image(data, limits)
     except ImageRejected as exc:
         exc.sha256 = sha256
         raise
-    return sha256, width, height, fmt, pixels
+    return sha256, decoded
 
 
 #: X-Robots-Tag directives that opt an image out of AI datasets (as img2dataset honours them)

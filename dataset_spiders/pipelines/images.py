@@ -80,7 +80,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         if not item.image_urls:  # no_images: the description is what is kept
             item.outcome = Outcome.DESCRIBED
             if item.kind == "image":
-                await self.core.count_present(item.group, item.image_id)
+                await self.core.count_present(item)
             return item
         urls = item.image_urls
         try:
@@ -126,10 +126,10 @@ class DatasetImagesPipeline(ImagesPipeline):
         if found is None:
             return None
         item.path, item.size, item.sha256 = found.path, found.bytes, found.sha256
-        item.width, item.height, item.pixels = found.width, found.height, found.pixels
+        item.width, item.height, item.pixels, item.phash = found.width, found.height, found.pixels, found.phash
         item.outcome = Outcome.PRESENT
         if item.kind == "image":
-            await self.core.count_present(item.group, item.image_id)
+            await self.core.count_present(item)
         self.inc_stats(Outcome.PRESENT)
         return {"url": request.url, "path": found.path or "", "checksum": found.sha256, "status": Outcome.PRESENT}
 
@@ -154,12 +154,12 @@ class DatasetImagesPipeline(ImagesPipeline):
         item.size = len(response.body)
         limits = self.mask_limits if item.kind == "mask" else self.limits
         try:
-            item.sha256, item.width, item.height, item.format, item.pixels = await asyncio.to_thread(
-                examine, response.body, limits, self.placeholders
-            )
+            item.sha256, decoded = await asyncio.to_thread(examine, response.body, limits, self.placeholders)
         except ImageRejected as exc:
             item.sha256 = exc.sha256
             raise
+        item.width, item.height, item.format = decoded.width, decoded.height, decoded.format
+        item.pixels, item.phash = decoded.pixels, decoded.phash
         await self.learn(item)
         status = await self.keep(item, response.body)
         return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": status}

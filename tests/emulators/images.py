@@ -9,7 +9,7 @@ import io
 import random
 from functools import lru_cache
 
-from PIL import Image, ImageCms, ImageDraw
+from PIL import Image, ImageCms, ImageDraw, ImageFilter
 
 ORIENTATION = 0x0112
 MAKE = 0x010F
@@ -26,6 +26,23 @@ def _save(img: Image.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **params)
     return buf.getvalue()
+
+
+def photo(seed: int, w: int = 320, h: int = 240) -> Image.Image:
+    """A photo-like RGB image: overlapping coloured shapes, softened, as a camera's are (noise
+    has no low frequencies for a perceptual hash to keep). Save it with :func:`encode`."""
+    rng = random.Random(f"photo:{seed}")
+    img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = rng.randrange(w), rng.randrange(h)
+        box = (x, y, x + rng.randrange(20, w // 2), y + rng.randrange(20, h // 2))
+        draw.ellipse(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    return img.filter(ImageFilter.GaussianBlur(3))
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
+    return _save(img, fmt, **params)
 
 
 def srgb_icc() -> bytes:

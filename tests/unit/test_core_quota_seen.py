@@ -326,3 +326,33 @@ def test_both_flickr_hosts_are_one_site_for_learning():
     second = "https://live.staticflickr.com/2/b.jpg"
     assert learner.observe(site_of(first), "S", first) is None
     assert learner.observe(site_of(second), "S", second) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(0, 15), st.data())
+def test_hashes_within_the_distance_always_share_a_band(value, distance, data):
+    from dataset_spiders.core.near import bands, distance_between
+
+    flips = data.draw(st.sets(st.integers(0, 63), max_size=distance))
+    other = value
+    for bit in flips:
+        other ^= 1 << bit
+    a, b = f"{value:016x}", f"{other:016x}"
+    assert distance_between(a, b) == len(flips)
+    assert set(bands(a, distance)) & set(bands(b, distance))
+    assert "".join(band.split(":")[1] for band in bands(a, distance)) == a  # the bands cut the whole hash
+
+
+def test_near_copies_are_found_within_the_distance_and_forgotten_with_their_image():
+    from dataset_spiders.core.near import NearCopies
+
+    near = NearCopies(4)
+    original = KeptRef("a", "tench", "tench/a.jpg", "http://h/a")
+    near.add("f0f0f0f0f0f0f0f0", original)
+    near.add("not a hash", KeptRef("junk", "", "", ""))  # a hostile manifest's value is ignored
+    assert near.copy_of("f0f0f0f0f0f0f0f3") == (original, 2)
+    assert near.copy_of("f0f0f0f0f0f0f0ff") == (original, 4)  # 4 bits: the edge is within
+    assert near.copy_of("f0f0f0f0f0f0f1ff") is None  # 5 bits
+    assert near.copy_of("0f0f0f0f0f0f0f0f") is None and near.copy_of(None) is None
+    near.forget("a")
+    assert near.copy_of("f0f0f0f0f0f0f0f3") is None and near.by_band == {}

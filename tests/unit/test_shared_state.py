@@ -43,10 +43,13 @@ async def workers(url: str, prefix: str, count: int, truth: Rebuilt | None = Non
     return states
 
 
-async def admit(state: SharedState, image_id: str, group: str, target: int, sha: str = "") -> str:
+async def admit(state: SharedState, image_id: str, group: str, target: int, sha: str = "", phash: str = "",
+                distance: int = -1) -> str:
     ref = reference(image_id, group, f"{group}/{image_id}.jpg", f"http://h/{image_id}")
     answer = await state.run("ADMIT", state.worker, group, image_id, sha or image_id, "", f"h|{sha or image_id}",
-                             f"http://h/{image_id}", target, 0, 1, 1, ref, f"{group}/{image_id}.jpg")
+                             f"http://h/{image_id}", target, 0, 1, 1, ref, f"{group}/{image_id}.jpg", phash, distance)
+    if answer[0] == b"near" or answer[0] == "near":
+        return f"near {json.loads(answer[1])['id']} {int(answer[2])}"
     return str(answer[0])
 
 
@@ -170,3 +173,26 @@ def test_out_of_reach_for_too_long_is_one_line(tmp_path: Path) -> None:
     message = asyncio.run(main())
     assert "out of reach for 0 s" in message or "out of reach for 1 s" in message
     assert "\n" not in message
+
+
+def test_a_near_copy_is_refused_by_any_worker_until_its_original_is_revoked(server: RedisServer) -> None:
+    original = "c3d2a1b0f0e1d2c3"
+    copy = "c3d2a1b0f0e1d2c0"  # 2 bits apart
+    truth = Rebuilt(near_distance=4)
+    truth.add_near("00ff00ff00ff00ff", "old", "kept_before", reference("kept_before", "old", "old/k.jpg", "http://h/k"))
+
+    async def main() -> list[str]:
+        states = await workers(server.url, "t6:", 2, truth=truth)
+        await states[0].redis.hset(states[0].key("kept:old"), "kept_before", "")
+        verdicts = [
+            await admit(states[0], "a", "g", 5, phash=original, distance=4),
+            await admit(states[1], "b", "h", 5, phash=copy, distance=4),  # another worker, another class
+            await admit(states[1], "c", "h", 5, phash="3c2d1a0b0f1e2d3c", distance=4),  # a different photo
+            await admit(states[1], "d", "h", 5, phash="00ff00ff00ff01ff", distance=4),  # near one rebuilt from disk
+        ]
+        await states[0].run("REVOKE", "g", "a", "a", "", "h|a")  # the original leaves the dataset
+        verdicts.append(await admit(states[1], "b", "h", 5, phash=copy, distance=4))
+        await close(states)
+        return verdicts
+
+    assert asyncio.run(main()) == ["ok", "near a 2", "ok", "near kept_before 1", "ok"]
