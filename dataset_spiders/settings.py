@@ -14,6 +14,11 @@ ROBOTSTXT_OBEY = False  # API endpoints and image buckets, fetched one URL each
 TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False  # Scrapy 2.19 would otherwise listen on a local port
 LOG_LEVEL = "INFO"
+PROGRESS = "auto"  # ours: `auto` (a bar on a terminal, else lines), `bar`, `lines` or `off`; always on stderr
+PROGRESS_INTERVAL = 5  # ours: seconds between progress lines when stderr is not a terminal
+REPORT_HTML = True  # ours: write out_dir/report.html at the end of every run
+DISK_SPACE_CHECK = True  # ours: stop at start, with one line, when what the run expects to write will not fit
+IMAGENET_AVERAGE_IMAGE_BYTES = 110_000  # ours: the bytes an ImageNet image is expected to take (disk check, dry run)
 
 # --- Where the sources are (ours); each spider also takes an `api_url` argument --------------
 ISIC_API_URL = "https://api.isic-archive.com/api/v2"
@@ -73,7 +78,8 @@ ITEM_PIPELINES = {
 }
 EXTENSIONS = {
     "dataset_spiders.core.DatasetCore": 0,  # the dataset's state, handed to every stage
-    "dataset_spiders.extensions.report.OutcomeReport": 500,
+    "dataset_spiders.extensions.report.RunReport": 500,  # at the end: report.html and the summary on stderr
+    "dataset_spiders.extensions.progress.Progress": 550,  # a bar on a terminal, a line every few seconds elsewhere
     "dataset_spiders.extensions.isic_catalog.IsicCatalog": 600,  # isic runs only
     "dataset_spiders.extensions.drain.FinishClosingWhenDrained": 700,  # Ctrl-C with items in flight
 }
@@ -102,3 +108,8 @@ PLACEHOLDER_DIGESTS = [  # ours: "sha256:", "sha1:" or "md5:" + hex of known pla
 
 HTTPCACHE_ENABLED = False
 FEED_EXPORT_ENCODING = "utf-8"
+
+# -- the report (dataset_spiders/report/) ---------------------------------------------------
+REPORT_THUMBNAILS_PER_GROUP = 12  # ours: thumbnails of kept images per class or label in report.html, at most
+REPORT_THUMBNAILS_MAX = 600  # ours: thumbnails in report.html in all, at most (shared out among the classes)
+REPORT_THUMBNAIL_SIZE = 96  # ours: pixels on a thumbnail's longer side

@@ -21,10 +21,13 @@ from .core import manifest, provenance
 from .core.disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
 from .core.lock import is_locked
 from .core.manifest import ManifestWriter, Record
+from .imagefolder import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
 from .outcomes import ImageRejected, Outcome
 from .pipelines.checks import Limits, inspect_image
 
-OUR_FILES = frozenset({"classes.txt"})  # what the spiders themselves write at an image folder's top
+# what the spiders themselves write at an image folder's top (ImageNet's class index, ISIC's
+# metadata for Hugging Face's imagefolder)
+OUR_FILES = frozenset({CLASSES_NAME, CLASSES_GIVEN_NAME, METADATA_NAME})
 
 
 @dataclass
@@ -151,7 +154,7 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
         report.per_group[os.path.relpath(folder, disk.root)] = len(keys)
     crawling = is_locked(disk.root)
     ours = {os.path.join(disk.root, name) for name in (".lock", "dataset.json", "metadata.csv", "attribution.txt",
-                                                       "licenses", manifest.MANIFEST_NAME)}
+                                                       "licenses", "report.html", manifest.MANIFEST_NAME)}
     not_images = ours | {disk.staging_dir, disk.quarantine_dir} | set(disk.folders[1:]) - set(image_folders)
     for top in image_folders:
         _walk(top, paths, crawling, report, not_images)
@@ -196,8 +199,9 @@ def _decodes(path: str) -> bool:
 
 def fix(root: str, report: Report) -> int:
     """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many.
-    The caller holds the dataset's lock."""
-    disk, _, _, _ = open_dataset(root)
+    The caller holds the dataset's lock. What the loaders read (``metadata.jsonl``,
+    ``classes.txt``) is written again to match the files left."""
+    disk, _, _, runs = open_dataset(root)
     writer = ManifestWriter(disk.manifest_path)
     marks = {"missing": Outcome.MISSING, "placeholder": Outcome.PLACEHOLDER, "over_target": Outcome.SURPLUS}
     for problem in report.problems:
@@ -209,4 +213,25 @@ def fix(root: str, report: Report) -> int:
         outcome = marks.get(problem.what, Outcome.DAMAGED)
         writer.write(Record(key.id, outcome, key.kind, detail=f"verify: {problem.what}: {problem.detail}"))
     writer.close()
+    refresh_loader_files(disk, runs)
     return len(report.problems)
+
+
+def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
+    """Rewrite the ``metadata.jsonl`` (ISIC) and ``classes.txt`` (ImageNet) the runs left, from
+    the files now there. Blocking; the caller holds the dataset's lock."""
+    from .extensions.isic_catalog import write_image_metadata  # scrapy's signals: only when fixing
+
+    latest: dict[str, tuple[str, str]] = {}  # images_dir -> (spider, descs_dir) of its latest run
+    for run in runs:
+        named = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+        images_dir, descs_dir = named.get("images_dir"), named.get("descs_dir")
+        if isinstance(images_dir, str) and os.path.isabs(images_dir):
+            descs = descs_dir if isinstance(descs_dir, str) else ""
+            latest[os.path.normpath(images_dir)] = (str(run.get("spider")), descs)
+    for images_dir, (spider, descs_dir) in latest.items():
+        if spider == "isic" and descs_dir and os.path.lexists(os.path.join(images_dir, METADATA_NAME)):
+            write_image_metadata(disk, images_dir, descs_dir)
+        classes = os.path.join(images_dir, CLASSES_NAME)
+        if spider == "imagenet" and os.path.isfile(classes) and not os.path.islink(classes):
+            disk.write_file(classes, classes_txt(class_folders(images_dir), read_classes_txt(classes)))

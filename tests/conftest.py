@@ -34,9 +34,11 @@ class Run:
         return counts
 
     def files(self, sub: str = "Images") -> dict[str, bytes]:
-        """Every file under ``out/sub``, by path relative to it."""
+        """Every file under ``out/sub``, by path relative to it; not the ``metadata.jsonl`` at its
+        top, which ISIC runs write there for Hugging Face's imagefolder (tests/test_loading.py)."""
         base = self.out / sub
-        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*"))
+                if p.is_file() and p.relative_to(base).as_posix() != "metadata.jsonl"}
 
 
 def crawl_command(spider: str, out: Path, *args: str, settings: dict[str, str] | None = None) -> list[str]:

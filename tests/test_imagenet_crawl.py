@@ -69,7 +69,7 @@ def test_exactly_n_per_class_under_concurrency_failures_and_latency(out):
     tree = {w: run.files(f"ImageNet/{w}") for w in classes}
     assert {w: len(f) for w, f in tree.items()} == {w: 5 if w == short else 8 for w in classes}
     assert max(watcher.peak.values()) <= 8, f"more than 8 files in a class folder at once: {watcher.peak}"
-    assert "n00000019: only 5/8 images" in run.stderr
+    assert "Short: n00000019: 5/8: out of candidates after " in run.stderr  # the summary says why
 
     # good URLs requested per class: at most N plus the extra in flight (2); failures are extra
     assert max(requested.values()) <= 8 + 2, requested
@@ -184,9 +184,10 @@ def test_error_bodies_mean_no_urls_with_a_warning_and_strict_fails(out):
         run = imagenet(out, hosts, api, f"wnids={w0},{w1},{w2}", "per_class=2")
         strict = imagenet(out.parent / "strict", hosts, api, f"wnids={w0},{w1}", "per_class=2", "strict=true")
     assert run.code == 0, run.stderr
-    assert f"{w1}: only 0/2 images: " in run.stderr and "The synset is not ready yet. Please stay tuned!" in run.stderr
-    assert f"{w2}: only 0/2 images: " in run.stderr and "'Invalid url!'" in run.stderr
-    assert sorted(os.listdir(out / "ImageNet")) == ["classes.txt", w0]  # no empty class folders
+    assert f"Short: {w1}: 0/2: " in run.stderr and "The synset is not ready yet. Please stay tuned!" in run.stderr
+    assert f"Short: {w2}: 0/2: " in run.stderr and "'Invalid url!'" in run.stderr
+    assert sorted(os.listdir(out / "ImageNet")) == ["classes.txt", "classes_given.txt", w0]  # no empty class folders
+    assert (out / "ImageNet" / "classes.txt").read_text() == f"0\t{w0}\t{w0}\t\n"  # the folders ImageFolder sees
     assert strict.code == 1
     assert strict.stderr.strip().splitlines()[-1].startswith("error: strict: 1 class(es) have fewer than 2 images")
 
@@ -212,9 +213,14 @@ def test_wnids_from_stdin_label_layout_and_classes_txt(out):
         run = imagenet(out, hosts, api, "wnids_file=-", "per_class=2", "layout=name_wnid", stdin=text)
     assert run.code == 0, run.stderr
     root = out / "ImageNet"
-    assert sorted(os.listdir(root)) == ["English_springer_n02102040", "classes.txt", "tench_n01440764"]
-    assert (root / "classes.txt").read_text() == (
+    assert sorted(os.listdir(root)) == [
+        "English_springer_n02102040", "classes.txt", "classes_given.txt", "tench_n01440764"]
+    assert (root / "classes_given.txt").read_text() == (
         "0\tn01440764\ttench\n1\tn02102040\tEnglish springer, English springer spaniel\n"
+    )
+    assert (root / "classes.txt").read_text() == (  # sorted folder names: "E" before "t"
+        "0\tEnglish_springer_n02102040\tn02102040\tEnglish springer, English springer spaniel\n"
+        "1\ttench_n01440764\tn01440764\ttench\n"
     )
 
 
@@ -230,7 +236,7 @@ def test_a_url_file_with_random_classes_is_reproducible(tmp_path):
             assert run.code == 0, run.stderr
             picked.append(sorted(os.listdir(tmp_path / name / "ImageNet")))
     assert picked[0] == picked[1] and picked[0] != picked[2]
-    assert len(picked[0]) == 4  # 3 classes + classes.txt
+    assert len(picked[0]) == 5  # 3 classes + classes.txt + classes_given.txt
 
 
 @pytest.mark.parametrize(
@@ -269,7 +275,7 @@ def test_formats_redirects_rate_limits_and_huge_images(out):
     assert outcomes["huge.png"]["outcome"] == "too_large"
     assert outcomes["tiny.jpg"]["outcome"] == "too_small"
     assert outcomes["moved.jpg"]["final_url"] != outcomes["moved.jpg"]["url"]
-    assert f"{wnid}: only 4/6 images" in run.stderr
+    assert f"Short: {wnid}: 4/6: " in run.stderr
 
 
 def test_ilsvrc1000_writes_the_class_index_in_order(out):
@@ -280,11 +286,12 @@ def test_ilsvrc1000_writes_the_class_index_in_order(out):
     assert run.stderr.strip().splitlines()[-1] == (
         "error: no class could get its list of URLs (1000 tried; the first: n01440764: the URL list endpoint "
         "answered 'The synset is not ready yet. Please stay tuned!')")
-    lines = (out / "ImageNet" / "classes.txt").read_text().splitlines()
+    lines = (out / "ImageNet" / "classes_given.txt").read_text().splitlines()
     assert len(lines) == 1000
     assert lines[0] == "0\tn01440764\ttench, Tinca tinca"
     assert lines[999].startswith("999\tn15075141\t")
-    assert os.listdir(out / "ImageNet") == ["classes.txt"]
+    assert (out / "ImageNet" / "classes.txt").read_text() == ""  # no class folder: ImageFolder sees no class
+    assert sorted(os.listdir(out / "ImageNet")) == ["classes.txt", "classes_given.txt"]
 
 
 def test_an_empty_class_list_is_an_error_before_any_request(out, tmp_path):

@@ -36,11 +36,13 @@ def test_each_class_file_format_runs_a_whole_crawl(name, text, labels, out, tmp_
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(out, hosts, api, f"wnids_file={listing}", "per_class=2", "layout=name_wnid")
     assert run.code == 0, run.stderr
-    folders = sorted(f for f in os.listdir(out / "ImageNet") if f != "classes.txt")
+    folders = sorted(f for f in os.listdir(out / "ImageNet") if f not in ("classes.txt", "classes_given.txt"))
     assert folders == sorted(f"{label}_{wnid}" for label, wnid in labels)
     assert all(len(os.listdir(out / "ImageNet" / f)) == 2 for f in folders)
-    order = [line.split("\t")[1] for line in (out / "ImageNet" / "classes.txt").read_text().splitlines()]
+    order = [line.split("\t")[1] for line in (out / "ImageNet" / "classes_given.txt").read_text().splitlines()]
     assert order == WNIDS  # the file's order (Keras: its indices)
+    index = [line.split("\t")[1] for line in (out / "ImageNet" / "classes.txt").read_text().splitlines()]
+    assert index == folders  # ImageFolder's order
     assert f"Read 3 class(es) from {listing}" in run.stderr
 
 

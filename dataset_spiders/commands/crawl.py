@@ -15,6 +15,7 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
 from ..core import DatasetCore
+from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
 
 
@@ -26,6 +27,7 @@ def _fail(message: str, code: int) -> NoReturn:
 class Command(ScrapyCrawlCommand):
     def process_options(self, args: list[str], opts: Any) -> None:
         super().process_options(args, opts)
+        quiet_scrapy()  # before the crawler process logs its banner
         if len(args) != 1:
             raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
         assert self.settings is not None
@@ -37,6 +39,10 @@ class Command(ScrapyCrawlCommand):
         # Scrapy took the command's name out of sys.argv; dataset.json records the whole line
         self.settings.set("DATASET_COMMAND_LINE", ["scrapy", "crawl", *sys.argv[1:]], priority="command")
         model = getattr(spider_cls, "Params", None)
+        if model is not None and "help" in opts.spargs:  # `-a help=1`: every argument, its meaning, its default
+            from ..cli import build_parser
+
+            build_parser().parse_args([args[0], "--help"])  # prints, and exits 0
         if model is not None:
             try:
                 parse_args(model, opts.spargs)

@@ -20,17 +20,19 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
+from .. import signals as our_signals
 from ..outcomes import Outcome, is_permanent
 from . import earlier
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly
+from .leftovers import MadeByThisRun
 from .local_mode import LocalMode
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
 from .near import MAX_DISTANCE, NearCopies, missing_library
 from .provenance import Provenance
-from .quota import Quota
+from .quota import Plan, Quota
 from .relocation import remove_old_copy
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .shared import SharedGone
@@ -55,6 +57,8 @@ class DatasetCore:
         target = s.get("DATASET_TARGET")
         self.quota = Quota(None if target in (None, "") else int(target), s.getint("DATASET_MAX_IN_FLIGHT"),
                            s.getint("DATASET_EXTRA_IN_FLIGHT"))
+        self.plan = Plan(None if target in (None, "") else int(target))  # the spiders say more once they know
+        self.shortfalls: list[str] = []  # why a class (or the selection) ended short, for the summary
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         self.near = NearCopies(s.getint("NEAR_DUPLICATE_DISTANCE")) if s.getbool("NEAR_DUPLICATES") else None
         self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
@@ -75,7 +79,11 @@ class DatasetCore:
         self.fatal_error: str | None = None
         self.close_reason: str | None = None
         self.latest: dict[Key, str] = {}  # each image's latest outcome in this run (for the stats)
-        self.claim_error = self._near_problem() or self.claim(s.getlist("DATASET_OWN_FOLDERS"))
+        self.untouched = False  # the run failed before its first image and removed what it had made
+        own = s.getlist("DATASET_OWN_FOLDERS")
+        self.made = MadeByThisRun(self.disk.root, [*self.disk.folders, self.disk.staging_dir, *own])
+        self.dry_run = s.getbool("DATASET_DRY_RUN")  # says what it would fetch: no lock, no folder, no file
+        self.claim_error = None if self.dry_run else self._near_problem() or self.claim(own)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self._engine_stopped, signal=signals.engine_stopped)
 
@@ -179,10 +187,18 @@ class DatasetCore:
         in flight. (Closing the engine while items are in the pipelines would hang Scrapy 2.19.)"""
         if self.fatal_error is None:
             self.fatal_error = message
-            logger.error(message)
+            logger.debug("The run failed: %s", message)  # said once, as the last line (`error: …`)
             self.stats.set_value("dataset/fatal_error", message)
         if stop:
             self.quota.stop()
+
+    def results(self) -> dict[str, Any]:
+        """What came of the run, for dataset.json: outcomes of its images, the dataset's count per
+        class (or of the selection, under ""), what was planned, why anything ended short."""
+        stats = self.stats.get_stats()
+        return {"outcomes": {k[8:]: v for k, v in sorted(stats.items()) if k.startswith("outcome/") and v},
+                "in_dataset": dict(sorted(self.quota.kept.items())), "planned": self.plan.images,
+                "shortfalls": self.shortfalls}
 
     def exit_status(self) -> tuple[int, str | None]:
         """1 and the one-line reason when the run did not do its job, else 0 and None."""
@@ -211,11 +227,15 @@ class DatasetCore:
         self.index.close()
         if self.provenance is not None and self.lock.held:
             try:
-                self.provenance.end(*self.exit_status())
+                self.provenance.end(*self.exit_status(), self.results())
             except OSError as exc:
                 logger.error("cannot record the end of the run in dataset.json: %s", exc.strerror or exc)
         if self.workers is not None:
             self.workers.folder.leave(finished=self.close_reason == "finished")
+        elif self.lock.held and self.exit_status()[0] and self.made.remove_if_unused(self.disk.manifest_path):
+            self.untouched = True  # failed before its first image: nothing of it is left
+        if self.lock.held:
+            self.crawler.signals.send_catch_log(our_signals.dataset_finished, core=self)
         self.lock.release()
 
     # --- images -------------------------------------------------------------------------------

@@ -97,9 +97,9 @@ class Provenance:
             logger.warning("%s cannot be read (%s): moved to %s, a new one is started", NAME, exc, aside)
         self._write()
 
-    def end(self, exit_status: int, error: str | None) -> None:
-        """Record how the run ended. Blocking (a small file, once)."""
-        self.run.update(ended=now(), exit_status=exit_status, error=error)
+    def end(self, exit_status: int, error: str | None, results: dict[str, Any] | None = None) -> None:
+        """Record how the run ended (and what came of it). Blocking (a small file, once)."""
+        self.run.update(ended=now(), exit_status=exit_status, error=error, **(results or {}))
         self._write()
 
     def _write(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 
 class Quota:
@@ -115,3 +116,11 @@ class Quota:
                 return False
             await self.changed()
         return True
+
+
+@dataclass
+class Plan:
+    """What the run means to end with, as far as it is known (progress and the summary say it)."""
+
+    images: int | None = None  # images in the dataset for what was asked (None: not known yet)
+    groups: int | None = None  # classes asked for (imagenet); None: one count for the selection

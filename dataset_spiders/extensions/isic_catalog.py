@@ -2,6 +2,10 @@
 ``metadata.csv`` (isic_id, attribution, copyright_license, then the sorted union of the
 acquisition and clinical fields), and ``attribution.txt``. Built from the manifest and the
 saved descriptions, so it also covers images kept by earlier or ``offset`` runs.
+
+Beside the images, ``metadata.jsonl`` is what Hugging Face's ``imagefolder`` loads: one line
+per image file really there under its final name (``file_name`` relative to ``images_dir``),
+its ``label`` and the same fields, one type per column (``dataset_spiders.imagefolder``).
 """
 
 from __future__ import annotations
@@ -18,30 +22,45 @@ from typing import Any
 from scrapy import signals
 
 from ..core import DatasetCore, manifest
-from ..sources.isic import record_from_description, valid_id
+from ..core.disk import DatasetDisk, is_image_name, regular_size
+from ..core.files import unlink_quietly
+from ..core.manifest import Record
+from ..imagefolder import METADATA_NAME, metadata_jsonl, reserved
+from ..sources.isic import IsicRecord, record_from_description, valid_id
 
 logger = logging.getLogger(__name__)
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
 
 
+def kept_images(manifest_path: str) -> dict[str, Record]:
+    """The last line of each image the manifest keeps, by id (valid ISIC ids only: an id names files)."""
+    last: dict[str, Record] = {}
+    for _, record in manifest.read(manifest_path):
+        if record.kind == "image":
+            last[record.id] = record
+    return {key: last[key] for key in sorted(last) if last[key].kept and valid_id(key)}
+
+
+def read_description(descs_dir: str, key: str) -> IsicRecord | None:
+    try:
+        with open(os.path.join(descs_dir, f"{key}.json"), encoding="utf-8") as f:
+            return record_from_description(json.load(f))
+    except (OSError, ValueError):
+        return None
+
+
+def _fields(key: str, record: IsicRecord) -> dict[str, Any]:
+    row = {**record.acquisition, **record.clinical}
+    row.update(isic_id=key, attribution=record.attribution or "", copyright_license=record.license or "")
+    return row
+
+
 def build_catalog(manifest_path: str, descs_dir: str) -> tuple[str, str, int]:
     """metadata.csv text, attribution.txt text, and the number of images described."""
     rows: list[dict[str, Any]] = []
-    kept: dict[str, bool] = {}
-    for _, record in manifest.read(manifest_path):
-        if record.kind == "image":
-            kept[record.id] = record.kept
-    for key in sorted(k for k, is_kept in kept.items() if is_kept):
-        if not valid_id(key):  # a key names a file: ours only
-            continue
-        try:
-            with open(os.path.join(descs_dir, f"{key}.json"), encoding="utf-8") as f:
-                record = record_from_description(json.load(f))
-        except (OSError, ValueError):
-            continue
-        row = {**record.acquisition, **record.clinical}
-        row.update(isic_id=key, attribution=record.attribution or "", copyright_license=record.license or "")
-        rows.append(row)
+    for key in kept_images(manifest_path):
+        if (record := read_description(descs_dir, key)) is not None:
+            rows.append(_fields(key, record))
     fields = sorted({k for row in rows for k in row} - set(FIRST_COLUMNS))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=FIRST_COLUMNS + fields, lineterminator="\n")
@@ -51,6 +70,51 @@ def build_catalog(manifest_path: str, descs_dir: str) -> tuple[str, str, int]:
     counts = Counter(row["attribution"] or "Anonymous" for row in rows)
     order = sorted(counts, key=lambda a: (a == "Anonymous", -counts[a], a))
     return out.getvalue(), "\n\n".join(order) + ("\n" if order else ""), len(rows)
+
+
+def image_rows(disk: DatasetDisk, images_dir: str, descs_dir: str) -> list[dict[str, Any]]:
+    """The rows of ``metadata.jsonl``: each image the manifest keeps whose file is there (a
+    regular file under an image name, inside ``images_dir``), with its label and its fields."""
+    images_dir = os.path.abspath(images_dir)
+    rows = []
+    for key, kept in kept_images(disk.manifest_path).items():
+        path = disk.absolute(kept.path) if kept.path else None
+        if path is None or not is_image_name(path) or regular_size(path) is None:
+            continue
+        relative = os.path.relpath(path, images_dir)
+        if relative.startswith(os.pardir + os.sep) or os.path.isabs(relative):
+            continue  # in another image folder (an earlier run's images_dir): not this tree's
+        described = read_description(descs_dir, key)
+        row: dict[str, Any] = {
+            "file_name": relative.replace(os.sep, "/"),
+            "label": kept.label or (described.label if described else None),
+            "isic_id": key,
+            "attribution": described.attribution if described else None,
+            "copyright_license": described.license if described else None,
+        }
+        if described:
+            fields = {**described.acquisition, **described.clinical}
+            row.update((k, v) for k, v in fields.items() if k not in row and not reserved(k))
+        rows.append(row)
+    return rows
+
+
+def write_image_metadata(disk: DatasetDisk, images_dir: str, descs_dir: str) -> int:
+    """Write ``images_dir/metadata.jsonl`` atomically (remove it when no image is there); returns
+    how many images it lists. Blocking; the caller holds the dataset's lock."""
+    path = os.path.join(images_dir, METADATA_NAME)
+    rows = image_rows(disk, images_dir, descs_dir)
+    if not rows:
+        if os.path.lexists(path):
+            unlink_quietly(path)
+        return 0
+    disk.write_file(path, metadata_jsonl(rows, leading=FIRST_COLUMNS))
+    csv_path = os.path.join(disk.root, "metadata.csv")
+    if os.path.commonpath([os.path.abspath(images_dir), csv_path]) == os.path.abspath(images_dir):
+        logger.warning("%s holds isic-cli's metadata.csv as well as %s: Hugging Face's imagefolder refuses two "
+                       "metadata files in one tree; name an images_dir apart from out_dir to load it with "
+                       "data_dir", images_dir, METADATA_NAME)
+    return len(rows)
 
 
 def _cell(value: Any) -> Any:
@@ -85,3 +149,7 @@ class IsicCatalog:
         core.disk.write_file(os.path.join(core.disk.root, "metadata.csv"), metadata.encode("utf-8"))
         core.disk.write_file(os.path.join(core.disk.root, "attribution.txt"), attribution.encode("utf-8"))
         logger.info("metadata.csv and attribution.txt describe %d image(s)", count)
+        images_dir = core.folder_names.get("images_dir")
+        if images_dir:  # not with no_images: that run leaves the image tree as it is
+            listed = write_image_metadata(core.disk, images_dir, core.folder_names["descs_dir"])
+            logger.info("%s lists %d image(s) in %s", METADATA_NAME, listed, images_dir)

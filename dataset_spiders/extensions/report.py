@@ -1,39 +1,90 @@
-"""The end-of-run summary: how many images ended with each outcome, as the manifest has them."""
+"""The end of every run: ``report.html`` in the dataset folder, and the summary on stderr.
+
+The summary is printed, not logged, so it shows at any log level (``-L WARNING`` too): how many
+images the dataset holds of what was asked, the outcomes of this run, the classes that ended
+short and why, and where the manifest and the report are. The ``error: …`` line, if the run
+failed, follows it (the crawl command prints it last).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sys
+import time
+from typing import Any, TextIO
 
-from scrapy import signals
-
+from .. import signals as our_signals
 from ..core import DatasetCore
+from ..outcomes import KEPT_OUTCOMES
 
 logger = logging.getLogger(__name__)
+
+SHORT_SHOWN = 10  # classes short named in the summary; the rest are counted
 
 
 def outcome_counts(stats: dict[str, Any], prefix: str = "outcome/") -> dict[str, int]:
     return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix) and v}
 
 
-class OutcomeReport:
-    """Logs the counts by outcome when the spider closes."""
+class RunReport:
+    """Writes report.html (``REPORT_HTML``) and prints the summary when the dataset is finished."""
 
-    def __init__(self, crawler: Any):
+    def __init__(self, crawler: Any, stream: TextIO | None = None):
         self.crawler = crawler
-        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        self.stream = stream
+        self.html = crawler.settings.getbool("REPORT_HTML", True)
+        self.started = time.monotonic()
+        crawler.signals.connect(self.finished, signal=our_signals.dataset_finished)
 
     @classmethod
-    def from_crawler(cls, crawler: Any) -> OutcomeReport:
+    def from_crawler(cls, crawler: Any) -> RunReport:
         return cls(crawler)
 
-    def spider_closed(self, spider: Any, reason: str) -> None:
+    def finished(self, core: DatasetCore) -> None:
+        report = None
+        if self.html and not core.untouched:
+            report = self.write_html(core)
+        stream = self.stream or sys.stderr
+        stream.write("".join(f"{line}\n" for line in self.summary(core, report)))
+        stream.flush()
+
+    def write_html(self, core: DatasetCore) -> str | None:
+        try:
+            from ..report import write_report
+
+            s = self.crawler.settings
+            return str(write_report(core.disk.root, thumbnails_per_group=s.getint("REPORT_THUMBNAILS_PER_GROUP", 12),
+                                    thumbnails_max=s.getint("REPORT_THUMBNAILS_MAX", 600),
+                                    thumbnail_size=s.getint("REPORT_THUMBNAIL_SIZE", 96)))
+        except Exception as exc:  # the report is a view of the dataset: never a reason to fail the run
+            logger.warning("Could not write report.html: %s: %s", type(exc).__name__, exc)
+            logger.debug("report.html", exc_info=True)
+            return None
+
+    def summary(self, core: DatasetCore, report: str | None) -> list[str]:
         stats = self.crawler.stats.get_stats()
-        for kind, prefix in (("images", "outcome/"), ("masks", "outcome_mask/")):
-            counts = outcome_counts(stats, prefix)
-            if counts or kind == "images":
-                text = ", ".join(f"{name} {count}" for name, count in counts.items()) or "none tried"
-                logger.info("Outcomes (%s): %s", kind, text)
-        core = self.crawler.get_extension(DatasetCore)
-        if core is not None:
-            logger.info("Manifest: %s", core.disk.manifest_path)
+        counts = outcome_counts(stats)
+        if core.untouched:
+            return ["Summary: nothing was downloaded; the folders this run had made are removed"]
+        target = core.quota.target
+        planned = target * (core.plan.groups or 1) if target is not None else core.plan.images
+        if target is not None:
+            held = sum(min(n, target) for n in core.quota.kept.values())
+        else:
+            held = sum(counts.get(o, 0) for o in KEPT_OUTCOMES)
+        asked = f" of the {planned} asked for" if planned is not None else ""
+        elapsed = time.monotonic() - self.started
+        lines = [f"Summary: {held} image(s) in the dataset{asked} ({counts.get('kept', 0)} downloaded now, "
+                 f"{counts.get('present', 0)} already there) in {elapsed:.0f} s"]
+        lines.append("Outcomes (images): " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none tried"))
+        masks = outcome_counts(stats, "outcome_mask/")
+        if masks:
+            lines.append("Outcomes (masks): " + ", ".join(f"{k} {v}" for k, v in masks.items()))
+        for why in core.shortfalls[:SHORT_SHOWN]:
+            lines.append(f"Short: {why}")
+        if len(core.shortfalls) > SHORT_SHOWN:
+            lines.append(f"Short: … and {len(core.shortfalls) - SHORT_SHOWN} more (see the report)")
+        lines.append(f"Manifest: {core.disk.manifest_path}")
+        if report:
+            lines.append(f"Report: {report}")
+        return lines

@@ -52,7 +52,8 @@ class RecordOutcomesPipeline:
     def record(self, item: ImageItem) -> None:
         self.core.record(item)
         if item.outcome not in KEPT_OUTCOMES:
-            logger.info("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
+            # an outcome, not news: the manifest, the summary and the report have it (-L DEBUG shows each)
+            logger.debug("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
         if item.outcome == Outcome.FILTERED and "offsite" in item.detail.lower():
             self.core.fail(f"an image request was filtered as offsite ({item.url}): remove allowed_domains")
         self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)

@@ -18,6 +18,7 @@ from scrapy.utils.misc import load_object
 
 from ..core import DatasetCore
 from ..params import parse_args
+from .look_ahead import space_problem
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class DatasetSpider(scrapy.Spider):
             "DATASET_FOLDERS": spider.folder_names(),
             "DATASET_OWN_FOLDERS": spider.own_folders(),
             "DATASET_TARGET": target,
+            "DATASET_DRY_RUN": getattr(spider.params, "dry_run", False),
         }.items():
             crawler.settings.set(name, value, priority=ARGUMENT_PRIORITY)
         return spider
@@ -63,6 +65,13 @@ class DatasetSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[Any]:
         """The spider's ``items()``, with any unexpected error turned into one line and exit 1."""
         self.core = DatasetCore.of(self.crawler)
+        if getattr(self.params, "dry_run", False):
+            try:
+                await self.dry_run()
+            except Exception as exc:  # SourceError, a bad class file: one line, exit 1
+                plain = isinstance(exc, (SourceError, ValueError))
+                self.core.fail(str(exc) if plain else f"{type(exc).__name__}: {exc}")
+            return
         if self.core.claim_error:
             self.core.fail(self.core.claim_error)
             return
@@ -76,6 +85,17 @@ class DatasetSpider(scrapy.Spider):
 
     def items(self) -> AsyncIterator[Any]:
         raise NotImplementedError
+
+    async def dry_run(self) -> None:
+        """Say what the run would fetch (stdout), touching nothing on disk."""
+        raise NotImplementedError
+
+    def check_space(self, folder: str, expected: int | None) -> bool:
+        """Whether what the run expects to write fits (else the run fails with one line)."""
+        problem = space_problem(folder, expected, self.settings)
+        if problem:
+            self.core.fail(problem)
+        return problem is None
 
     def target(self) -> int | None:
         """How many images to keep per group (None: all there are)."""
@@ -109,7 +129,17 @@ class DatasetSpider(scrapy.Spider):
 
     async def open_dataset(self) -> bool:
         """Check the pipelines, then have the core open the dataset (folders, dataset.json, manifest)."""
+        logger.info("%s", self.plan_line())
         return self.check_pipelines() and await self.core.open(self.provenance_record())
+
+    def plan_line(self) -> str:
+        """What will be fetched, from where, into where: the first line of the log."""
+        target, per = self.target(), f" per {self.target_per}" if self.target_per != "selection" else ""
+        how_many = f"{target} image(s){per}" if target is not None else "every image"
+        chosen = ", ".join(f"{f.name}={_shown(getattr(self.params, f.name))}" for f in dataclasses.fields(self.params)
+                           if f.name not in ("out_dir", "api_url") and getattr(self.params, f.name) != f.default)
+        sources = ", ".join(f"{v}" for v in self.sources().values() if v)
+        return f"{self.name}{f' ({chosen})' if chosen else ''}: {how_many} from {sources} into {self.core.disk.root}"
 
     def known_failure(self, kind: str, image_id: str) -> bool:
         return self.core.known_failure(kind, image_id, getattr(self.params, "retry_failed", False))
@@ -142,7 +172,9 @@ class DatasetSpider(scrapy.Spider):
     async def fetch(self, url: str, what: str) -> scrapy.http.Response:
         """GET ``url`` through the downloader middlewares (retries, proxy, Retry-After)."""
         try:
-            return await self.crawler.engine.download_async(Request(url, dont_filter=True))
+            # a final failure is said once, by whoever catches SourceError, not also by the retry middleware
+            request = Request(url, dont_filter=True, meta={"give_up_log_level": logging.DEBUG})
+            return await self.crawler.engine.download_async(request)
         except Exception as exc:
             raise SourceError(f"cannot fetch the {what} {url}: {type(exc).__name__}: {exc}") from None
 
@@ -156,3 +188,12 @@ class DatasetSpider(scrapy.Spider):
             raise SourceError(
                 f"the {what} {url} answered HTTP {response.status} with {kind}, not JSON"
             ) from None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """An argument's value as the start line shows it: lists joined, long ones cut."""
+    if isinstance(value, (list, tuple)):
+        text = ",".join(map(str, value))
+        return text if len(text) <= limit else f"{text[:limit]}… ({len(value)} in all)"
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"

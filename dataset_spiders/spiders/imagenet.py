@@ -21,11 +21,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import signals as our_signals
 from ..core import stock
 from ..core.disk import FolderError
+from ..core.quota import Plan
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..pipelines.checks import Limits
 from ..sources import class_files, imagenet
 from ..sources.isic import url_extension
+from . import look_ahead
 from .base import DatasetSpider, SourceError
 from .imagenet_args import ILSVRC, ImagenetParams
 from .imagenet_classes import ClassState
@@ -83,6 +85,10 @@ class ImagenetSpider(DatasetSpider):
         quota = self.core.quota
         try:
             classes = await asyncio.to_thread(self.load_classes)
+            self.core.plan = Plan(self.params.per_class * len(classes), len(classes))
+            expected = self.core.plan.images * self.settings.getint("IMAGENET_AVERAGE_IMAGE_BYTES")
+            if not await asyncio.to_thread(self.check_space, self.images_dir, expected):
+                return
             await asyncio.to_thread(self.write_classes_txt, classes)
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
         except (ValueError, FolderError, OSError, EOFError, zlib.error) as exc:
@@ -138,6 +144,24 @@ class ImagenetSpider(DatasetSpider):
     def load_classes(self) -> list[ClassState]:
         """The classes asked for, in order, with their folders and the images already there."""
         p = self.params
+        pairs = self.class_pairs()
+        states = []
+        limits = Limits.from_settings(self.settings)
+        for index, (wnid, label) in enumerate(pairs):
+            name = wnid
+            if p.layout == "name_wnid" and label:
+                name = f"{imagenet.safe_label(imagenet.first_lemma(label))}_{wnid}"
+            state = ClassState(index, wnid, label, os.path.join(self.images_dir, name))
+            vouched, state.unlisted = stock.take(self.core, state.folder, limits)
+            state.present = set(vouched) | set(state.unlisted)
+            state.on_disk = {**vouched, **state.unlisted}
+            state.vouched = set(vouched)
+            states.append(state)
+        return states
+
+    def class_pairs(self) -> list[tuple[str, str | None]]:
+        """The (wnid, label) of each class asked for, in order (reads no dataset folder)."""
+        p = self.params
         if p.wnids == (ILSVRC,):
             pairs: list[tuple[str, str | None]] = list(imagenet.ilsvrc1000())
         elif p.wnids:
@@ -156,25 +180,31 @@ class ImagenetSpider(DatasetSpider):
             pairs = [(w, labels.get(w)) for w in chosen]
         if not pairs:
             raise ValueError("the class list is empty")
-        states = []
-        limits = Limits.from_settings(self.settings)
-        for index, (wnid, label) in enumerate(pairs):
-            name = wnid
-            if p.layout == "name_wnid" and label:
-                name = f"{imagenet.safe_label(imagenet.first_lemma(label))}_{wnid}"
-            state = ClassState(index, wnid, label, os.path.join(self.images_dir, name))
-            vouched, state.unlisted = stock.take(self.core, state.folder, limits)
-            state.present = set(vouched) | set(state.unlisted)
-            state.on_disk = {**vouched, **state.unlisted}
-            state.vouched = set(vouched)
-            states.append(state)
-        return states
+        return pairs
+
+    async def dry_run(self) -> None:
+        await look_ahead.imagenet_dry_run(self)
 
     def write_classes_txt(self, classes: list[ClassState]) -> None:
-        """``classes.txt``: index, wnid and label in the order given, to map ImageFolder's indices back."""
-        lines = [f"{c.index}\t{c.wnid}\t{c.label or ''}\n" for c in classes]
-        data = "".join(lines).encode("utf-8")
-        self.core.disk.write_file(os.path.join(self.images_dir, "classes.txt"), data)
+        """``classes.txt`` (index, folder, wnid, label; the index ImageFolder and imagefolder
+        assign: sorted folder names) and ``classes_given.txt`` (index, wnid, label in the order
+        given). ``classes.txt`` is written again from the folders there when the spider closes."""
+        from scrapy import signals
+
+        from ..imagefolder import ClassIndex
+
+        folders = [(c.index, c.wnid, c.label, os.path.basename(c.folder)) for c in classes]
+        self.class_index = ClassIndex(self.images_dir, folders, self.core.disk.write_file)
+        self.class_index.write(start=True)
+        self.crawler.signals.connect(self.rewrite_classes_txt, signal=signals.spider_closed)
+
+    async def rewrite_classes_txt(self, spider: Any, reason: str) -> None:
+        if not self.core.lock.held:
+            return
+        try:
+            await asyncio.to_thread(self.class_index.write, start=False)
+        except OSError as exc:
+            self.core.fail(f"cannot write {self.images_dir}/classes.txt: {exc.strerror or exc}", stop=False)
 
     def read_urls_file(self, classes: list[ClassState]) -> dict[str, list[imagenet.Candidate]]:
         return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
@@ -259,14 +289,15 @@ class ImagenetSpider(DatasetSpider):
             kept = self.core.quota.kept[state.wnid]
             name = f"{state.wnid} ({state.label.split(',')[0]})" if state.label else state.wnid
             if kept >= wanted:
-                logger.info("%s: %d/%d", name, kept, wanted)
+                logger.debug("%s: %d/%d", name, kept, wanted)
                 continue
             failures = {k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES}
             why = state.no_urls or (
                 f"out of candidates after {len(state.candidates)} URLs; "
                 + (", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "no failures")
             )
-            logger.warning("%s: only %d/%d images: %s", name, kept, wanted, why)
+            logger.debug("%s: only %d/%d images: %s", name, kept, wanted, why)  # the summary says it
+            self.core.shortfalls.append(f"{name}: {kept}/{wanted}: {why}")
             short.append(state.wnid)
         full = len(classes) - len(short)
         logger.info("%d of %d classes have %d images", full, len(classes), wanted)

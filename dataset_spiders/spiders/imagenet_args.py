@@ -84,6 +84,7 @@ class ImagenetParams:
         optional(path), None, "the image tree, one folder per class", shown="`{out_dir}/ImageNet`"
     )
     layout: str = arg(choice("wnid", "name_wnid"), "wnid", "class folders named `{wnid}` or `{label}_{wnid}`")
+    dry_run: bool = arg(boolean, False, "say what would be fetched (how many images, how many bytes) and stop")
     retry_failed: bool = arg(boolean, False, "also retry images an earlier run found gone or bad (404, not an image)")
     strict: bool = arg(boolean, False, "exit 1 when a class ends with fewer than `per_class` images")
 

@@ -17,10 +17,12 @@ from scrapy import Request
 from scrapy.http import Response
 
 from .. import signals as our_signals
+from ..core.quota import Plan
 from ..core.shared import SharedGone
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic
+from . import look_ahead
 from .base import DatasetSpider, SourceError
 from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
@@ -104,7 +106,9 @@ class IsicSpider(DatasetSpider):
                 logger.info("The dataset (all workers): %d image(s) of the selection", quota.kept[""])
         kept, wanted = quota.kept[""], quota.target
         if wanted is not None and kept < wanted and self.core.fatal_error is None:
-            logger.warning("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
+            logger.debug("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
+            self.core.shortfalls.append(f"kept {kept} of the {wanted} images asked for: the selection has no more "
+                                        "good images")
 
     # --- listing ------------------------------------------------------------------------
 
@@ -116,6 +120,20 @@ class IsicSpider(DatasetSpider):
                 raise SearchRejected(f"collections: collection {collection} does not exist ({url} answered 404)")
             if status != 200:
                 raise SearchRejected(f"collections: cannot check collection {collection}: HTTP {status} from {url}")
+
+    async def plan_from(self, count: int) -> None:
+        """The number of images the run means to keep, and whether their bytes fit on the disk."""
+        wanted = self.params.num_images
+        self.core.plan = Plan(max(0, min(count - self.params.offset, wanted or count)))
+        if self.params.no_images or not self.settings.getbool("DISK_SPACE_CHECK", True):
+            return
+        _, size = await look_ahead.isic_measure(self, count)
+        _, expected = look_ahead.isic_expected(self, count, size)
+        if not await asyncio.to_thread(self.check_space, self.params.folder("images"), expected):
+            raise SearchRejected(self.core.fatal_error or "not enough disk space")
+
+    async def dry_run(self) -> None:
+        await look_ahead.isic_dry_run(self)
 
     def records(self) -> AsyncIterator[isic.IsicRecord]:
         return self.v2_records() if self.params.api_version == 2 else self.v1_records()
@@ -145,6 +163,7 @@ class IsicSpider(DatasetSpider):
                 raise SourceError(f"the search page {url}: {exc}") from None
             if first and count is not None:
                 logger.info("%d image(s) match %s", count, query or "(everything)")
+                await self.plan_from(count)
             first = False
             if not results and url:
                 raise SourceError(f"the search gave an empty page that links to another ({url})")

@@ -41,6 +41,7 @@ class IsicParams:
         aliases=("seg_skill",), shown="none: the newest",
     )
     layout: str = arg(choice("flat", "by_label"), "flat", "`flat`, or `by_label`: one folder per label")
+    dry_run: bool = arg(boolean, False, "say what would be fetched (how many images, how many bytes) and stop")
     retry_failed: bool = arg(boolean, False, "also retry images an earlier run found gone or bad (404, not an image)")
     api_version: int = arg(lambda v: int(choice("1", "2")(v)), 2, "`2`, or `1` for the legacy Girder API")
     api_url: str | None = arg(

@@ -136,13 +136,17 @@ class Stats(dict):
     def get_value(self, key: str, default: object = None) -> object:
         return self.get(key, default)
 
+    def get_stats(self) -> dict[str, object]:
+        return dict(self)
+
 
 def make_core(root: Path, **values: object) -> DatasetCore:
     settings = Settings()
     settings.setmodule(project_settings)
     settings.setdict({"DATASET_ROOT": str(root), **values})
     crawler = types.SimpleNamespace(settings=settings, stats=Stats(),
-                                    signals=types.SimpleNamespace(connect=lambda *a, **k: None))
+                                    signals=types.SimpleNamespace(connect=lambda *a, **k: None,
+                                                                  send_catch_log=lambda *a, **k: []))
     return DatasetCore(crawler)
 
 

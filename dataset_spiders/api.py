@@ -1,0 +1,137 @@
+"""The crawls from Python: ``download_isic(num_images=100, filter="benign")``.
+
+Each call runs the console command (``cli.py``) in a subprocess: Twisted's reactor cannot be
+started twice in one process, and a notebook's asyncio loop is already running. So a script
+or a Jupyter notebook may call these any number of times. Keyword arguments are the spider
+arguments (``num_images``, ``wnids``...); UPPERCASE ones, or ``settings={...}``, are settings.
+The result is read back from the run's own entry in ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .cli import spider_models
+from .core.provenance import read_runs
+
+
+class DownloadError(RuntimeError):
+    """The run did not do its job; the message is the command's one ``error:`` line. ``summary``
+    holds what the run recorded, if it got that far."""
+
+    def __init__(self, message: str, summary: Summary | None = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass
+class Summary:
+    """What a run did, from its entry in ``dataset.json``."""
+
+    exit_status: int
+    error: str | None
+    out_dir: Path
+    images_dir: Path | None
+    manifest: Path
+    report: Path | None
+    outcomes: dict[str, int] = field(default_factory=dict)  # this run's images, by outcome
+    per_class: dict[str, int] = field(default_factory=dict)  # in the dataset ("" : the isic selection)
+    planned: int | None = None  # images the run meant to end with, as far as it knew
+    shortfalls: list[str] = field(default_factory=list)  # why a class (or the selection) ended short
+
+    @property
+    def images(self) -> int:
+        """Images of what was asked that the dataset holds."""
+        return sum(self.per_class.values())
+
+
+def download_isic(*, settings: dict[str, Any] | None = None, echo: bool = True, **arguments: Any) -> Summary:
+    """``dataset-spiders isic``: keyword arguments as in its ``--help``; raises DownloadError."""
+    return run_spider("isic", arguments, settings, echo)
+
+
+def download_imagenet(*, settings: dict[str, Any] | None = None, echo: bool = True, **arguments: Any) -> Summary:
+    """``dataset-spiders imagenet``: keyword arguments as in its ``--help``; raises DownloadError."""
+    return run_spider("imagenet", arguments, settings, echo)
+
+
+def command_line(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None) -> list[str]:
+    """The console command these keyword arguments stand for."""
+    model = spider_models()[spider]
+    names = {n for f in dataclasses.fields(model) for n in (f.name, *f.metadata.get("aliases", ()))}
+    argv = [sys.executable, "-m", "dataset_spiders", spider]
+    every = dict(settings or {})
+    for name, value in arguments.items():
+        if name.isupper():
+            every[name] = value
+        elif name in names:
+            argv += [f"--{name}", _text(value)]
+        else:
+            raise DownloadError(f"{spider}: unknown argument {name!r} (known: {', '.join(sorted(names))})")
+    for name, value in every.items():
+        argv += ["-s", f"{name}={_text(value)}"]
+    return argv
+
+
+def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None, echo: bool,
+               stream: TextIO | None = None) -> Summary:
+    argv = command_line(spider, arguments, settings)
+    # the package as this process imported it (an install, or a checkout on sys.path), first
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace", env=env)
+    error = None
+    assert proc.stderr is not None
+    out = stream or sys.stderr  # a notebook's sys.stderr has no file descriptor: lines are passed on
+    for line in proc.stderr:
+        if line.startswith("error: "):
+            error = line[len("error: "):].strip()
+        if echo:
+            out.write(line)
+            out.flush()
+    code = proc.wait()
+    summary = read_summary(out_dir(spider, arguments), proc.pid, code, error)
+    if code != 0:
+        raise DownloadError(error or f"{spider} exited with status {code}", summary)
+    if summary is None:
+        raise DownloadError(f"{spider}: the run left no entry in dataset.json")
+    return summary
+
+
+def out_dir(spider: str, arguments: dict[str, Any]) -> Path:
+    model = spider_models()[spider]
+    default = next(f.default for f in dataclasses.fields(model) if f.name == "out_dir")
+    return Path(str(arguments.get("out_dir") or default)).absolute()
+
+
+def read_summary(root: Path, pid: int, code: int, error: str | None) -> Summary | None:
+    """The run of process ``pid`` in ``root/dataset.json``, or None (it stopped before recording)."""
+    runs = [r for r in read_runs(str(root)) if r.get("pid") == pid] if root.is_dir() else []
+    if not runs:
+        return None
+    run = runs[-1]
+    folders = run.get("folders") or {}
+    images = folders.get("images_dir")
+    report = root / "report.html"
+    return Summary(
+        exit_status=code, error=error if code else None, out_dir=root, images_dir=Path(images) if images else None,
+        manifest=root / "manifest.jsonl", report=report if report.exists() else None,
+        outcomes=dict(run.get("outcomes") or {}), per_class=dict(run.get("in_dataset") or {}),
+        planned=run.get("planned"), shortfalls=list(run.get("shortfalls") or []),
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set)):
+        return ",".join(str(v) for v in value)
+    return str(value)

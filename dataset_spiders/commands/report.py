@@ -1,0 +1,43 @@
+"""``scrapy report DIR``: write DIR/report.html, a self-contained page of the dataset, and print its path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
+
+from ..report import NotADataset, write_report
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+    requires_crawler_process = False
+
+    def syntax(self) -> str:
+        return "DIR"
+
+    def short_desc(self) -> str:
+        return "Write DIR/report.html: what a dataset holds, what failed and why, with a contact sheet"
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if len(args) != 1:
+            raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `scrapy report Data`")
+        assert self.settings is not None
+        try:
+            path = write_report(
+                args[0],
+                thumbnails_per_group=self.settings.getint("REPORT_THUMBNAILS_PER_GROUP", 12),
+                thumbnails_max=self.settings.getint("REPORT_THUMBNAILS_MAX", 600),
+                thumbnail_size=self.settings.getint("REPORT_THUMBNAIL_SIZE", 96),
+            )
+        except NotADataset as exc:  # no manifest.jsonl
+            print(f"error: {exc}", file=sys.stderr)
+            self.exitcode = 2
+            return
+        except OSError as exc:  # unreadable, or the page cannot be written (read-only folder, full disk)
+            print(f"error: no report for {args[0]}: {exc}", file=sys.stderr)
+            self.exitcode = 1
+            return
+        print(path)

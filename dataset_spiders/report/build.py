@@ -1,0 +1,103 @@
+"""The two entry points: ``summarize`` (the numbers, JSON-able) and ``write_report`` (the page).
+
+Both read only what is on disk, so they work on any dataset folder, during a crawl or long
+after; the page is written atomically, a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+from ..core.files import STAGING_DIR, atomic_write
+from ..outcomes import KEPT_OUTCOMES
+from .gather import Gathered, gather, last_run
+from .page import render
+from .thumbs import contact_sheet
+
+REPORT_NAME = "report.html"
+
+
+def numbers(got: Gathered) -> dict[str, Any]:
+    """The numbers of ``got`` as plain JSON types: what the page shows, for code to reuse."""
+    run = last_run(got.runs)
+    in_dataset = sum(got.groups[name].kept for name in got.groups)
+    tried = sum(got.outcomes.values())
+    hosts = sorted(got.hosts.items(), key=lambda item: (-item[1].tried, item[0]))
+    return {
+        "root": got.root,
+        "spider": run.get("spider"),
+        "by": got.by,
+        "run": {key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")}
+        if run else None,
+        "runs": len(got.runs),
+        "target": got.target,
+        "totals": {
+            "tried": tried,
+            "in_dataset": in_dataset,
+            "failed": sum(n for outcome, n in got.outcomes.items() if outcome not in KEPT_OUTCOMES),
+            "bytes": got.sizes.total,
+            "masks_tried": sum(got.masks.values()),
+            "masks_in_dataset": sum(n for o, n in got.masks.items() if o in ("kept", "present")),
+            "skipped_lines": got.skipped,
+        },
+        "outcomes": dict(got.outcomes.most_common()),
+        "masks": dict(got.masks.most_common()),
+        "groups": [
+            {"name": name, "label": tally.label, "tried": tally.tried, "kept": tally.kept, "target": got.group_target,
+             "failures": dict(tally.failures.most_common()),
+             "short_reasons": [[outcome, n] for outcome, n in got.short_reasons(name)]}
+            for name, tally in got.groups.items()
+        ],
+        "hosts": [{"host": host, "tried": t.tried, "kept": t.kept, "failures": dict(t.failures.most_common())}
+                  for host, t in hosts],
+        "sizes": {"bytes": got.sizes.as_dict(), "width": got.widths.as_dict(), "height": got.heights.as_dict()},
+    }
+
+
+def summarize(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """The numbers of the dataset at ``root`` (see ``numbers``); no thumbnail is made.
+    Raises NotADataset (a FileNotFoundError) when ``root`` holds no manifest."""
+    return numbers(gather(os.fspath(root), per_group=0, max_total=0))
+
+
+def write_report(
+    root: str | os.PathLike[str],
+    *,
+    thumbnails_per_group: int = 12,
+    thumbnails_max: int = 600,
+    thumbnail_size: int = 96,
+) -> pathlib.Path:
+    """Write ``root/report.html`` (atomically) and return its path. Raises NotADataset (a
+    FileNotFoundError) when ``root`` holds no manifest, OSError when the page cannot be written."""
+    got = gather(os.fspath(root), per_group=thumbnails_per_group, max_total=thumbnails_max)
+    sheet = contact_sheet(got, size=thumbnail_size)
+    page = render(got, sheet, numbers(got)).encode("utf-8")
+    path = pathlib.Path(got.root) / REPORT_NAME
+    _replace(path, page)
+    return path
+
+
+def _replace(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to a new file and rename it over ``path``: a reader sees the old page or the
+    new one, never half of one. The rename replaces a symlink, not its target. The new file is
+    made in the dataset's staging folder (emptied at every start, so a kill leaves nothing beside
+    the page) when that is a real folder, else beside ``path``."""
+    staging = path.parent / STAGING_DIR
+    if staging.is_dir() and not staging.is_symlink():
+        atomic_write(path, data, str(staging))
+        os.chmod(path, 0o644)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,255 @@
+"""The tool as a new user meets it: installed with pip and run from an empty folder, its --help,
+the Python API called twice in one process (and under a running asyncio loop, as in a
+notebook), the progress bar on a terminal and plain progress lines elsewhere, and a quiet log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+from dataset_spiders import DownloadError, download_isic
+from dataset_spiders.cli import build_parser, option_names, spider_models
+from tests.conftest import ROOT, clean_env
+from tests.emulators import ImageHost, IsicV2Server, make_archive
+
+
+@pytest.fixture(scope="module")
+def archive():
+    records = make_archive(30)
+    records[3].behaviour = "404"
+    records[7].behaviour = "html"
+    return records
+
+
+@pytest.fixture
+def isic(archive):
+    with ImageHost(archive) as host, IsicV2Server(archive, host) as api:
+        yield f"{api.url}/api/v2"
+
+
+def console(*args: str, cwd: Path, exe: str | None = None, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command = [exe] if exe else [sys.executable, "-m", "dataset_spiders"]
+    env = (env or {}) | ({} if exe else {"PYTHONPATH": str(ROOT)})  # the checkout, not installed here
+    return subprocess.run([*command, *args], cwd=cwd, env=clean_env(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_pip_install_gives_a_command_that_works_from_an_empty_folder(isic, tmp_path):
+    """A fresh virtualenv (the project's dependencies seen through a .pth, so nothing is
+    downloaded), ``pip install --no-deps --no-build-isolation`` of a copy of the checkout."""
+    source = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(ROOT / name, source / name if source.exists() else _mkdir(source) / name)
+    shutil.copytree(ROOT / "dataset_spiders", source / "dataset_spiders",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    where_site = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", where_site], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    Path(site, "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")  # scrapy, pillow, pip...
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+                           "--no-build-isolation", str(source)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    exe = str(venv / "bin" / "dataset-spiders")
+    where = _mkdir(tmp_path / "empty")
+    run = console("isic", "--num-images", "4", "--api_url", isic, "-s", "CONCURRENT_REQUESTS=4", cwd=where, exe=exe)
+    assert run.returncode == 0, run.stderr
+    images = sorted(p.name for p in (where / "Data" / "Images").iterdir() if p.suffix == ".jpg")
+    assert len(images) == 4 and (where / "Data" / "manifest.jsonl").exists()
+    assert f"into {where / 'Data'}" in run.stderr and "no active project" not in run.stderr
+    assert run.stdout == ""  # nothing on stdout: piping works
+    verify = console("verify", str(where / "Data"), cwd=where, exe=exe)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.parametrize("spider", ["isic", "imagenet"])
+def test_help_lists_every_argument_with_its_meaning_and_default(spider, tmp_path):
+    run = console(spider, "--help", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    text = " ".join(run.stdout.split())  # argparse wraps lines
+    for field in dataclasses.fields(spider_models()[spider]):
+        for name in (field.name, *field.metadata.get("aliases", ())):
+            for option in option_names(name):
+                assert option in text, option
+        meaning = " ".join(field.metadata["help"].replace("`", "").split())
+        assert meaning in text, meaning
+    assert "-s NAME=VALUE" in text and "--verbose" in text
+
+
+def test_both_spellings_and_settings_reach_the_crawl_command():
+    from dataset_spiders.cli import scrapy_argv
+
+    parser = build_parser()
+    for spelling in ("--num-images", "--num_images"):
+        args = parser.parse_args(["isic", spelling, "7", "--filter", "benign", "-s", "RETRY_TIMES=0"])
+        argv = scrapy_argv(args, spider_models()["isic"])
+        assert argv == ["scrapy", "crawl", "isic", "-a", "num_images=7", "-a", "filter=benign", "-s", "RETRY_TIMES=0"]
+    args = parser.parse_args(["isic", "--no-images"])  # a flag alone means true
+    assert "no_images=true" in scrapy_argv(args, spider_models()["isic"])
+
+
+def test_the_python_api_runs_twice_in_one_process_and_under_a_running_loop(isic, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(var)
+    first = download_isic(num_images=3, api_url=isic, out_dir="ISIC", echo=False)
+    assert first.exit_status == 0 and first.images == 3 and first.outcomes == {"kept": 3}
+    assert first.out_dir == tmp_path / "ISIC" and first.manifest.exists()
+    assert len(list(first.images_dir.glob("*.jpg"))) == 3
+
+    async def notebook_cell():  # a notebook's loop is running while the cell calls the API
+        return download_isic(num_images=5, api_url=isic, out_dir="ISIC", echo=False, RETRY_TIMES=0)
+
+    second = asyncio.run(notebook_cell())
+    assert second.images == 5 and second.outcomes.get("present") == 3 and second.outcomes.get("kept") == 2
+    with pytest.raises(DownloadError) as failed:
+        download_isic(num_images=2, api_url="http://127.0.0.1:9/api/v2", out_dir="gone", echo=False,
+                      settings={"RETRY_TIMES": 0})
+    assert str(failed.value).startswith("cannot fetch the search page http://127.0.0.1:9/api/v2/")
+    assert "\n" not in str(failed.value) and not (tmp_path / "gone").exists()
+    with pytest.raises(DownloadError, match="unknown argument 'num_imgs'"):
+        download_isic(num_imgs=2)
+
+
+class SlowImageHost(ImageHost):
+    """The image host, answering each image after ``delay`` seconds (a run long enough to watch)."""
+
+    def __init__(self, fake_images, delay: float) -> None:
+        self.delay = delay
+        super().__init__(fake_images)
+
+    def _image(self, req) -> None:
+        self._stopping.wait(self.delay)
+        super()._image(req)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(archive, tmp_path):
+    with SlowImageHost(archive, delay=0.15) as host, IsicV2Server(archive, host) as api:
+        args = ("isic", "--num-images", "12", "--api-url", f"{api.url}/api/v2", "-s", "CONCURRENT_REQUESTS=2",
+                "-s", "PROGRESS_INTERVAL=0.3")
+        piped = console(*args, "--out-dir", str(tmp_path / "piped"), cwd=tmp_path)
+        assert piped.returncode == 0, piped.stderr
+        lines = [line for line in piped.stderr.splitlines() if line.startswith("Progress: ")]
+        assert len(lines) >= 2 and "/12 images" in lines[0] and " failed, " in lines[0] and "MB/s" in lines[0]
+        assert "\r" not in piped.stderr
+        screen = on_a_terminal([sys.executable, "-m", "dataset_spiders", *args, "--out-dir", str(tmp_path / "tty")],
+                               cwd=tmp_path)
+    assert "images:" in screen and "12/12" in screen and "\r" in screen  # tqdm redraws its line
+    assert "Progress: " not in screen and "Summary: 12 image(s)" in screen
+
+
+def on_a_terminal(command: list[str], cwd: Path, timeout: float = 90) -> str:
+    """Run ``command`` with a pseudo-terminal as its stderr; everything it wrote there."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, cwd=cwd, env=clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}),
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_path):
+    run = console("isic", "--num-images", "20", "--api-url", isic, "-s", "RETRY_TIMES=0", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    for chatter in ("Scrapy 2.", "Overridden settings", "Enabled extensions", "Dumping Scrapy stats",
+                    "finish_reason", "Spider closed", "Crawled 0 pages", "Traceback"):
+        assert chatter not in run.stderr, chatter
+    assert " ERROR: " not in run.stderr  # a 404 and an HTML page are outcomes, not errors
+    assert len(run.stderr.splitlines()) <= 12, run.stderr
+    assert "Summary: 20 image(s) in the dataset of the 20 asked for" in run.stderr
+    assert "Outcomes (images): http_404 1, kept 20, not_image 1" in run.stderr
+    quiet = console("isic", "--num-images", "21", "--api-url", isic, "-L", "WARNING", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert ("Summary: 21 image(s) in the dataset of the 21 asked for (1 downloaded now, 20 already there)"
+            in quiet.stderr)
+    verbose = console("isic", "--num-images", "21", "--api-url", isic, "--verbose", cwd=tmp_path)
+    assert "Dumping Scrapy stats" in verbose.stderr and "Enabled extensions" in verbose.stderr
+
+
+def test_a_run_failing_before_its_first_image_leaves_nothing_behind(tmp_path):
+    run = console("isic", "--api-url", "http://127.0.0.1:9/api/v2", "-s", "RETRY_TIMES=0", cwd=tmp_path)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot fetch the search page http://127.0.0.1:9/api/v2/")
+    assert sum("cannot fetch" in line for line in lines) == 1, run.stderr  # said once
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_dry_run_says_what_would_be_fetched_and_touches_nothing(isic, archive, tmp_path):
+    from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes
+
+    run = console("isic", "--num-images", "10", "--filter", "benign", "--api-url", isic, "--dry-run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    benign = [r for r in archive if r.diagnosis_1 == "Benign"]
+    size = sum(len(r.body) for r in benign)
+    expected = round(size * 10 / len(benign))
+    kb = f"{expected / 1024:.0f} KB"
+    images = tmp_path / "Data" / "Images"
+    assert run.stdout == (f"Dry run: isic: {len(benign)} image(s) match diagnosis_1:Benign ({size / 1024:.0f} KB for "
+                          f"all {len(benign)}); the run would keep 10, about {kb}, into {images}\n")
+    classes = make_classes(2, 5, seed=4, failure_rate=0.0)
+    with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+        dry = console("imagenet", "--wnids", ",".join(classes), "--per-class", "8", "--dry-run",
+                      "--api-url", api.geturls_url("x").split("?")[0], cwd=tmp_path, env=hosts.proxy_env())
+        assert hosts.url_log == []  # no image fetched
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[1:3] == [f"{wnid}: 5 candidate URL(s)" for wnid in classes]
+    assert lines[3].startswith("In all: 10 candidate URL(s); at most 10 image(s) would be kept (2 class(es) have "
+                               "fewer than 8 candidates), about 1.0 MB at 110 KB an image")
+    assert os.listdir(tmp_path) == []  # no folder, no lock, no manifest
+
+
+def test_a_run_that_will_not_fit_on_the_disk_stops_at_start(isic, tmp_path):
+    from tests.conftest import tmpfs
+    from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes
+
+    with tmpfs(tmp_path / "small", "64k") as small:
+        run = console("isic", "--num-images", "30", "--api-url", isic, "--out-dir", str(small / "Data"), cwd=tmp_path)
+        assert run.returncode == 1
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: not enough disk space: the run expects to write about ")
+        assert f"into {small / 'Data' / 'Images'}, which has " in last and "DISK_SPACE_CHECK=false" in last
+        classes = make_classes(2, 9, seed=5, failure_rate=0.0)
+        with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
+            too_big = console("imagenet", "--wnids", ",".join(classes), "--per-class", "8", "--out-dir",
+                              str(small / "Data"), "--api-url", api.geturls_url("x").split("?")[0], cwd=tmp_path,
+                              env=hosts.proxy_env())
+            assert hosts.url_log == []
+        assert too_big.returncode == 1
+        assert "error: not enough disk space: the run expects to write about 1.7 MB into" in too_big.stderr
+        assert os.listdir(small) == []  # it stopped before its first image: nothing left
