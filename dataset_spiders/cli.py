@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         execute(["scrapy", *argv])
         return
     args = build_parser().parse_args(argv)
-    execute(scrapy_argv(args, spider_models()[args.command]))
+    sys.argv = scrapy_argv(args, spider_models()[args.command])  # dataset.json records the run as this
+    execute(sys.argv)
 
 
 if __name__ == "__main__":

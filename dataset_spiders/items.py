@@ -47,6 +47,10 @@ class ImageItem:
     format: str | None = None
     pixels: str | None = None  # digest of the decoded pixels, for duplicates that differ in bytes
     phash: str | None = None  # perceptual hash, for near-copies (NEAR_DUPLICATES)
+    position: int | None = None  # isic: the record's place in the archive's listing
+    origin: str | None = None  # "ARCHIVE_URL!MEMBER" when the bytes came from inside an archive (v2 masks)
+    variant: str | None = None  # isic: "full" or "thumbnail_256"
+    size_hint: int | None = None  # isic: files.full.size, compared with what arrives (a hint, not a checksum)
     learned: bool = False  # the outcome is a placeholder learned in this crawl
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
 
@@ -63,4 +67,5 @@ class ImageItem:
             self.image_id, outcome, self.kind, self.group or None, self.label,
             self.url or (self.image_urls[0] if self.image_urls else None), self.final_url, self.detail or None,
             path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned, phash=self.phash,
+            position=self.position, origin=self.origin, variant=self.variant,
         )

@@ -51,6 +51,8 @@ class Outcome(StrEnum):
     DAMAGED = "damaged"  # `scrapy verify --fix` found the kept file changed or undecodable
     MISSING = "missing"  # `scrapy verify --fix` found the kept file gone
     OPTED_OUT = "opted_out"  # the host asked that its images not be used for AI (X-Robots-Tag: noai / noimageai)
+    NO_MASK = "no_mask"  # a mask: none of the mask archives (ISIC_MASK_ARCHIVES) holds one for the image
+    WRONG_SIZE = "wrong_size"  # a mask whose dimensions are not its image's
 
 
 KEPT_OUTCOMES = frozenset({Outcome.KEPT, Outcome.PRESENT, Outcome.DESCRIBED})
@@ -69,7 +71,8 @@ def http_outcome(status: int) -> str:
 
 #: Failures a re-run does not try again: the same URL would give the same answer.
 PERMANENT_OUTCOMES = frozenset(
-    {Outcome.EMPTY, Outcome.NOT_IMAGE, Outcome.CORRUPT, Outcome.TOO_SMALL, Outcome.TOO_LARGE, Outcome.PLACEHOLDER}
+    {Outcome.EMPTY, Outcome.NOT_IMAGE, Outcome.CORRUPT, Outcome.TOO_SMALL, Outcome.TOO_LARGE, Outcome.PLACEHOLDER,
+     Outcome.WRONG_SIZE}
 )
 
 

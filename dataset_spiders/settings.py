@@ -113,3 +113,18 @@ FEED_EXPORT_ENCODING = "utf-8"
 REPORT_THUMBNAILS_PER_GROUP = 12  # ours: thumbnails of kept images per class or label in report.html, at most
 REPORT_THUMBNAILS_MAX = 600  # ours: thumbnails in report.html in all, at most (shared out among the classes)
 REPORT_THUMBNAIL_SIZE = 96  # ours: pixels on a thumbnail's longer side
+
+# -- isic v2 masks (dataset_spiders/spiders/isic_masks.py; README "Masks for v2 images") ------
+# ours: the challenge ground-truth ZIP archives whose members `ISIC_nnnnnnn…segmentation.png` are the masks of
+# segmentation=true on v2, first listed first: an id in two archives takes its mask from the first. Read by HTTP
+# Range (the central directories are cached in out_dir/.cache/isic-masks); `-s ISIC_MASK_ARCHIVES=URL1,URL2`
+ISIC_MASK_ARCHIVES = [
+    "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task1_Training_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task1_Validation_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task1_Test_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2017/ISIC-2017_Training_Part1_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2017/ISIC-2017_Validation_Part1_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2017/ISIC-2017_Test_v2_Part1_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2016/ISBI2016_ISIC_Part1_Training_GroundTruth.zip",
+    "https://isic-challenge-data.s3.amazonaws.com/2016/ISBI2016_ISIC_Part1_Test_GroundTruth.zip",
+]

@@ -154,7 +154,7 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
         report.per_group[os.path.relpath(folder, disk.root)] = len(keys)
     crawling = is_locked(disk.root)
     ours = {os.path.join(disk.root, name) for name in (".lock", "dataset.json", "metadata.csv", "attribution.txt",
-                                                       "licenses", "report.html", manifest.MANIFEST_NAME)}
+                                                       "licenses", "report.html", ".cache", manifest.MANIFEST_NAME)}
     not_images = ours | {disk.staging_dir, disk.quarantine_dir} | set(disk.folders[1:]) - set(image_folders)
     for top in image_folders:
         _walk(top, paths, crawling, report, not_images)

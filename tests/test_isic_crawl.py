@@ -73,7 +73,7 @@ def test_exactly_n_benign_images_byte_identical_in_one_page_request(isic, archiv
     assert sorted(r["isic_id"] for r in rows) == sorted(n[:-4] for n in files)
     assert list(rows[0])[:3] == ["isic_id", "attribution", "copyright_license"]
     assert {r["diagnosis_1"] for r in rows} == {"Benign"}
-    assert (out / "attribution.txt").read_text() == "Test Hospital\n"
+    assert (out / "attribution.txt").read_bytes() == b"Test Hospital"  # as isic-cli writes it: no final newline
     assert (out / "licenses" / "CC-BY.txt").read_text().strip()
     assert not list((out / ".staging").iterdir()), "staging files left behind"
 

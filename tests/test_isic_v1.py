@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import crawl
-from tests.emulators import FakeImage, FakeSegmentation, ImageHost, IsicV1Server, IsicV2Server, images, make_archive
+from tests.emulators import FakeImage, FakeSegmentation, IsicV1Server, images, make_archive
 
 
 def v1_args(api):
@@ -67,12 +67,3 @@ def test_masks_skip_failed_segmentations_prefer_the_skill_and_fall_through_a_410
     assert newest.code == 0, newest.stderr
     assert sorted(newest.files("Segmentation")) == ["ISIC_0000000_novice.png", "ISIC_0000001_novice.png"]
     assert newest.outcomes() == {"described": 3}
-
-
-def test_v2_says_once_that_it_has_no_masks_and_goes_on(out):
-    records = make_archive(2)
-    with ImageHost(records) as host, IsicV2Server(records, host) as api:
-        run = crawl("isic", out, f"api_url={api.url}/api/v2", "segmentation=true")
-    assert run.code == 0, run.stderr
-    assert run.stderr.count("serves no segmentation masks") == 1
-    assert len(run.files("Images")) == 2

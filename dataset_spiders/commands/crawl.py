@@ -25,6 +25,10 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 class Command(ScrapyCrawlCommand):
+    def long_desc(self) -> str:
+        return ("Run a spider (isic, imagenet). Its arguments, -a NAME=VALUE: `scrapy crawl SPIDER -a help=1` "
+                "lists every one with its meaning and default (as does `dataset-spiders SPIDER --help`).")
+
     def process_options(self, args: list[str], opts: Any) -> None:
         super().process_options(args, opts)
         quiet_scrapy()  # before the crawler process logs its banner

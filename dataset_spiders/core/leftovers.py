@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 
 from .files import unlink_quietly
 
 #: The files a run writes in a dataset folder before its first image.
 BOOKKEEPING = (".lock", "dataset.json", "manifest.jsonl")
+CACHE_DIR = ".cache"  # what a run reads once and keeps (isic: the mask archives' directories)
 
 
 class MadeByThisRun:
@@ -34,6 +36,7 @@ class MadeByThisRun:
         if self.root in self.new:
             for name in BOOKKEEPING:
                 unlink_quietly(os.path.join(self.root, name))
+            shutil.rmtree(os.path.join(self.root, CACHE_DIR), ignore_errors=True)  # ours, made by this run
             _remove_empty_tree(self.root)
         return True
 

@@ -69,6 +69,9 @@ class Record:
     learned: bool = False  # a placeholder learned in a crawl: the same bytes for many URLs of a site
     time: float | None = None
     phash: str | None = None  # perceptual hash (NEAR_DUPLICATES: near-copies of kept images)
+    position: int | None = None  # isic: the record's place in the archive's listing (metadata.csv's row order)
+    origin: str | None = None  # where the bytes came from when not a URL alone: "ARCHIVE_URL!MEMBER" (v2 masks)
+    variant: str | None = None  # isic: "full" or "thumbnail_256", the file of the record that was fetched
 
     @property
     def key(self) -> Key:
@@ -87,6 +90,10 @@ class Record:
 
 _TEXT = tuple(f.name for f in fields(Record) if f.type == "str | None")
 _COUNTS = ("bytes", "width", "height")
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
 
 
 def decode(raw: bytes) -> Record | str:
@@ -120,7 +127,7 @@ def decode(raw: bytes) -> Record | str:
         obj["id"], obj["outcome"], kind, obj.get("group"), obj.get("label"), obj.get("url"), obj.get("final_url"),
         obj.get("detail"), obj.get("path"), obj.get("bytes"), obj.get("sha256"), obj.get("width"),
         obj.get("height"), obj.get("pixels"), learned, obj.get("time") if type(obj.get("time")) is float else None,
-        obj.get("phash"),
+        obj.get("phash"), _count(obj.get("position")), obj.get("origin"), obj.get("variant"),
     )
 
 

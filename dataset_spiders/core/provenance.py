@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .. import __version__
+from ..secrets import redacted_command
 from .files import STAGING_DIR, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Provenance:
         self.set_aside = set_aside  # moves an unreadable dataset.json to .quarantine
         self.run = {
             "run_id": uuid.uuid4().hex,
-            "command": list(sys.argv),  # as Scrapy left it; the crawl command gives the whole line
+            "command": redacted_command(list(sys.argv)),  # as Scrapy left it; the crawl command gives it whole
             **run,
             "versions": versions(),
             "host": socket.gethostname(),

@@ -1,7 +1,12 @@
-"""At the end of an ``isic`` run, describe the whole dataset on disk as isic-cli does:
-``metadata.csv`` (isic_id, attribution, copyright_license, then the sorted union of the
-acquisition and clinical fields), and ``attribution.txt``. Built from the manifest and the
-saved descriptions, so it also covers images kept by earlier or ``offset`` runs.
+"""At the end of an ``isic`` run, describe the whole dataset on disk as isic-cli writes it
+(``isic image download``, isic_cli/cli/image.py): ``metadata.csv`` (isic_id, attribution,
+copyright_license, then the sorted union of the acquisition and clinical fields; Python's
+``csv`` with its CRLF line ends, values as ``csv`` writes them) with its rows in the archive's
+order, and ``attribution.txt`` (the raw attribution strings by image count, then name,
+``Anonymous`` last, joined by blank lines, no final newline). Built from the manifest and the
+saved descriptions, so it also covers images kept by earlier or ``offset`` runs: the manifest
+keeps each image's place in the archive's listing (``position``); images from manifests written
+before it existed come after, by id. With ``splits``, a last column ``split``.
 
 Beside the images, ``metadata.jsonl`` is what Hugging Face's ``imagefolder`` loads: one line
 per image file really there under its final name (``file_name`` relative to ``images_dir``),
@@ -21,12 +26,13 @@ from typing import Any
 
 from scrapy import signals
 
-from ..core import DatasetCore, manifest
+from ..core import DatasetCore, manifest, provenance
 from ..core.disk import DatasetDisk, is_image_name, regular_size
 from ..core.files import unlink_quietly
 from ..core.manifest import Record
 from ..imagefolder import METADATA_NAME, metadata_jsonl, reserved
 from ..sources.isic import IsicRecord, record_from_description, valid_id
+from ..sources.splits import SPLIT_COLUMN, Scheme, scheme
 
 logger = logging.getLogger(__name__)
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
@@ -49,32 +55,64 @@ def read_description(descs_dir: str, key: str) -> IsicRecord | None:
         return None
 
 
+def archive_order(kept: dict[str, Record]) -> list[str]:
+    """The ids in the archive's order: by their place in its listing, then those without one
+    (lines written before ``position`` existed) by id."""
+    return sorted(kept, key=lambda key: (kept[key].position is None, kept[key].position or 0, key))
+
+
 def _fields(key: str, record: IsicRecord) -> dict[str, Any]:
-    row = {**record.acquisition, **record.clinical}
-    row.update(isic_id=key, attribution=record.attribution or "", copyright_license=record.license or "")
-    return row
+    """One row as isic-cli makes it (``_extract_metadata``): the three first, then acquisition, then clinical."""
+    return {"isic_id": key, "attribution": record.attribution, "copyright_license": record.license,
+            **record.acquisition, **record.clinical}
 
 
-def build_catalog(manifest_path: str, descs_dir: str) -> tuple[str, str, int]:
+def attributions(rows: list[dict[str, Any]]) -> list[str]:
+    """isic-cli's ``get_attributions``: by image count (descending), then name; ``Anonymous`` last.
+    A record without an attribution string has none to list."""
+    counts = Counter(row["attribution"] for row in rows if isinstance(row["attribution"], str))
+    return [a for a, _ in sorted(counts.items(), key=lambda item: (item[0] == "Anonymous", -item[1], item[0]))]
+
+
+def build_catalog(manifest_path: str, descs_dir: str, splits: Scheme | None = None) -> tuple[str, str, int]:
     """metadata.csv text, attribution.txt text, and the number of images described."""
     rows: list[dict[str, Any]] = []
-    for key in kept_images(manifest_path):
+    fields: set[str] = set()
+    kept = kept_images(manifest_path)
+    for key in archive_order(kept):
         if (record := read_description(descs_dir, key)) is not None:
+            fields |= record.acquisition.keys() | record.clinical.keys()
             rows.append(_fields(key, record))
-    fields = sorted({k for row in rows for k in row} - set(FIRST_COLUMNS))
+            if splits is not None:
+                rows[-1][SPLIT_COLUMN] = splits.split_of(key, record.clinical)
+    header = FIRST_COLUMNS + sorted(fields)
+    if splits is not None and SPLIT_COLUMN not in header:
+        header.append(SPLIT_COLUMN)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=FIRST_COLUMNS + fields, lineterminator="\n")
+    writer = csv.DictWriter(out, header)  # isic-cli's writer: the csv module's defaults, "\r\n" line ends
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    counts = Counter(row["attribution"] or "Anonymous" for row in rows)
-    order = sorted(counts, key=lambda a: (a == "Anonymous", -counts[a], a))
-    return out.getvalue(), "\n\n".join(order) + ("\n" if order else ""), len(rows)
+    writer.writerows(rows)
+    return out.getvalue(), "\n\n".join(attributions(rows)), len(rows)
 
 
-def image_rows(disk: DatasetDisk, images_dir: str, descs_dir: str) -> list[dict[str, Any]]:
+def runs_scheme(root: str, images_dir: str) -> Scheme | None:
+    """The splits of the latest isic run that filled ``images_dir`` (from ``dataset.json``)."""
+    found = None
+    for run in provenance.read_runs(root):
+        folders = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+        arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
+        named = folders.get("images_dir")
+        if run.get("spider") == "isic" and isinstance(named, str) and os.path.normpath(named) == images_dir:
+            found = scheme(arguments.get("splits"), arguments.get("seed"))
+    return found
+
+
+def image_rows(
+    disk: DatasetDisk, images_dir: str, descs_dir: str, splits: Scheme | None = None
+) -> list[dict[str, Any]]:
     """The rows of ``metadata.jsonl``: each image the manifest keeps whose file is there (a
-    regular file under an image name, inside ``images_dir``), with its label and its fields."""
+    regular file under an image name, inside ``images_dir``), with its label, its split (with
+    ``splits``) and its fields."""
     images_dir = os.path.abspath(images_dir)
     rows = []
     for key, kept in kept_images(disk.manifest_path).items():
@@ -92,6 +130,8 @@ def image_rows(disk: DatasetDisk, images_dir: str, descs_dir: str) -> list[dict[
             "attribution": described.attribution if described else None,
             "copyright_license": described.license if described else None,
         }
+        if splits is not None:
+            row[SPLIT_COLUMN] = splits.split_of(key, described.clinical if described else None)
         if described:
             fields = {**described.acquisition, **described.clinical}
             row.update((k, v) for k, v in fields.items() if k not in row and not reserved(k))
@@ -99,26 +139,27 @@ def image_rows(disk: DatasetDisk, images_dir: str, descs_dir: str) -> list[dict[
     return rows
 
 
-def write_image_metadata(disk: DatasetDisk, images_dir: str, descs_dir: str) -> int:
+def write_image_metadata(disk: DatasetDisk, images_dir: str, descs_dir: str, splits: Scheme | None = None) -> int:
     """Write ``images_dir/metadata.jsonl`` atomically (remove it when no image is there); returns
-    how many images it lists. Blocking; the caller holds the dataset's lock."""
+    how many images it lists. ``splits``: those of the run; without, those of the latest run that
+    filled ``images_dir`` (``scrapy verify --fix`` keeps the column). Blocking; the caller holds
+    the dataset's lock."""
     path = os.path.join(images_dir, METADATA_NAME)
-    rows = image_rows(disk, images_dir, descs_dir)
+    if splits is None:
+        splits = runs_scheme(disk.root, os.path.normpath(os.path.abspath(images_dir)))
+    rows = image_rows(disk, images_dir, descs_dir, splits)
     if not rows:
         if os.path.lexists(path):
             unlink_quietly(path)
         return 0
-    disk.write_file(path, metadata_jsonl(rows, leading=FIRST_COLUMNS))
+    leading = [SPLIT_COLUMN, *FIRST_COLUMNS] if splits is not None else FIRST_COLUMNS
+    disk.write_file(path, metadata_jsonl(rows, leading=leading))
     csv_path = os.path.join(disk.root, "metadata.csv")
     if os.path.commonpath([os.path.abspath(images_dir), csv_path]) == os.path.abspath(images_dir):
         logger.warning("%s holds isic-cli's metadata.csv as well as %s: Hugging Face's imagefolder refuses two "
                        "metadata files in one tree; name an images_dir apart from out_dir to load it with "
                        "data_dir", images_dir, METADATA_NAME)
     return len(rows)
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
 class IsicCatalog:
@@ -136,20 +177,22 @@ class IsicCatalog:
         core = self.crawler.get_extension(DatasetCore)
         if getattr(spider, "name", None) != "isic" or core is None or not core.lock.held:
             return
+        params = getattr(spider, "params", None)
+        splits = scheme(getattr(params, "splits", None), getattr(params, "seed", None))
         try:
-            await asyncio.to_thread(self.write, core)
+            await asyncio.to_thread(self.write, core, splits)
         except OSError as exc:
             core.fail(f"cannot write the catalog: {exc.strerror or exc}", stop=False)
 
-    def write(self, core: DatasetCore) -> None:
+    def write(self, core: DatasetCore, splits: Scheme | None = None) -> None:
         core.writer.flush()  # the lines of the last images are in the file
         if not os.path.isfile(core.disk.manifest_path):
             return
-        metadata, attribution, count = build_catalog(core.disk.manifest_path, core.folder_names["descs_dir"])
+        metadata, attribution, count = build_catalog(core.disk.manifest_path, core.folder_names["descs_dir"], splits)
         core.disk.write_file(os.path.join(core.disk.root, "metadata.csv"), metadata.encode("utf-8"))
         core.disk.write_file(os.path.join(core.disk.root, "attribution.txt"), attribution.encode("utf-8"))
         logger.info("metadata.csv and attribution.txt describe %d image(s)", count)
         images_dir = core.folder_names.get("images_dir")
         if images_dir:  # not with no_images: that run leaves the image tree as it is
-            listed = write_image_metadata(core.disk, images_dir, core.folder_names["descs_dir"])
+            listed = write_image_metadata(core.disk, images_dir, core.folder_names["descs_dir"], splits)
             logger.info("%s lists %d image(s) in %s", METADATA_NAME, listed, images_dir)

@@ -162,6 +162,9 @@ class DatasetImagesPipeline(ImagesPipeline):
         item.pixels, item.phash = decoded.pixels, decoded.phash
         await self.learn(item)
         status = await self.keep(item, response.body)
+        if item.size_hint is not None and item.size != item.size_hint:
+            item.detail = (f"{item.size} bytes, the record said {item.size_hint} (a hint, not a checksum: the "
+                           "archive writes IPTC metadata into its JPEGs); kept, every check passed")
         return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": status}
 
     async def learn(self, item: ImageItem) -> None:

@@ -6,6 +6,7 @@ Both are read into one ``IsicRecord``. Facts and sources: shared/reference/isic-
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ class IsicRecord:
     clinical: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     source_id: str | None = None  # v1's Mongo _id, for segmentation requests
+    thumbnail_url: str | None = None  # v2 files.thumbnail_256: the archive's 256-px JPEG
+    full_size: int | None = None  # v2 files.full.size: a hint (IPTC written into JPEGs since 2025), not a checksum
 
 
 def valid_id(isic_id: Any) -> bool:
@@ -92,7 +95,12 @@ def v2_license_url(api_url: str, license_name: str) -> str:
 
 
 def v2_label(clinical: dict[str, Any]) -> str | None:
+    """``diagnosis_1`` (Benign, Malignant, Indeterminate); a record without it, from before
+    ``benign_malignant`` was removed (2025: cached descriptions, mirrors), is labelled from that
+    field as v1 records are (``indeterminate/benign`` counts as indeterminate)."""
     value = clinical.get("diagnosis_1")
+    if value is None:
+        return v1_label(clinical.get("benign_malignant"))
     return value.lower() if isinstance(value, str) and value.lower() in LABELS else None
 
 
@@ -112,7 +120,9 @@ def v2_record(raw: Any, page_url: str = "") -> IsicRecord:
     acquisition = metadata.get("acquisition") if isinstance(metadata.get("acquisition"), dict) else {}
     files = raw.get("files") if isinstance(raw.get("files"), dict) else {}
     full = files.get("full") if isinstance(files.get("full"), dict) else {}
+    thumbnail = files.get("thumbnail_256") if isinstance(files.get("thumbnail_256"), dict) else {}
     url = image_url(full.get("url"), page_url)
+    size = full.get("size")
     return IsicRecord(
         isic_id=str(raw.get("isic_id")),
         label=v2_label(clinical),
@@ -123,7 +133,24 @@ def v2_record(raw: Any, page_url: str = "") -> IsicRecord:
         acquisition=acquisition,
         clinical=clinical,
         raw=raw,
+        thumbnail_url=image_url(thumbnail.get("url"), page_url),
+        full_size=size if type(size) is int and size >= 0 else None,
     )
+
+
+def page_records(results: list[Any], page_url: str, skip: int) -> tuple[list[IsicRecord], int]:
+    """A page's records after skipping the first ``skip`` results (what ``offset`` has left to
+    skip), and how many are still to skip; a result that is no record is left out, with a warning."""
+    records = []
+    for raw in results:
+        if skip:
+            skip -= 1
+            continue
+        try:
+            records.append(v2_record(raw, page_url=page_url))
+        except RecordError as exc:
+            logging.getLogger(__name__).warning("Skipping a record: %s", exc)
+    return records, skip
 
 
 def v2_page(data: Any, page_url: str) -> tuple[list[Any], str | None, int | None]:

@@ -18,6 +18,7 @@ from scrapy.utils.misc import load_object
 
 from ..core import DatasetCore
 from ..params import parse_args
+from ..secrets import HIDDEN, SECRET_ARGUMENTS, SECRET_SETTINGS, redacted_command
 from .look_ahead import space_problem
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,10 @@ class DatasetSpider(scrapy.Spider):
         """Folders the spider makes itself inside the named ones: a symlink there is refused."""
         return []
 
+    def api_headers(self, url: str) -> dict[str, str]:
+        """Headers for a request to the source's API (a token, for the API's own origin only)."""
+        return {}
+
     def sources(self) -> dict[str, str | None]:
         """Where this run's images are listed, for dataset.json."""
         return {"api_url": getattr(self, "api_url", None)}
@@ -118,10 +123,12 @@ class DatasetSpider(scrapy.Spider):
         target = self.target()
         return {
             "spider": self.name,
-            **({"command": command} if (command := self.settings.getlist("DATASET_COMMAND_LINE")) else {}),
+            **({"command": redacted_command(command)}
+               if (command := self.settings.getlist("DATASET_COMMAND_LINE")) else {}),
             "sources": self.sources(),
-            "arguments": dataclasses.asdict(self.params),
-            "settings": {k: v for k, v in self.settings.copy_to_dict().items()
+            "arguments": {k: HIDDEN if k in SECRET_ARGUMENTS and v else v
+                          for k, v in dataclasses.asdict(self.params).items()},
+            "settings": {k: HIDDEN if k in SECRET_SETTINGS else v for k, v in self.settings.copy_to_dict().items()
                          if self.settings.getpriority(k) == SETTINGS_PRIORITIES["cmdline"]},
             "target": {"images": target, "per": self.target_per} if target is not None else None,
             "folders": {"out_dir": self.core.disk.root, **self.folder_names()},
@@ -137,7 +144,8 @@ class DatasetSpider(scrapy.Spider):
         target, per = self.target(), f" per {self.target_per}" if self.target_per != "selection" else ""
         how_many = f"{target} image(s){per}" if target is not None else "every image"
         chosen = ", ".join(f"{f.name}={_shown(getattr(self.params, f.name))}" for f in dataclasses.fields(self.params)
-                           if f.name not in ("out_dir", "api_url") and getattr(self.params, f.name) != f.default)
+                           if f.name not in ("out_dir", "api_url", *SECRET_ARGUMENTS)
+                           and getattr(self.params, f.name) != f.default)
         sources = ", ".join(f"{v}" for v in self.sources().values() if v)
         return f"{self.name}{f' ({chosen})' if chosen else ''}: {how_many} from {sources} into {self.core.disk.root}"
 
@@ -173,7 +181,8 @@ class DatasetSpider(scrapy.Spider):
         """GET ``url`` through the downloader middlewares (retries, proxy, Retry-After)."""
         try:
             # a final failure is said once, by whoever catches SourceError, not also by the retry middleware
-            request = Request(url, dont_filter=True, meta={"give_up_log_level": logging.DEBUG})
+            request = Request(url, dont_filter=True, headers=self.api_headers(url),
+                              meta={"give_up_log_level": logging.DEBUG})
             return await self.crawler.engine.download_async(request)
         except Exception as exc:
             raise SourceError(f"cannot fetch the {what} {url}: {type(exc).__name__}: {exc}") from None
@@ -197,3 +206,7 @@ def _shown(value: Any, limit: int = 60) -> str:
         return text if len(text) <= limit else f"{text[:limit]}… ({len(value)} in all)"
     text = str(value)
     return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+class SearchRejected(SourceError):
+    """The server refused the search itself: nothing to download, so the run stops at once."""

@@ -21,9 +21,9 @@ from ..core.quota import Plan
 from ..core.shared import SharedGone
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
-from ..sources import isic
-from . import look_ahead
-from .base import DatasetSpider, SourceError
+from ..sources import isic, splits
+from . import isic_access, isic_labels, isic_masks, isic_v1, look_ahead
+from .base import DatasetSpider, SearchRejected, SourceError
 from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
 from .shared_listing import shared_items
@@ -35,6 +35,7 @@ class IsicSpider(DatasetSpider):
     name = "isic"
     Params = IsicParams
     params: IsicParams
+    masks: isic_masks.IsicMasks | None = None  # v2 masks from the challenge archives (segmentation=true)
     custom_settings = {
         "IMAGES_MAX_PIXELS": 1_000_000_000,  # ISIC keeps TIFFs of over 100 megapixels
         "IMAGES_DOWNLOAD_TIMEOUT": 300,
@@ -48,11 +49,17 @@ class IsicSpider(DatasetSpider):
         spider.api_url = (p.api_url or crawler.settings.get(setting)).rstrip("/")
         spider.images_dir, spider.descs_dir, spider.seg_dir = (p.folder(n) for n in ("images", "descs", "seg"))
         spider.licenses_asked: set[str] = set()
+        spider.token = isic_access.resolve_token(p.token, crawler.settings)
+        if p.per_label:
+            spider.target_per = "label"
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
         return spider
 
     def target(self) -> int | None:
-        return self.params.num_images
+        return self.params.per_label or self.params.num_images
+
+    def api_headers(self, url: str) -> dict[str, str]:
+        return isic_access.headers_for(url, self.api_url, self.token)
 
     def folder_names(self) -> dict[str, str]:
         p = self.params
@@ -64,34 +71,39 @@ class IsicSpider(DatasetSpider):
         return names
 
     def own_folders(self) -> list[str]:
-        labels = (*isic.LABELS, "unlabeled") if self.params.layout == "by_label" else ()
-        return [os.path.join(os.path.abspath(self.params.out_dir), "licenses"),
-                *(os.path.join(self.params.folder("images"), label) for label in labels)]
+        p, images = self.params, self.params.folder("images")
+        labels = (*isic.LABELS, "unlabeled") if p.layout in ("by_label", "by_split") else ()
+        splits = [os.path.join(images, name) for name, _ in p.splits] if p.layout == "by_split" else []
+        return [os.path.join(os.path.abspath(p.out_dir), "licenses"), *splits,
+                *(os.path.join(parent, label) for parent in splits or [images] for label in labels)]
 
     async def items(self) -> AsyncIterator[Any]:
         p = self.params
+        problem = await asyncio.to_thread(isic_access.size_problem, self)
+        if problem is None and p.per_label and (p.api_version != 2 or self.core.workers is not None):
+            problem = "per_label: only with the v2 API, and not with REDIS_URL (workers share one count)"
+        if problem:
+            self.core.fail(problem)
+            return
         if not await self.open_dataset():
             return
         quota = self.core.quota
-        if p.segmentation and p.api_version == 2:
-            logger.warning("The ISIC API v2 serves no segmentation masks; use api_version=1 for masks. Going on.")
         self.listed: set[str] = set()
         try:
             await self.check_collections()
-            records = aiter(self.records())
-            if self.core.workers is not None:
-                async for item in shared_items(self, records):
-                    yield item
-            # Room first, then the next record: a page is fetched only when an image can go.
-            while self.core.workers is None and await quota.wait_for_room():
-                try:
-                    record = await anext(records)
-                except StopAsyncIteration:
-                    break
-                item = self.make_item(record)
-                if item is not None:
-                    quota.reserve()
-                    yield item
+            if p.segmentation and p.api_version == 2:  # masks from the challenge archives (isic_masks.py)
+                self.masks = isic_masks.IsicMasks(self)
+                await self.masks.open()
+            if p.per_label:
+                labels = isic_labels.labels_of(self)
+                self.core.plan = Plan(p.per_label * len(labels), len(labels))
+                feed = isic_labels.per_label_items(self)
+            elif self.core.workers is not None:
+                feed = shared_items(self, aiter(self.records()))
+            else:
+                feed = self.selection_items(aiter(self.records()))
+            async for item in feed:
+                yield item
         except (SearchRejected, SharedGone) as exc:
             self.core.fail(str(exc))
         except SourceError as exc:  # what was listed is still downloaded; the exit status says 1
@@ -104,11 +116,28 @@ class IsicSpider(DatasetSpider):
             with contextlib.suppress(SharedGone):
                 quota.observe("", (await self.core.workers.state.counts([""]))[""])
                 logger.info("The dataset (all workers): %d image(s) of the selection", quota.kept[""])
+        if p.per_label:
+            if self.core.fatal_error is None:
+                isic_labels.summarise(self)
+            return
         kept, wanted = quota.kept[""], quota.target
         if wanted is not None and kept < wanted and self.core.fatal_error is None:
             logger.debug("kept %d of the %d images asked for: the selection has no more good images", kept, wanted)
             self.core.shortfalls.append(f"kept {kept} of the {wanted} images asked for: the selection has no more "
                                         "good images")
+
+    async def selection_items(self, records: AsyncIterator[isic.IsicRecord]) -> AsyncIterator[ImageItem]:
+        """Room first, then the next record: a page is fetched only when an image can go."""
+        quota = self.core.quota
+        while await quota.wait_for_room():
+            try:
+                record = await anext(records)
+            except StopAsyncIteration:
+                break
+            item = self.make_item(record)
+            if item is not None:
+                quota.reserve()
+                yield item
 
     # --- listing ------------------------------------------------------------------------
 
@@ -121,14 +150,18 @@ class IsicSpider(DatasetSpider):
             if status != 200:
                 raise SearchRejected(f"collections: cannot check collection {collection}: HTTP {status} from {url}")
 
-    async def plan_from(self, count: int) -> None:
-        """The number of images the run means to keep, and whether their bytes fit on the disk."""
+    async def plan_from(self, count: int, label: str | None = None) -> None:
+        """The number of images the run means to keep, and whether their bytes fit on the disk
+        (per_label: each label's search adds its share to what is expected)."""
         wanted = self.params.num_images
-        self.core.plan = Plan(max(0, min(count - self.params.offset, wanted or count)))
+        if not self.params.per_label:
+            self.core.plan = Plan(max(0, min(count - self.params.offset, wanted or count)))
         if self.params.no_images or not self.settings.getbool("DISK_SPACE_CHECK", True):
             return
-        _, size = await look_ahead.isic_measure(self, count)
+        _, size = await look_ahead.isic_measure(self, count, label)
         _, expected = look_ahead.isic_expected(self, count, size)
+        if expected is not None:
+            self.expected_bytes = expected = getattr(self, "expected_bytes", 0) + expected
         if not await asyncio.to_thread(self.check_space, self.params.folder("images"), expected):
             raise SearchRejected(self.core.fatal_error or "not enough disk space")
 
@@ -136,11 +169,13 @@ class IsicSpider(DatasetSpider):
         await look_ahead.isic_dry_run(self)
 
     def records(self) -> AsyncIterator[isic.IsicRecord]:
-        return self.v2_records() if self.params.api_version == 2 else self.v1_records()
+        if self.masks is not None and self.params.masks_required:
+            return self.masks.records()  # only ids the mask archives cover, searched in batches
+        return self.v2_records() if self.params.api_version == 2 else isic_v1.v1_records(self)
 
-    async def v2_records(self) -> AsyncIterator[isic.IsicRecord]:
+    async def v2_records(self, label_filter: str | None = None) -> AsyncIterator[isic.IsicRecord]:
         p = self.params
-        query = isic.v2_query(p.filter, p.query)
+        query = isic.v2_query(label_filter or p.filter, p.query)
         url: str | None = isic.v2_search_url(self.api_url, query, p.collections)
         seen: set[str] = set()
         to_skip, first = p.offset, True
@@ -155,6 +190,8 @@ class IsicSpider(DatasetSpider):
                 message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
                 what = f"the search {query!r}" if query else "the listing"
                 raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}")
+            if status in (401, 403):
+                raise SearchRejected(isic_access.refused(status, self.token, "the search"))
             if status != 200:
                 raise SourceError(f"the search page {url} answered HTTP {status}")
             try:
@@ -163,63 +200,22 @@ class IsicSpider(DatasetSpider):
                 raise SourceError(f"the search page {url}: {exc}") from None
             if first and count is not None:
                 logger.info("%d image(s) match %s", count, query or "(everything)")
-                await self.plan_from(count)
+                await self.plan_from(count, label_filter)
             first = False
             if not results and url:
                 raise SourceError(f"the search gave an empty page that links to another ({url})")
             if not idle.progress([record_key(raw, "isic_id") for raw in results], page, more=url is not None):
                 continue  # every record on it was listed (or skipped by offset) already
-            for raw in results:
-                if to_skip:
-                    to_skip -= 1
-                    continue
-                try:
-                    yield isic.v2_record(raw, page_url=page)
-                except isic.RecordError as exc:
-                    logger.warning("Skipping a record: %s", exc)
-
-    async def v1_records(self) -> AsyncIterator[isic.IsicRecord]:
-        p = self.params
-        offset, previous = p.offset, None
-        idle = IdlePages(self.settings.getint("ISIC_MAX_IDLE_PAGES", 3), "image list")
-        while True:
-            url = isic.v1_list_url(self.api_url, offset, p.filter)
-            status, data = await self.fetch_json(url, "image list")
-            if status == 400:
-                message = data.get("message") if isinstance(data, dict) else None
-                raise SearchRejected(f"the ISIC API v1 rejected the listing: {message or 'HTTP 400'}")
-            if status != 200 or not isinstance(data, list):
-                raise SourceError(
-                    f"the image list {url} answered HTTP {status} without a JSON list"
-                )
-            names = [r.get("name") if isinstance(r, dict) else None for r in data]
-            if data and names == previous:
-                raise SourceError(f"the image list repeated a page at offset {offset}")
-            previous = names
-            if not data:  # IA's own client pages until an empty list: a server may cap `limit`
-                return
-            if idle.progress([record_key(raw, "name") for raw in data], url, more=True):
-                for raw in data:
-                    try:
-                        yield isic.v1_record(await self.v1_full(raw), self.api_url)
-                    except isic.RecordError as exc:
-                        logger.warning("Skipping a v1 record: %s", exc)
-            offset += len(data)
-
-    async def v1_full(self, raw: Any) -> Any:
-        """The full description of a v1 record, fetched when the server listed only a summary."""
-        if not isinstance(raw, dict) or "meta" in raw or not isic.valid_object_id(raw.get("_id")):
-            return raw
-        url = isic.v1_image_url(self.api_url, raw["_id"])
-        status, full = await self.fetch_json(url, "image description")
-        if status != 200 or not isinstance(full, dict):
-            raise isic.RecordError(f"{url} answered HTTP {status} without a description")
-        return full
+            records, to_skip = isic.page_records(results, page, to_skip)
+            for record in records:
+                yield record
 
     # --- items --------------------------------------------------------------------------
 
     def make_item(self, record: isic.IsicRecord) -> ImageItem | None:
         p = self.params
+        position = getattr(self, "listing_position", p.offset)  # the record's place in the listing (offset included)
+        self.listing_position = position + 1
         if not isic.valid_id(record.isic_id):
             return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=Outcome.BAD_ID,
                              detail="the id is not ISIC_ and 7 digits")
@@ -235,30 +231,41 @@ class IsicSpider(DatasetSpider):
             logger.warning("%s is labelled %s, outside filter=%s; skipped", record.isic_id, record.label, p.filter)
             return None
         folder = self.images_dir
-        if p.layout == "by_label":
+        if p.layout == "by_split":  # {split}/{label}/: no patient or lesion in two splits
+            folder = os.path.join(folder, splits.Scheme(p.splits, p.seed).split_of(record.isic_id, record.clinical))
+        if p.layout in ("by_label", "by_split"):
             folder = os.path.join(folder, record.label or "unlabeled")
-        urls = [] if p.no_images or not record.image_url else [record.image_url]
+        thumbnail = p.image_size == "thumbnail_256"
+        url = record.thumbnail_url if thumbnail else record.image_url
+        urls = [] if p.no_images or not url else [url]
         if not urls and not p.no_images:
             return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=Outcome.NO_URL,
-                             detail="the record has no image URL")
+                             detail=f"the record has no {'thumbnail_256' if thumbnail else 'image'} URL")
         return ImageItem(
             image_id=record.isic_id,
             image_urls=urls,
             stems=[os.path.join(folder, record.isic_id)] * len(urls),
             label=record.label,
-            ext=record.ext,
+            ext=isic.url_extension(url) if thumbnail and url else record.ext,
+            variant=p.image_size if urls else None,
+            size_hint=None if thumbnail else record.full_size,
             description=record.raw,
             description_path=os.path.join(self.descs_dir, f"{record.isic_id}.json"),
             source_id=record.source_id,
+            position=position,
         )
 
     # --- follow-ups: licenses and masks -----------------------------------------------------
 
     def on_recorded(self, item: ImageItem) -> None:
+        if self.params.per_label:
+            isic_labels.note_outcome(self, item)
         if item.kind != "image" or item.outcome not in KEPT_OUTCOMES or not item.description:
             return
         if self.params.api_version == 2:
             self.ask_license(item.description.get("copyright_license"))
+            if self.masks is not None:
+                self.masks.follow(item)
         elif self.params.segmentation and item.source_id:
             known = self.core.disk.kept_path(self.core.known("mask", item.image_id))
             if known and os.path.isfile(known):
@@ -293,28 +300,8 @@ class IsicSpider(DatasetSpider):
         logger.warning("Could not fetch a license text: %s", failure.getErrorMessage())
 
     def parse_segmentations(self, response: Response, isic_id: str) -> Any:
-        try:
-            candidates = isic.pick_segmentations(response.json(), self.params.seg_level)
-        except (ValueError, isic.RecordError) as exc:
-            logger.warning("%s: unusable segmentation list: %s", isic_id, exc)
-            return
-        if not candidates:
-            self.crawler.stats.inc_value("isic/no_segmentation")
-            logger.info("%s has no segmentation that did not fail", isic_id)
-            return
-        skills = [c.get("skill") if c.get("skill") in ("novice", "expert") else "unknown" for c in candidates]
-        yield ImageItem(
-            image_id=isic_id,
-            kind="mask",
-            image_urls=[isic.v1_mask_url(self.api_url, c["_id"]) for c in candidates],
-            stems=[os.path.join(self.seg_dir, f"{isic_id}_{skill}") for skill in skills],
-            ext="png",
-        )
+        return isic_v1.parse_segmentations(self, response, isic_id)
 
     def segmentations_failed(self, failure: Any) -> None:
         self.crawler.stats.inc_value("isic/segmentation_list_failed")
         logger.warning("Could not list segmentations: %s", failure.getErrorMessage())
-
-
-class SearchRejected(SourceError):
-    """The server refused the search itself: nothing to download, so the run stops at once."""

@@ -9,6 +9,23 @@ from ..params import arg, boolean, choice, http_url, int_list, optional, path, t
 from ..sources.isic import LABELS
 
 
+def split_spec(value: object) -> tuple[tuple[str, int], ...]:
+    """``train:80,val:10,test:10`` -> (("train", 80), ("val", 10), ("test", 10)): names and weights."""
+    parts = [p.strip() for p in text(value).split(",") if p.strip()]
+    out: list[tuple[str, int]] = []
+    for part in parts:
+        name, sep, weight = part.partition(":")
+        name = name.strip()
+        if not sep or not weight.strip().isdigit() or not name.isidentifier() or int(weight) <= 0:
+            raise ValueError(f"expected name:weight pairs such as train:80,val:10,test:10, got {part!r}")
+        if name in dict(out):
+            raise ValueError(f"split {name!r} is given twice")
+        out.append((name, int(weight)))
+    if len(out) == 1:
+        raise ValueError("one split is no split: give two or more, e.g. train:80,test:20")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class IsicParams:
     num_images: int | None = arg(
@@ -35,12 +52,38 @@ class IsicParams:
     descs_dir: str | None = arg(optional(path), None, "where descriptions go", shown="`{out_dir}/Descriptions`")
     seg_dir: str | None = arg(optional(path), None, "where masks go", shown="`{out_dir}/Segmentation`")
     no_images: bool = arg(boolean, False, "save descriptions (and masks) only")
-    segmentation: bool = arg(boolean, False, "also download segmentation masks (API v1 only)")
+    segmentation: bool = arg(
+        boolean, False,
+        "also download lesion masks (v2: from the challenge archives, `ISIC_MASK_ARCHIVES`; v1: its API)"
+    )
+    masks_required: bool = arg(
+        boolean, False, "with `segmentation`: keep only images that have a mask; `num_images` counts pairs"
+    )
     seg_level: str | None = arg(
         optional(choice("novice", "expert")), None, "preferred mask skill: `novice` or `expert`",
         aliases=("seg_skill",), shown="none: the newest",
     )
-    layout: str = arg(choice("flat", "by_label"), "flat", "`flat`, or `by_label`: one folder per label")
+    per_label: int | None = arg(
+        optional(whole_number(1)), None, "exactly N images for each label of the selection (not with `num_images`)",
+        shown="none",
+    )
+    strict: bool = arg(boolean, False, "with `per_label`: exit 1 when a label ends with fewer than N images")
+    image_size: str = arg(
+        choice("full", "thumbnail_256"), "full", "`full`, or `thumbnail_256`: the archive's 256-px JPEG thumbnails"
+    )
+    token: str | None = arg(
+        optional(text), None, "an ISIC API token for private images (prefer the `ISIC_TOKEN` environment variable)",
+        shown="`$ISIC_TOKEN`",
+    )
+    splits: tuple[tuple[str, int], ...] = arg(
+        split_spec, (), "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two",
+        shown="none",
+    )
+    seed: int = arg(whole_number(0), 0, "with `splits`: the seed that makes them reproducible")
+    layout: str = arg(
+        choice("flat", "by_label", "by_split"), "flat",
+        "`flat`; `by_label`: one folder per label; `by_split`: one per split (then per label)",
+    )
     dry_run: bool = arg(boolean, False, "say what would be fetched (how many images, how many bytes) and stop")
     retry_failed: bool = arg(boolean, False, "also retry images an earlier run found gone or bad (404, not an image)")
     api_version: int = arg(lambda v: int(choice("1", "2")(v)), 2, "`2`, or `1` for the legacy Girder API")
@@ -50,6 +93,14 @@ class IsicParams:
     )
 
     def __post_init__(self) -> None:
+        if self.per_label is not None and (self.num_images is not None or self.offset):
+            raise ValueError("per_label: not with num_images or offset (it asks for N of each label)")
+        if self.masks_required and not self.segmentation:
+            raise ValueError("masks_required: needs segmentation=true")
+        if self.masks_required and self.per_label is not None:
+            raise ValueError("masks_required: not with per_label (it searches for the ids that have masks)")
+        if self.layout == "by_split" and not self.splits:
+            raise ValueError("layout=by_split: needs splits, e.g. splits=train:80,val:10,test:10")
         if self.api_version == 1 and self.query:
             raise ValueError("query: the v1 API takes no search expression; use filter, or api_version=2")
         if self.api_version == 1 and self.collections:

@@ -41,13 +41,15 @@ def size_text(n: float) -> str:
 # --- ISIC ---------------------------------------------------------------------------------------
 
 
-async def isic_measure(spider: IsicSpider, count: int | None = None) -> tuple[int | None, int | None]:
+async def isic_measure(
+    spider: IsicSpider, count: int | None = None, label: str | None = None
+) -> tuple[int | None, int | None]:
     """How many images match the selection (unless known) and their bytes in all, as the v2 API
     says (None: not said: v1, or a mirror without the size endpoint)."""
     p = spider.params
     if p.api_version != 2:
         return None, None
-    query = isic.v2_query(p.filter, p.query)
+    query = isic.v2_query(label or p.filter, p.query)
     if count is None:
         search = isic.v2_search_url(spider.api_url, query, p.collections).replace("limit=100", "limit=1")
         status, data = await spider.fetch_json(search, "search page")
@@ -64,8 +66,8 @@ def isic_expected(spider: IsicSpider, count: int | None, size: int | None) -> tu
     if count is None:
         return spider.params.num_images, None
     wanted = max(0, count - spider.params.offset)
-    if spider.params.num_images is not None:
-        wanted = min(wanted, spider.params.num_images)
+    if spider.params.num_images is not None or spider.params.per_label is not None:
+        wanted = min(wanted, spider.params.num_images or spider.params.per_label or 0)
     return wanted, (round(size * wanted / count) if size is not None and count else None)
 
 

@@ -78,6 +78,8 @@ class FakeImage:
     created: str | None = None  # ISO; default strictly increasing in construction order
     collections: list[int] = field(default_factory=list)
     public: bool = True
+    lesion_id: str | None = None  # clinical lesion_id, "IL_" + 7 digits (one lesion, several images)
+    patient_id: str | None = None  # clinical patient_id, "IP_" + 7 digits (one patient, several lesions)
     full_url: str | None = None  # override files.full.url (e.g. a dead or signed URL)
     size: int | None = None  # override files.full.size (default len(body))
     # legacy v1
@@ -125,6 +127,7 @@ class FakeImage:
             out["diagnosis_1"] = self.diagnosis_1
             if self.diagnosis_1 in _LEVELS:
                 out["diagnosis_2"], out["diagnosis_3"], _ = _LEVELS[self.diagnosis_1]
+        out.update(lesion_id=self.lesion_id, patient_id=self.patient_id)
         out.update(self.extra_clinical)
         return {k: v for k, v in out.items() if v is not None}
 
@@ -150,13 +153,23 @@ def make_archive(
     seed: int = 0,
     diagnoses: Iterable[str | None] | None = None,
     size: tuple[int, int] = (64, 48),
+    images_per_lesion: int | None = None,
+    lesions_per_patient: int | None = None,
 ) -> list[FakeImage]:
     """``n`` FakeImages ``ISIC_0000000``.. with distinct small JPEGs.
 
     ``diagnoses`` is cycled through for diagnosis_1 (default Benign, Malignant, ...).
+    ``images_per_lesion``: consecutive images share a ``lesion_id`` (``IL_0000000``, ...), and with
+    ``lesions_per_patient`` consecutive lesions a ``patient_id`` (``IP_0000000``, ...).
     """
     labels = itertools.cycle(list(diagnoses) if diagnoses is not None else ["Benign", "Malignant"])
-    return [
-        FakeImage(isic_id=f"ISIC_{i:07d}", diagnosis_1=next(labels), body=images.jpeg(*size, seed=seed * 1_000_003 + i))
-        for i in range(n)
-    ]
+    out = []
+    for i in range(n):
+        lesion = i // images_per_lesion if images_per_lesion else None
+        patient = lesion // lesions_per_patient if lesion is not None and lesions_per_patient else None
+        out.append(FakeImage(
+            isic_id=f"ISIC_{i:07d}", diagnosis_1=next(labels), body=images.jpeg(*size, seed=seed * 1_000_003 + i),
+            lesion_id=f"IL_{lesion:07d}" if lesion is not None else None,
+            patient_id=f"IP_{patient:07d}" if patient is not None else None,
+        ))
+    return out

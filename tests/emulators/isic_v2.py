@@ -55,9 +55,11 @@ class IsicV2Server(EmulatorServer):
         host: ImageHost,
         collections: dict[int, str] | None = None,
         page_mode: str = "normal",
+        tokens: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.images: list[FakeImage] = as_list(fake_images)
+        self.tokens = set(tokens)  # OAuth2 bearer tokens that see private images too
         self.host = host
         self.collections: dict[int, str] = dict(collections or {})
         self.page_mode = page_mode
@@ -138,7 +140,19 @@ class IsicV2Server(EmulatorServer):
     def _ordered(imgs: Iterable[FakeImage]) -> list[FakeImage]:
         return sorted(imgs, key=lambda i: i.created_dt)
 
+    def _visible(self, req: Request) -> bool:
+        """Whether the request sees private images: a valid ``Authorization: Bearer`` token.
+        An unknown token is refused (401), as an API that checks its tokens does; none is anonymous."""
+        header = req.headers.get("Authorization") or ""
+        if not header:
+            return False
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or token.strip() not in self.tokens:
+            raise HttpError(401, {"detail": "Invalid token."})
+        return True
+
     def _matching(self, req: Request) -> list[FakeImage]:
+        private = self._visible(req)
         try:
             predicate = parse_query(req.arg("query") or "")
         except QueryError:
@@ -154,6 +168,7 @@ class IsicV2Server(EmulatorServer):
             img
             for img in self.images
             if predicate(flat_record(img)) and (wanted is None or wanted & set(img.collections))
+            and (img.public or private)
         )
 
     def _send_page(self, req: Request, records: list[FakeImage]) -> None:
