@@ -5,6 +5,7 @@ two different years, stored and deflated members)."""
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 from dataset_spiders.verify import verify
@@ -182,3 +183,34 @@ def test_the_cache_is_the_dataset_s_own_for_verify(out):
     assert len(cached["members"]) == 3 + FILLER  # the masks only, not the licence file
     report = verify(str(out), [])
     assert report.ok, report.problems
+
+
+def test_a_planted_cache_is_never_followed(out, tmp_path):
+    """A symlink where the mask cache goes is refused (one line, exit 1, its target untouched); a
+    cached directory file replaced by a link is no cache: the archive's tail is read again."""
+    records = make_archive(2, size=SIZE)
+    in_a, _, blobs = two_archives()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with ImageHost(records) as host, IsicV2Server(records, host) as api, ChallengeArchives(blobs) as bucket:
+        settings = archives_setting(bucket, A_PATH)
+        out.mkdir()
+        (out / ".cache").symlink_to(elsewhere, target_is_directory=True)
+        refused = crawl("isic", out, f"api_url={api.url}/api/v2", "segmentation=true", settings=settings)
+        (out / ".cache").unlink()
+        first = crawl("isic", out, f"api_url={api.url}/api/v2", "segmentation=true", settings=settings)
+        cached = next((out / ".cache" / "isic-masks").glob("*.json"))
+        forged = tmp_path / "forged.json"
+        forged.write_text(cached.read_text().replace('"total": ', '"total": 1'))
+        cached.unlink()
+        cached.symlink_to(forged)
+        (out / "Segmentation" / "ISIC_0000001_segmentation.png").unlink()
+        tails = sum(h.get("range", "").startswith("bytes=-") for h in bucket.headers_for("/"))
+        again = crawl("isic", out, f"api_url={api.url}/api/v2", "segmentation=true", settings=settings)
+        tails_again = sum(h.get("range", "").startswith("bytes=-") for h in bucket.headers_for("/"))
+    assert refused.code == 1 and os.listdir(elsewhere) == []
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: {out / '.cache'} is a symlink")
+    assert first.code == 0, first.stderr
+    assert again.code == 0, again.stderr
+    assert tails_again == tails + 1  # the forged directory was not used: the tail was read again
+    assert (out / "Segmentation" / "ISIC_0000001_segmentation.png").read_bytes() == in_a["ISIC_0000001"]

@@ -26,7 +26,7 @@ from . import earlier
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly
-from .leftovers import MadeByThisRun
+from .leftovers import CACHE_DIR, MadeByThisRun
 from .local_mode import LocalMode
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
@@ -116,7 +116,8 @@ class DatasetCore:
         try:
             self.lock.acquire()
             self.disk.plan_staging()
-            self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, *own_folders])
+            cache = os.path.join(self.disk.root, CACHE_DIR)
+            self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, cache, *own_folders])
             if self.workers is not None:
                 self.workers.enter()  # a staging folder of its own; others' are cleaned once they are dead
                 self.journal.path = self.disk.journal_path  # in it: each worker has its own journal

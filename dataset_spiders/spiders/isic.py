@@ -74,7 +74,8 @@ class IsicSpider(DatasetSpider):
         p, images = self.params, self.params.folder("images")
         labels = (*isic.LABELS, "unlabeled") if p.layout in ("by_label", "by_split") else ()
         splits = [os.path.join(images, name) for name, _ in p.splits] if p.layout == "by_split" else []
-        return [os.path.join(os.path.abspath(p.out_dir), "licenses"), *splits,
+        masks = [os.path.join(os.path.abspath(p.out_dir), ".cache", "isic-masks")] if p.segmentation else []
+        return [os.path.join(os.path.abspath(p.out_dir), "licenses"), *splits, *masks,
                 *(os.path.join(parent, label) for parent in splits or [images] for label in labels)]
 
     async def items(self) -> AsyncIterator[Any]:

@@ -142,13 +142,14 @@ class ArchiveReader:
         return os.path.join(self.cache, hashlib.sha1(url.encode()).hexdigest()[:20] + suffix)
 
     def _cached(self, url: str) -> Archive | None:
+        """The cached directory of ``url`` (never through a symlink: a planted one is no cache), or None."""
         try:
-            with open(self.path(url, ".json"), encoding="utf-8") as f:
-                obj = json.load(f)
+            with _open_no_link(self.path(url, ".json")) as f:
+                obj = json.loads(f.read().decode("utf-8"))
             if obj.get("version") != CACHE_VERSION or obj.get("url") != url:
                 return None
             whole = self.path(url, ".zip") if obj.get("whole") else None
-            if whole and os.path.getsize(whole) != obj["total"]:
+            if whole and (os.path.islink(whole) or os.path.getsize(whole) != obj["total"]):
                 return None
             return Archive(url, int(obj["total"]), [Member.from_json(m) for m in obj["members"]], whole)
         except (OSError, ValueError, KeyError, TypeError):
@@ -206,7 +207,12 @@ class WholeDownloadProgress:
             logger.info("%s: %.1f of %.1f MB", self.url, self.got / 1e6, self.expected / 1e6)
 
 
+def _open_no_link(path: str) -> Any:
+    """``path`` opened for reading, refusing a symlink (OSError)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
 def _read_file(path: str, start: int, length: int) -> bytes:
-    with open(path, "rb") as f:
+    with _open_no_link(path) as f:
         f.seek(start)
         return f.read(length)
