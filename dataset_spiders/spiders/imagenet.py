@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
@@ -25,12 +24,12 @@ from ..core.quota import Plan
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..pipelines.checks import Limits
-from ..sources import class_files, imagenet
+from ..sources import imagenet
 from ..sources.isic import url_extension
 from . import look_ahead
 from .base import DatasetSpider, SourceError
-from .imagenet_args import ILSVRC, ImagenetParams
-from .imagenet_classes import ClassState
+from .imagenet_args import ImagenetParams
+from .imagenet_classes import ClassState, asked_classes
 from .imagenet_shared import shared_items
 
 logger = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class ImagenetSpider(DatasetSpider):
     def load_classes(self) -> list[ClassState]:
         """The classes asked for, in order, with their folders and the images already there."""
         p = self.params
-        pairs = self.class_pairs()
+        pairs = asked_classes(self.params, self.domains)
         states = []
         limits = Limits.from_settings(self.settings)
         for index, (wnid, label) in enumerate(pairs):
@@ -158,29 +157,6 @@ class ImagenetSpider(DatasetSpider):
             state.vouched = set(vouched)
             states.append(state)
         return states
-
-    def class_pairs(self) -> list[tuple[str, str | None]]:
-        """The (wnid, label) of each class asked for, in order (reads no dataset folder)."""
-        p = self.params
-        if p.wnids == (ILSVRC,):
-            pairs: list[tuple[str, str | None]] = list(imagenet.ilsvrc1000())
-        elif p.wnids:
-            labels = dict(imagenet.ilsvrc1000())
-            pairs = [(w, labels.get(w)) for w in p.wnids]
-        elif p.wnids_file:
-            if p.wnids_file == "-":
-                pairs, shape = class_files.parse_class_text(sys.stdin.read(), "standard input")
-            else:
-                pairs, shape = class_files.read_class_file(p.wnids_file)
-            logger.info("Read %d class(es) from %s (%s)", len(pairs), p.wnids_file, shape)
-        else:
-            counts = imagenet.count_url_file(p.urls_file or "", self.domains)
-            chosen = imagenet.choose_classes(counts, p.num_classes or 0, p.min_urls or p.per_class, p.seed)
-            labels = dict(imagenet.ilsvrc1000())
-            pairs = [(w, labels.get(w)) for w in chosen]
-        if not pairs:
-            raise ValueError("the class list is empty")
-        return pairs
 
     async def dry_run(self) -> None:
         await look_ahead.imagenet_dry_run(self)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.manifest import Record
-from ..sources import imagenet
+from ..sources import class_files, imagenet
+from .imagenet_args import ILSVRC, ImagenetParams
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,3 +45,26 @@ class ClassState:
         self.position += 1
         return self.candidates[self.position - 1]
 
+
+def asked_classes(p: ImagenetParams, domains: Any) -> list[tuple[str, str | None]]:
+    """The (wnid, label) of each class asked for, in order (reads no dataset folder). ``domains``:
+    the hosts ``flickr_only`` keeps, when classes are drawn from a URL list by their usable URLs."""
+    if p.wnids == (ILSVRC,):
+        pairs: list[tuple[str, str | None]] = list(imagenet.ilsvrc1000())
+    elif p.wnids:
+        labels = dict(imagenet.ilsvrc1000())
+        pairs = [(w, labels.get(w)) for w in p.wnids]
+    elif p.wnids_file:
+        if p.wnids_file == "-":
+            pairs, shape = class_files.parse_class_text(sys.stdin.read(), "standard input")
+        else:
+            pairs, shape = class_files.read_class_file(p.wnids_file)
+        logger.info("Read %d class(es) from %s (%s)", len(pairs), p.wnids_file, shape)
+    else:
+        counts = imagenet.count_url_file(p.urls_file or "", domains)
+        chosen = imagenet.choose_classes(counts, p.num_classes or 0, p.min_urls or p.per_class, p.seed)
+        labels = dict(imagenet.ilsvrc1000())
+        pairs = [(w, labels.get(w)) for w in chosen]
+    if not pairs:
+        raise ValueError("the class list is empty")
+    return pairs

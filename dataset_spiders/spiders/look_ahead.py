@@ -91,10 +91,10 @@ async def isic_dry_run(spider: IsicSpider) -> None:
 
 async def imagenet_dry_run(spider: ImagenetSpider) -> None:
     """Each class's candidate URLs (from the list file or the geturls API), and the totals."""
-    from .imagenet_classes import ClassState
+    from .imagenet_classes import ClassState, asked_classes
 
     p = spider.params
-    pairs = spider.class_pairs()
+    pairs = asked_classes(p, spider.domains)
     states = [ClassState(i, wnid, label, "") for i, (wnid, label) in enumerate(pairs)]
     from_file = spider.read_urls_file(states) if p.urls_file else None
     say(f"Dry run: imagenet: {len(states)} class(es), {p.per_class} per class, into {spider.images_dir}")
