@@ -9,6 +9,7 @@ ImageNet class's list, or ISIC's listed records) are handed out here too, each t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -86,7 +87,22 @@ class WorkerMode:
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
         if self.state is not None:
+            with contextlib.suppress(SharedGone):
+                await self._reap_the_dead_before_leaving()
             await self.state.close()
+
+    async def _reap_the_dead_before_leaving(self) -> None:
+        """A peer that died (its staging folder is free) may have renamed images whose lines it
+        never wrote, and its admissions still count: its classes look full. Before this worker
+        leaves, wait for such a peer's lease to run out (a lease and a second at most) and reap
+        it, so the dataset it leaves has a line for every file."""
+        assert self.state is not None
+        deadline = asyncio.get_running_loop().time() + self.lease + 1
+        while any(not alive for alive in (await asyncio.to_thread(self.folder.peers)).values()):
+            await self.state.reap()
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.1)
 
     # --- decisions -----------------------------------------------------------------------------
 
