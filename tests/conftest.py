@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +94,39 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def install_copy(where: Path) -> Path:
+    """``pip install`` of a copy of the checkout into a fresh virtualenv under ``where``, as a user
+    installs it (the project's dependencies seen through a .pth, so nothing is downloaded); the
+    installed ``dataset-spiders`` command."""
+    source = where / "src"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "dataset_spiders", source / "dataset_spiders", ignore=shutil.ignore_patterns("__pycache__"))
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    where_site = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", where_site], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    Path(site, "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")  # scrapy, pillow, pip...
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+                           "--no-build-isolation", str(source)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return venv / "bin" / "dataset-spiders"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``dataset-spiders`` command of an installed copy of the checkout (once per session)."""
+    return install_copy(tmp_path_factory.mktemp("installed"))
+
+
+def user_run(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
+             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed command as a user runs it: from ``cwd`` (a folder outside the checkout),
+    without the machine's proxy variables and without the checkout on the path."""
+    environment = {k: v for k, v in clean_env(env).items() if k != "PYTHONPATH"}
+    return subprocess.run([str(exe), *args], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout, input=stdin)

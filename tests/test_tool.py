@@ -9,10 +9,8 @@ import dataclasses
 import os
 import pty
 import select
-import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -46,24 +44,11 @@ def console(*args: str, cwd: Path, exe: str | None = None, env: dict | None = No
                           timeout=timeout)
 
 
-def test_pip_install_gives_a_command_that_works_from_an_empty_folder(isic, tmp_path):
+def test_pip_install_gives_a_command_that_works_from_an_empty_folder(isic, installed, tmp_path):
     """A fresh virtualenv (the project's dependencies seen through a .pth, so nothing is
-    downloaded), ``pip install --no-deps --no-build-isolation`` of a copy of the checkout."""
-    source = tmp_path / "src"
-    for name in ("pyproject.toml", "README.md", "requirements.txt"):
-        shutil.copy(ROOT / name, source / name if source.exists() else _mkdir(source) / name)
-    shutil.copytree(ROOT / "dataset_spiders", source / "dataset_spiders",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    where_site = "import sysconfig; print(sysconfig.get_path('purelib'))"
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", where_site], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    Path(site, "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")  # scrapy, pillow, pip...
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--no-build-isolation", str(source)], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    exe = str(venv / "bin" / "dataset-spiders")
+    downloaded), ``pip install --no-deps --no-build-isolation`` of a copy of the checkout
+    (the ``installed`` fixture)."""
+    exe = str(installed)
     where = _mkdir(tmp_path / "empty")
     run = console("isic", "--num-images", "4", "--api_url", isic, "-s", "CONCURRENT_REQUESTS=4", cwd=where, exe=exe)
     assert run.returncode == 0, run.stderr
