@@ -96,7 +96,7 @@ def write_manifest(path: Path, lines: int, classes: list[tuple[str, str]]) -> No
             url = f"http://farm{1 + i % 8}.staticflickr.com/{1000 + i % 8999}/{photo}_{digest[:10]}.jpg"
             f.write(json.dumps({
                 "id": image_id, "kind": "image", "group": wnid, "label": label, "url": url, "final_url": url,
-                "outcome": "kept", "detail": None, "path": f"ImageNet/{wnid}/{image_id}.jpg",
+                "outcome": "kept", "detail": None, "path": f"Images/{wnid}/{image_id}.jpg",
                 "bytes": 40_000 + (i * 7919) % 200_000, "sha256": digest, "width": 500, "height": 375,
                 "pixels": hashlib.sha256(digest.encode()).hexdigest(), "time": round(now + i / 1000, 3),
             }, ensure_ascii=False) + "\n")

@@ -240,7 +240,7 @@ def run_together(key: str, label: str, cmds: list[list[str]], cwd: Path, env: di
 
 
 def class_counts(out: Path, wnids: list[str]) -> dict[str, int]:
-    return {w: tp.count_files(out / "ImageNet" / w) if (out / "ImageNet" / w).is_dir() else 0 for w in wnids}
+    return {w: tp.count_files(out / "Images" / w) if (out / "Images" / w).is_dir() else 0 for w in wnids}
 
 
 def check_ours(run: Run, out: Path, expected: dict[str, int]) -> None:

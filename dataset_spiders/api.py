@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .cli import spider_models
-from .core.provenance import read_runs
+from .core.provenance import FOLDER_NAMES, read_resolved
 
 
 class DownloadError(RuntimeError):
@@ -98,7 +98,8 @@ def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] 
             out.write(line)
             out.flush()
     code = proc.wait()
-    summary = read_summary(out_dir(spider, arguments), proc.pid, code, error)
+    named = [str(Path(str(v)).absolute()) for k, v in arguments.items() if k in FOLDER_NAMES and v]
+    summary = read_summary(out_dir(spider, arguments), proc.pid, code, error, named)
     if code != 0:
         raise DownloadError(error or f"{spider} exited with status {code}", summary)
     if summary is None:
@@ -112,13 +113,13 @@ def out_dir(spider: str, arguments: dict[str, Any]) -> Path:
     return Path(str(arguments.get("out_dir") or default)).absolute()
 
 
-def read_summary(root: Path, pid: int, code: int, error: str | None) -> Summary | None:
+def read_summary(root: Path, pid: int, code: int, error: str | None, named: list[str] | None = None) -> Summary | None:
     """The run of process ``pid`` in ``root/dataset.json``, or None (it stopped before recording)."""
-    runs = [r for r in read_runs(str(root)) if r.get("pid") == pid] if root.is_dir() else []
+    runs = [r for r in read_resolved(str(root), named or [])[0] if r.get("pid") == pid] if root.is_dir() else []
     if not runs:
         return None
     run = runs[-1]
-    folders = run.get("folders") or {}
+    folders = run["folders"]
     images = folders.get("images_dir")
     report = root / "report.html"
     return Summary(

@@ -53,6 +53,7 @@ class Outcome(StrEnum):
     OPTED_OUT = "opted_out"  # the host asked that its images not be used for AI (X-Robots-Tag: noai / noimageai)
     NO_MASK = "no_mask"  # a mask: none of the mask archives (ISIC_MASK_ARCHIVES) holds one for the image
     WRONG_SIZE = "wrong_size"  # a mask whose dimensions are not its image's
+    SET_ASIDE = "set_aside"  # reselect=true: of the folder's earlier selection; moved to .quarantine, not in it
 
 
 KEPT_OUTCOMES = frozenset({Outcome.KEPT, Outcome.PRESENT, Outcome.DESCRIBED})

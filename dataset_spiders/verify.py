@@ -43,6 +43,8 @@ class Report:
     checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # valid images a running crawl has not recorded yet
+    skipped: list[str] = field(default_factory=list)  # folders outside the dataset, not named: not looked at
+    not_read: int = 0  # kept images whose path leads out of the dataset through a link: not read
     per_group: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -97,24 +99,27 @@ def check_entry(disk: DatasetDisk, key: str, entry: Record, placeholders: set[st
     return None
 
 
-def dataset_folders(root: str) -> tuple[list[str], list[str], list[dict]]:
-    """From ``dataset.json``: every folder the runs named, the image folders among them, the runs."""
-    runs = provenance.read_runs(os.path.abspath(root))
-    folders = []
-    for run in runs:
-        named = run.get("folders") if isinstance(run.get("folders"), dict) else {}
-        folders += [os.path.normpath(v) for k, v in named.items() if k != "out_dir" and isinstance(v, str)
-                    and os.path.isabs(v)]
-    return list(dict.fromkeys(folders)), provenance.image_folders(runs), runs
+@dataclass
+class Dataset:
+    """A dataset folder as a command opens it: its disk (the folders it may use), the images its
+    manifest keeps (by key; those a run was committing when it stopped too, from its journal),
+    its image folders, its runs (folders resolved) and the folders it will not look at."""
+
+    disk: DatasetDisk
+    kept: dict[str, Record]
+    image_folders: list[str]
+    runs: list[dict]
+    skipped: list[str]
 
 
-def open_dataset(root: str) -> tuple[DatasetDisk, dict[str, Record], list[str], list[dict]]:
-    """The dataset at ``root``: its folders, the images its manifest keeps (by key; those a run
-    was committing when it stopped too, from its journal), its image folders, its runs."""
-    folders, image_folders, runs = dataset_folders(root)
-    disk = DatasetDisk(root, folders)
+def open_dataset(root: str, named: list[str] | tuple[str, ...] = ()) -> Dataset:
+    """The dataset at ``root``; ``named``: folders outside it that the caller's own command line
+    names (only those are ever looked at outside ``root``; see ``provenance.resolve``)."""
+    runs, folders = provenance.read_resolved(root, named)
+    disk = DatasetDisk(root, folders.usable)
     if not os.path.isfile(disk.manifest_path):
         raise FileNotFoundError(f"no {manifest.MANIFEST_NAME} in {root}")
+    image_folders = list(folders.images)
     last: dict[str, Record] = {}
     for _, record in manifest.read(disk.manifest_path):
         if record.path is None or (disk.absolute(record.path) is not None and is_image_name(record.path)):
@@ -125,18 +130,33 @@ def open_dataset(root: str) -> tuple[DatasetDisk, dict[str, Record], list[str], 
             key = str(record.key)
             if record.path and disk.absolute(record.path) and is_image_name(record.path) and key not in kept:
                 kept[key] = record
-    if not image_folders:  # a dataset from before dataset.json: the top folders of its kept images
+    if not runs:  # a dataset from before dataset.json: the top folders of its kept images
         for record in kept.values():
             rel = os.path.relpath(disk.absolute(record.path or "") or disk.root, disk.root)
             if os.sep in rel:
                 image_folders.append(os.path.join(disk.root, rel.split(os.sep, 1)[0]))
-    return disk, kept, list(dict.fromkeys(image_folders)), runs
+    return Dataset(disk, kept, list(dict.fromkeys(image_folders)), runs, folders.skipped)
 
 
-def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
-    disk, kept, image_folders, runs = open_dataset(root)
+def verify(root: str, placeholders: list[str], workers: int = 4, named: list[str] | tuple[str, ...] = (),
+           locked_by_us: bool = False) -> Report:
+    """Check the dataset at ``root`` (``named``: folders outside it the caller named;
+    ``locked_by_us``: the caller holds the dataset's lock, so no crawl can be running)."""
+    dataset = open_dataset(root, named)
+    disk, kept, image_folders, runs = dataset.disk, dataset.kept, dataset.image_folders, dataset.runs
+    report = Report(skipped=dataset.skipped)
+    owned_folders: dict[str, bool] = {}  # one real-path check per folder, not per image
+    owned = {}
+    for key, entry in kept.items():
+        folder = os.path.dirname(disk.absolute(entry.path or "") or "")
+        if folder not in owned_folders:
+            owned_folders[folder] = disk.owns(os.path.join(folder, "x"))
+        if owned_folders[folder]:
+            owned[key] = entry
+    report.not_read = len(kept) - len(owned)  # through a folder that leads out of the dataset: never read
+    kept = owned
     signatures = {p.lower() for p in placeholders}
-    report = Report(checked=len(kept))
+    report.checked = len(kept)
     items = list(kept.items())
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(items), 1000):  # in batches: a million entries are not all queued at once
@@ -152,7 +172,7 @@ def verify(root: str, placeholders: list[str], workers: int = 4) -> Report:
         by_folder[os.path.dirname(path)].append(key)
     for folder, keys in by_folder.items():
         report.per_group[os.path.relpath(folder, disk.root)] = len(keys)
-    crawling = is_locked(disk.root)
+    crawling = not locked_by_us and is_locked(disk.root)
     ours = {os.path.join(disk.root, name) for name in (".lock", "dataset.json", "metadata.csv", "attribution.txt",
                                                        "licenses", "report.html", ".cache", manifest.MANIFEST_NAME)}
     not_images = ours | {disk.staging_dir, disk.quarantine_dir} | set(disk.folders[1:]) - set(image_folders)
@@ -197,38 +217,41 @@ def _decodes(path: str) -> bool:
     return True
 
 
-def fix(root: str, report: Report) -> int:
-    """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many.
-    The caller holds the dataset's lock. What the loaders read (``metadata.jsonl``,
-    ``classes.txt``) is written again to match the files left."""
-    disk, _, _, runs = open_dataset(root)
+def fix(root: str, report: Report, named: list[str] | tuple[str, ...] = ()) -> int:
+    """Move bad files to ``.quarantine`` and mark them for the next crawl; returns how many were
+    dealt with (a file that could not be moved aside is not counted). The caller holds the
+    dataset's lock. What the loaders read (``metadata.jsonl``, ``classes.txt``) is written again
+    to match the files left."""
+    dataset = open_dataset(root, named)
+    disk = dataset.disk
     writer = ManifestWriter(disk.manifest_path)
     marks = {"missing": Outcome.MISSING, "placeholder": Outcome.PLACEHOLDER, "over_target": Outcome.SURPLUS}
+    done = 0
     for problem in report.problems:
-        if os.path.lexists(problem.path):
-            disk.quarantine(problem.path)
+        if os.path.lexists(problem.path) and disk.quarantine(problem.path) is None:
+            continue  # refused (the log says why): nothing moved, nothing marked
+        done += 1
         if not problem.key:
             continue
         key = manifest.Key.parse(problem.key)
         outcome = marks.get(problem.what, Outcome.DAMAGED)
         writer.write(Record(key.id, outcome, key.kind, detail=f"verify: {problem.what}: {problem.detail}"))
     writer.close()
-    refresh_loader_files(disk, runs)
-    return len(report.problems)
+    refresh_loader_files(disk, dataset.runs)
+    return done
 
 
 def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
     """Rewrite the ``metadata.jsonl`` (ISIC) and ``classes.txt`` (ImageNet) the runs left, from
-    the files now there. Blocking; the caller holds the dataset's lock."""
+    the files now there (``runs`` resolved). Blocking; the caller holds the dataset's lock."""
     from .extensions.isic_catalog import write_image_metadata  # scrapy's signals: only when fixing
 
     latest: dict[str, tuple[str, str]] = {}  # images_dir -> (spider, descs_dir) of its latest run
-    for run in runs:
-        named = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+    for run in runs:  # resolved: only folders this command may use are left
+        named = run.get("folders") or {}
         images_dir, descs_dir = named.get("images_dir"), named.get("descs_dir")
-        if isinstance(images_dir, str) and os.path.isabs(images_dir):
-            descs = descs_dir if isinstance(descs_dir, str) else ""
-            latest[os.path.normpath(images_dir)] = (str(run.get("spider")), descs)
+        if images_dir:
+            latest[images_dir] = (str(run.get("spider")), descs_dir or "")
     for images_dir, (spider, descs_dir) in latest.items():
         if spider == "isic" and descs_dir and os.path.lexists(os.path.join(images_dir, METADATA_NAME)):
             write_image_metadata(disk, images_dir, descs_dir)

@@ -46,14 +46,14 @@ def test_a_lost_write_in_an_imagenet_class_is_set_aside_and_the_class_refilled(o
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         args = ("wnids=n00000000", "per_class=4", f"api_url={api.geturls_url('x').split('?')[0]}")
         assert crawl("imagenet", out, *args, env=hosts.proxy_env()).code == 0
-        folder = out / "ImageNet" / "n00000000"
+        folder = out / "Images" / "n00000000"
         victim = sorted(folder.iterdir())[0]
         drop_lines(out, {victim.stem})
         victim.write_bytes(b"\0" * victim.stat().st_size)
         again = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert again.code == 0, again.stderr[-2000:]
     assert len(list(folder.iterdir())) == 4
-    assert (out / ".quarantine" / "ImageNet" / "n00000000" / victim.name).read_bytes().strip(b"\0") == b""
+    assert (out / ".quarantine" / "Images" / "n00000000" / victim.name).read_bytes().strip(b"\0") == b""
     assert verify(out).returncode == 0
 
 
@@ -81,4 +81,4 @@ def test_concurrent_requests_cap_image_downloads_too(out):
         most = hosts.max_concurrent
     assert run.code == 0, run.stderr[-2000:]
     assert most == 1
-    assert all(len(run.files(f"ImageNet/{w}")) == 4 for w in classes)
+    assert all(len(run.files(f"Images/{w}")) == 4 for w in classes)

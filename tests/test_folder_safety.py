@@ -63,7 +63,7 @@ def test_two_crawls_of_one_dataset_at_once_one_is_refused_and_the_counts_stay_ex
     assert last_line(refused) == (f"error: {out} is in use by process {winner}: one run per dataset at a time; "
                                   "wait for it to finish, or choose another out_dir")
     for wnid in classes:
-        assert len(os.listdir(out / "ImageNet" / wnid)) == 3
+        assert len(os.listdir(out / "Images" / wnid)) == 3
     assert verify(out).returncode == 0
 
 
@@ -81,7 +81,7 @@ def test_a_crawl_or_a_fix_started_during_a_crawl_is_refused_and_the_first_finish
     assert code == 0, stderr[-2000:]
     assert second.code == 1 and last_line(second.stderr).startswith(f"error: {out} is in use by process {first.pid}")
     assert fixing.returncode == 1 and fixing.stderr.startswith(f"error: {out} is in use by process {first.pid}")
-    assert len(os.listdir(out / "ImageNet" / "n00000000")) == 6
+    assert len(os.listdir(out / "Images" / "n00000000")) == 6
     assert verify(out).returncode == 0
 
 
@@ -103,7 +103,7 @@ def test_verify_beside_a_running_crawl_calls_unrecorded_images_pending_not_junk(
     assert verify(out).returncode == 1  # with no crawl running, it is an unlisted image
 
 
-@pytest.mark.parametrize("where", [".staging", ".quarantine", "ImageNet/n00000000"])
+@pytest.mark.parametrize("where", [".staging", ".quarantine", "Images/n00000000"])
 def test_a_symlink_where_we_make_a_folder_is_refused_and_its_target_untouched(where, tmp_path, out):
     theirs = tmp_path / "theirs"
     before = sentinels(theirs)
@@ -124,7 +124,7 @@ def test_a_symlinked_file_under_an_image_name_is_set_aside_never_followed(tmp_pa
     before = sentinels(theirs)
     classes = make_classes(1, 4, seed=6, failure_rate=0.0)
     urls = url_file(tmp_path / "urls.txt", [(f"n00000000_{i}", p) for i, p in enumerate(classes["n00000000"])])
-    folder = out / "ImageNet" / "n00000000"
+    folder = out / "Images" / "n00000000"
     folder.mkdir(parents=True)
     (folder / "n00000000_0.jpg").symlink_to(theirs / "holiday.jpg")
     with PhotoHosts(classes) as hosts:
@@ -134,7 +134,7 @@ def test_a_symlinked_file_under_an_image_name_is_set_aside_never_followed(tmp_pa
     assert snapshot(theirs) == before
     assert sorted(p.name for p in folder.iterdir()) == ["n00000000_0.jpg", "n00000000_1.jpg"]
     assert not any(p.is_symlink() for p in folder.iterdir())
-    assert (out / ".quarantine" / "ImageNet" / "n00000000" / "n00000000_0.jpg").is_symlink()
+    assert (out / ".quarantine" / "Images" / "n00000000" / "n00000000_0.jpg").is_symlink()
 
 
 def test_hostile_manifest_lines_are_skipped_and_never_acted_on(tmp_path, out):
@@ -174,14 +174,14 @@ def test_hostile_manifest_lines_are_skipped_and_never_acted_on(tmp_path, out):
         checked = verify(out, *flags)
         assert "Traceback" not in checked.stderr and checked.returncode == 0, checked.stdout + checked.stderr
     assert snapshot(outside) == before
-    assert len(os.listdir(out / "ImageNet" / "n00000000")) == 2
+    assert len(os.listdir(out / "Images" / "n00000000")) == 2
 
 
 def test_extra_images_in_a_class_are_brought_back_to_n_and_verify_reports_them(tmp_path, out):
     photos = make_classes(1, 6, seed=9, failure_rate=0.0)["n00000000"]
     order = [5, 1, 3, 0, 2, 4]  # the list order is not the ids' order
     urls = url_file(tmp_path / "urls.txt", [(f"n00000000_{i}", photos[i]) for i in order])
-    folder = out / "ImageNet" / "n00000000"
+    folder = out / "Images" / "n00000000"
     with PhotoHosts({"n00000000": photos}) as hosts:
         def run(n: int, *extra: str):
             return crawl("imagenet", out, f"urls_file={urls}", "wnids=n00000000", f"per_class={n}", *extra,
@@ -197,7 +197,7 @@ def test_extra_images_in_a_class_are_brought_back_to_n_and_verify_reports_them(t
         smaller = run(3, "strict=true")
     assert smaller.code == 0, smaller.stderr[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == [f"n00000000_{i}.jpg" for i in (1, 3, 5)]
-    aside = out / ".quarantine" / "ImageNet" / "n00000000"
+    aside = out / ".quarantine" / "Images" / "n00000000"
     assert sorted(p.name for p in aside.iterdir()) == ["mine_a.jpg", "mine_b.jpg", "n00000000_0.jpg", "n00000000_2.jpg"]
     assert f"n00000000 held 7 images, over per_class=3: moved 4 to {aside}" in smaller.stderr
     assert verify(out).returncode == 0
@@ -249,18 +249,19 @@ def test_dataset_json_records_each_run(out):
     records = make_archive(3)
     with ImageHost(records) as host, IsicV2Server(records, host) as api:
         assert crawl("isic", out, f"api_url={api.url}/api/v2", "num_images=2", settings={"RETRY_TIMES": "1"}).code == 0
-        assert crawl("isic", out, f"api_url={api.url}/api/v2", "collections=999").code == 1
         api_url = f"{api.url}/api/v2"
+    failed = crawl("isic", out, "api_url=http://127.0.0.1:9/api/v2", settings={"RETRY_TIMES": "0"})
+    assert failed.code == 1
     first, second = json.loads((out / "dataset.json").read_text())["runs"]
     assert first["spider"] == "isic" and first["exit_status"] == 0 and first["error"] is None
     assert first["arguments"]["num_images"] == 2 and first["target"] == {"images": 2, "per": "selection"}
     assert first["settings"] == {"RETRY_TIMES": "1"}
-    assert first["folders"]["images_dir"] == str(out / "Images")
+    assert first["folders"] == {"out_dir": ".", "images_dir": "Images", "descs_dir": "Descriptions"}  # travels
     assert first["command"][:4] == ["scrapy", "crawl", "isic", "-a"]
     assert first["sources"] == {"api_url": api_url}
     assert {"dataset_spiders", "scrapy", "pillow", "python"} <= set(first["versions"])
     assert first["started"] <= first["ended"]
-    assert second["exit_status"] == 1 and "collection 999 does not exist" in second["error"]
+    assert second["exit_status"] == 1 and "cannot fetch the search page http://127.0.0.1:9/" in second["error"]
 
 
 @pytest.fixture
@@ -300,13 +301,14 @@ def test_an_image_folder_on_another_file_system_stages_beside_it_never_inside(ot
     kept = {p.name: p.read_bytes() for p in images_dir.iterdir() if p.name != "metadata.jsonl"}
     assert kept == {f"{r.isic_id}.jpg": r.body for r in records}
     assert (other_disk / ".Images.staging").is_dir() and not list((other_disk / ".Images.staging").iterdir())
-    assert verify(out).returncode == 0
+    named = f"--images-dir={images_dir}"  # outside out_dir: looked at only when named
+    assert verify(out, named).returncode == 0
     (images_dir / "ISIC_0000001.jpg.1a2b3c4d.part").write_bytes(b"left by an older version")
-    checked = verify(out)
+    checked = verify(out, named)
     assert checked.returncode == 1 and "1 problem(s): stray 1" in checked.stdout
-    assert verify(out, "--fix").returncode == 1
+    assert verify(out, "--fix", named).returncode == 1
     assert (out / ".quarantine" / "_outside" / "Images" / "ISIC_0000001.jpg.1a2b3c4d.part").exists()
-    assert verify(out).returncode == 0
+    assert verify(out, named).returncode == 0
 
 
 def test_planted_links_a_folder_named_as_an_image_and_a_broken_dataset_json_cost_nothing(tmp_path, out):

@@ -54,7 +54,7 @@ def test_exactly_n_per_class_under_concurrency_failures_and_latency(out):
         photo.behaviour = "ok" if i in (2, 5, 9, 12, 15) else "404"
     by_url = {p.url: (w, p) for w, ps in classes.items() for p in ps}
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
-        watcher = FolderWatcher(out / "ImageNet")
+        watcher = FolderWatcher(out / "Images")
         watcher.start()
         run = imagenet(out, hosts, api, f"wnids={','.join(classes)}", "per_class=8",
                        settings={"CONCURRENT_REQUESTS": "32", "CONCURRENT_REQUESTS_PER_DOMAIN": "16"})
@@ -66,7 +66,7 @@ def test_exactly_n_per_class_under_concurrency_failures_and_latency(out):
     assert "Traceback" not in run.stderr
     assert peak_concurrency >= 16
 
-    tree = {w: run.files(f"ImageNet/{w}") for w in classes}
+    tree = {w: run.files(f"Images/{w}") for w in classes}
     assert {w: len(f) for w, f in tree.items()} == {w: 5 if w == short else 8 for w in classes}
     assert max(watcher.peak.values()) <= 8, f"more than 8 files in a class folder at once: {watcher.peak}"
     assert "Short: n00000019: 5/8: out of candidates after " in run.stderr  # the summary says why
@@ -121,7 +121,7 @@ def test_a_learned_placeholder_is_withdrawn_and_its_class_topped_up(out):
                        settings={"CONCURRENT_REQUESTS": "1", "DATASET_EXTRA_IN_FLIGHT": "0"})
     assert run.code == 0, run.stderr
     for wnid in classes:
-        files = run.files(f"ImageNet/{wnid}")
+        files = run.files(f"Images/{wnid}")
         assert len(files) == 4
         assert unknown not in files.values()
     withdrawn = [line for line in run.manifest() if (line["detail"] or "").startswith("withdrawn")]
@@ -140,8 +140,8 @@ def test_the_same_url_or_image_in_two_classes_is_kept_in_the_first(out):
         run = imagenet(out, hosts, api, "wnids=n00000000,n00000001", "per_class=4",
                        settings={"IMAGENET_ACTIVE_CLASSES": "1", "DATASET_EXTRA_IN_FLIGHT": "0"})
     assert run.code == 0, run.stderr
-    assert sorted(run.files("ImageNet/n00000000").values()) == sorted(p.body for p in a_photos)
-    b_files = run.files("ImageNet/n00000001")
+    assert sorted(run.files("Images/n00000000").values()) == sorted(p.body for p in a_photos)
+    b_files = run.files("Images/n00000001")
     assert len(b_files) == 4 and not set(b_files.values()) & {p.body for p in a_photos}
     outcomes = {line["url"]: line["outcome"] for line in run.manifest() if line["group"] == "n00000001"}
     assert outcomes[b_photos[0].url] == outcomes[b_photos[1].url] == "duplicate"
@@ -158,7 +158,7 @@ def test_a_hanging_host_does_not_hold_the_end_once_the_class_is_full(out):
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=5")
         elapsed = time.monotonic() - started
     assert run.code == 0, run.stderr
-    assert len(run.files(f"ImageNet/{wnid}")) == 5
+    assert len(run.files(f"Images/{wnid}")) == 5
     assert elapsed < 10, f"the crawl waited {elapsed:.1f} s for a hanging host"
     assert Counter(line["outcome"] for line in run.manifest())["surplus"] >= 2
 
@@ -170,7 +170,7 @@ def test_both_geturls_formats(fmt, out):
     with PhotoHosts(classes) as hosts, GeturlsServer(classes, formats={wnid: fmt}) as api:
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=3")
     assert run.code == 0, run.stderr
-    names = sorted(run.files(f"ImageNet/{wnid}"))
+    names = sorted(run.files(f"Images/{wnid}"))
     assert len(names) == 3
     if fmt.startswith("getmapping"):  # the ids the source gives, not ids made from the URL
         assert all(re.fullmatch(rf"{wnid}_[0-9]+\.jpg", name) for name in names), names
@@ -186,8 +186,8 @@ def test_error_bodies_mean_no_urls_with_a_warning_and_strict_fails(out):
     assert run.code == 0, run.stderr
     assert f"Short: {w1}: 0/2: " in run.stderr and "The synset is not ready yet. Please stay tuned!" in run.stderr
     assert f"Short: {w2}: 0/2: " in run.stderr and "'Invalid url!'" in run.stderr
-    assert sorted(os.listdir(out / "ImageNet")) == ["classes.txt", "classes_given.txt", w0]  # no empty class folders
-    assert (out / "ImageNet" / "classes.txt").read_text() == f"0\t{w0}\t{w0}\t\n"  # the folders ImageFolder sees
+    assert sorted(os.listdir(out / "Images")) == ["classes.txt", "classes_given.txt", w0]  # no empty class folders
+    assert (out / "Images" / "classes.txt").read_text() == f"0\t{w0}\t{w0}\t\n"  # the folders ImageFolder sees
     assert strict.code == 1
     assert strict.stderr.strip().splitlines()[-1].startswith("error: strict: 1 class(es) have fewer than 2 images")
 
@@ -203,7 +203,7 @@ def test_flickr_only_filters_hosts_on_domain_boundaries(out):
         everything = imagenet(out.parent / "all", hosts, api, f"wnids={wnid}", "per_class=2", "flickr_only=false")
         assert {p.url for p in other} <= set(hosts.url_log)  # tried first, in list order
     assert run.code == everything.code == 0
-    assert len(everything.files(f"ImageNet/{wnid}")) == 2
+    assert len(everything.files(f"Images/{wnid}")) == 2
 
 
 def test_wnids_from_stdin_label_layout_and_classes_txt(out):
@@ -212,7 +212,7 @@ def test_wnids_from_stdin_label_layout_and_classes_txt(out):
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(out, hosts, api, "wnids_file=-", "per_class=2", "layout=name_wnid", stdin=text)
     assert run.code == 0, run.stderr
-    root = out / "ImageNet"
+    root = out / "Images"
     assert sorted(os.listdir(root)) == [
         "English_springer_n02102040", "classes.txt", "classes_given.txt", "tench_n01440764"]
     assert (root / "classes_given.txt").read_text() == (
@@ -234,7 +234,7 @@ def test_a_url_file_with_random_classes_is_reproducible(tmp_path):
             run = crawl("imagenet", tmp_path / name, f"urls_file={urls}", "num_classes=3", f"seed={seed}",
                         "per_class=2", env=hosts.proxy_env())
             assert run.code == 0, run.stderr
-            picked.append(sorted(os.listdir(tmp_path / name / "ImageNet")))
+            picked.append(sorted(os.listdir(tmp_path / name / "Images")))
     assert picked[0] == picked[1] and picked[0] != picked[2]
     assert len(picked[0]) == 5  # 3 classes + classes.txt + classes_given.txt
 
@@ -268,7 +268,7 @@ def test_formats_redirects_rate_limits_and_huge_images(out):
     with PhotoHosts({wnid: photos}) as hosts, GeturlsServer({wnid: photos}) as api:
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=6")
     assert run.code == 0, run.stderr
-    files = run.files(f"ImageNet/{wnid}")
+    files = run.files(f"Images/{wnid}")
     assert sorted(files.values()) == sorted(p.body for p in photos[:4])
     assert sorted(name.rsplit(".", 1)[1] for name in files) == ["jpg", "jpg", "jpg", "png"]
     outcomes = {line["url"].rsplit("/", 1)[1]: line for line in run.manifest()}
@@ -286,12 +286,12 @@ def test_ilsvrc1000_writes_the_class_index_in_order(out):
     assert run.stderr.strip().splitlines()[-1] == (
         "error: no class could get its list of URLs (1000 tried; the first: n01440764: the URL list endpoint "
         "answered 'The synset is not ready yet. Please stay tuned!')")
-    lines = (out / "ImageNet" / "classes_given.txt").read_text().splitlines()
+    lines = (out / "Images" / "classes_given.txt").read_text().splitlines()
     assert len(lines) == 1000
     assert lines[0] == "0\tn01440764\ttench, Tinca tinca"
     assert lines[999].startswith("999\tn15075141\t")
-    assert (out / "ImageNet" / "classes.txt").read_text() == ""  # no class folder: ImageFolder sees no class
-    assert sorted(os.listdir(out / "ImageNet")) == ["classes.txt", "classes_given.txt"]
+    assert (out / "Images" / "classes.txt").read_text() == ""  # no class folder: ImageFolder sees no class
+    assert sorted(os.listdir(out / "Images")) == ["classes.txt", "classes_given.txt"]
 
 
 def test_an_empty_class_list_is_an_error_before_any_request(out, tmp_path):
@@ -317,7 +317,7 @@ def test_hostile_hosts_are_bounded_and_recorded(out):
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=4", settings={"DOWNLOAD_MAXSIZE": "100000"})
         loop_hits = hosts.hits_for(loop.url)
     assert run.code == 0, run.stderr
-    assert list(run.files(f"ImageNet/{wnid}").values()) == [good.body]
+    assert list(run.files(f"Images/{wnid}").values()) == [good.body]
     outcomes = {line["url"].rsplit("/", 1)[1]: line["outcome"] for line in run.manifest()}
     assert outcomes == {"big.jpg": "too_large", "loop.jpg": "redirect", "file.jpg": "http_301", "good.jpg": "kept"}
     assert loop_hits <= 25
@@ -330,7 +330,7 @@ def test_unusable_urls_and_a_broken_url_file_never_give_a_traceback(out, tmp_pat
     with PhotoHosts({wnid: photos}) as hosts, GeturlsServer(listed) as api:
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=3")
     assert run.code == 0, run.stderr
-    assert len(run.files(f"ImageNet/{wnid}")) == 3 and "Traceback" not in run.stderr
+    assert len(run.files(f"Images/{wnid}")) == 3 and "Traceback" not in run.stderr
     import gzip
 
     broken = tmp_path / "urls.txt.gz"

@@ -36,12 +36,12 @@ def test_each_class_file_format_runs_a_whole_crawl(name, text, labels, out, tmp_
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(out, hosts, api, f"wnids_file={listing}", "per_class=2", "layout=name_wnid")
     assert run.code == 0, run.stderr
-    folders = sorted(f for f in os.listdir(out / "ImageNet") if f not in ("classes.txt", "classes_given.txt"))
+    folders = sorted(f for f in os.listdir(out / "Images") if f not in ("classes.txt", "classes_given.txt"))
     assert folders == sorted(f"{label}_{wnid}" for label, wnid in labels)
-    assert all(len(os.listdir(out / "ImageNet" / f)) == 2 for f in folders)
-    order = [line.split("\t")[1] for line in (out / "ImageNet" / "classes_given.txt").read_text().splitlines()]
+    assert all(len(os.listdir(out / "Images" / f)) == 2 for f in folders)
+    order = [line.split("\t")[1] for line in (out / "Images" / "classes_given.txt").read_text().splitlines()]
     assert order == WNIDS  # the file's order (Keras: its indices)
-    index = [line.split("\t")[1] for line in (out / "ImageNet" / "classes.txt").read_text().splitlines()]
+    index = [line.split("\t")[1] for line in (out / "Images" / "classes.txt").read_text().splitlines()]
     assert index == folders  # ImageFolder's order
     assert f"Read 3 class(es) from {listing}" in run.stderr
 
@@ -75,7 +75,7 @@ def test_the_list_as_imagenet_shipped_it_a_tgz_is_read_where_it_lies(tmp_path):
         run = crawl("imagenet", tmp_path / "Data", f"urls_file={archive}", f"wnids={','.join(classes)}",
                     "per_class=3", "flickr_only=false", env=hosts.proxy_env())
     assert run.code == 0, run.stderr
-    assert {w: len(run.files(f"ImageNet/{w}")) for w in classes} == dict.fromkeys(classes, 3)
+    assert {w: len(run.files(f"Images/{w}")) for w in classes} == dict.fromkeys(classes, 3)
     assert sorted(os.listdir(tmp_path)) == ["Data", "imagenet_fall11_urls.tgz"]  # nothing extracted beside it
 
 
@@ -133,7 +133,7 @@ def test_a_host_saying_slow_down_without_saying_how_long_is_backed_off(out):
         times = [t for t, p in hosts.times if urlsplit(p).path == path]
         agents = {h.get("user-agent") for h in hosts.headers_for("/")}
     assert run.code == 0, run.stderr
-    assert len(times) == 3 and len(run.files(f"ImageNet/{next(iter(classes))}")) == 1
+    assert len(times) == 3 and len(run.files(f"Images/{next(iter(classes))}")) == 1
     # base 1 s x 2^n with jitter in [0.5, 1]: at least 0.5 s, then at least 1 s (lower bounds only)
     assert times[1] - times[0] >= 0.45 and times[2] - times[1] >= 0.95, times
     assert agents == {"dataset-spiders/0.1 (research image downloader; +https://pypi.org/project/dataset-spiders/; "
@@ -170,7 +170,7 @@ def test_autothrottle_paces_image_downloads_per_host(out):
             "AUTOTHROTTLE_DEBUG": "True", "RANDOMIZE_DOWNLOAD_DELAY": "False"})
         times = sorted(t for t, p in hosts.times if urlsplit(p).path.endswith(".jpg"))
     assert run.code == 0, run.stderr
-    assert len(run.files(f"ImageNet/{wnid}")) == 8
+    assert len(run.files(f"Images/{wnid}")) == 8
     # one request at a time per host, spaced by AutoThrottle's delay (which starts at 0.5 s and adapts)
     assert all(b - a >= 0.15 for a, b in itertools.pairwise(times)), times
     delays = [int(line.split("delay:")[1].split("ms")[0]) for line in run.stderr.splitlines()
@@ -189,7 +189,7 @@ def test_the_api_text_form_of_geturls_works_through_api_url(out):
         run = crawl("imagenet", out, f"api_url={text_url}", f"wnids={wnid}", "per_class=2", env=hosts.proxy_env())
         assert api.requests_for_wnid(wnid) == 1
     assert run.code == 0, run.stderr
-    assert len(run.files(f"ImageNet/{wnid}")) == 2
+    assert len(run.files(f"Images/{wnid}")) == 2
 
 
 def _near_copies() -> tuple[list[bytes], list[bytes]]:
@@ -235,7 +235,7 @@ def test_near_copies_across_classes_are_refused_naming_the_image_they_copy(tmp_p
                        settings={"NEAR_DUPLICATES": "true"})
     assert run.code == 0, run.stderr
     lines = {line["url"]: line for line in run.manifest()}
-    kept = sorted(body for name, body in run.files("ImageNet").items() if "/" in name)
+    kept = sorted(body for name, body in run.files("Images").items() if "/" in name)
     assert kept == sorted(originals + distinct)
     for i, photo_ in enumerate(_photos("b", copies)):
         line = lines[photo_.url]
@@ -255,7 +255,7 @@ def test_near_copies_across_classes_are_refused_naming_the_image_they_copy(tmp_p
     refused = last[again[fox][0].url]
     assert refused["outcome"] == "duplicate"
     assert refused["detail"].startswith(f"a near-copy of {lines[_photos('a', originals)[0].url]['id']} in {tench}")
-    assert len(rerun.files(f"ImageNet/{fox}")) == 2
+    assert len(rerun.files(f"Images/{fox}")) == 2
 
 
 @pytest.mark.parametrize(("setting", "message"), [

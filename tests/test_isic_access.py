@@ -92,16 +92,16 @@ def test_thumbnails_never_mix_with_full_images_in_one_folder(tmp_path):
         variants = {line["variant"] for line in small.manifest()}
         thumbs = {f"{img.isic_id}.jpg": host.thumbnail(img) for img in archive[:4]}
         mixed = crawl("isic", tmp_path / "Data", api_arg(api), "num_images=4")
-        elsewhere = crawl("isic", tmp_path / "Data", api_arg(api), "num_images=4", f"images_dir={tmp_path / 'Full'}")
+        elsewhere = crawl("isic", tmp_path / "Full", api_arg(api), "num_images=4")  # a dataset of its own
     assert small.code == 0, small.stderr
     assert small.files("Images") == thumbs
     assert variants == {"thumbnail_256"}
     assert mixed.code == 1
     assert mixed.stderr.strip().splitlines()[-1].startswith(
-        f"error: image_size=full: {tmp_path / 'Data' / 'Images'} holds image_size=thumbnail_256 images")
+        f"error: {tmp_path / 'Data'} holds another dataset (image_size is thumbnail_256 there, full now)")
     assert small.files("Images") == thumbs  # untouched
     assert elsewhere.code == 0, elsewhere.stderr
-    assert {p.name: p.read_bytes() for p in (tmp_path / "Full").iterdir() if p.suffix == ".jpg"} == {
+    assert {p.name: p.read_bytes() for p in (tmp_path / "Full" / "Images").iterdir() if p.suffix == ".jpg"} == {
         f"{img.isic_id}.jpg": img.body for img in archive[:4]}
 
 

@@ -200,8 +200,10 @@ def test_splits_keep_patients_and_lesions_whole_and_are_stable_and_reproducible(
         after, in_a, grown_lines = split_folders(grown), split_columns(tmp_path / "a"), grown.manifest()
         flat = crawl("isic", tmp_path / "b", api_args(api), weights, "seed=7")  # another folder, flat
         assert flat.code == 0, flat.stderr
-        reseeded = crawl("isic", tmp_path / "a", api_args(api), weights, "seed=8", "layout=by_split")
+        refused = crawl("isic", tmp_path / "a", api_args(api), weights, "seed=8", "layout=by_split")
+        reseeded = crawl("isic", tmp_path / "a", api_args(api), weights, "seed=8", "layout=by_split", "reselect=true")
         assert reseeded.code == 0, reseeded.stderr
+    assert refused.code == 1 and "seed is 7 there, 8 now" in refused.stderr  # another seed: another dataset
     assert len(before) == 20 and len(after) == 36
     assert {i: after[i] for i in before} == before, "a re-run that added images moved some"
     assert "moved from" not in json.dumps(grown_lines)
@@ -211,7 +213,8 @@ def test_splits_keep_patients_and_lesions_whole_and_are_stable_and_reproducible(
     assert split_columns(tmp_path / "b") == (after, after), "the same seed gave another assignment"
     moved = split_folders(reseeded)  # each image once, in its new split's folder
     assert len(moved) == 36 and moved != after
-    assert "moved from" in json.dumps(reseeded.manifest()[len(grown_lines):])
+    aside = [line for line in reseeded.manifest()[len(grown_lines):] if line["outcome"] == "set_aside"]
+    assert len(aside) == 36  # the earlier assignment, set aside to .quarantine, never mixed in
     assert_whole_groups(moved, by_id)
     assert split_columns(tmp_path / "a") == (moved, moved)
 

@@ -186,7 +186,7 @@ def built(tmp_path_factory) -> dict:
     result["verify_imagenet"] = verify(net)
 
     result["loaded"] = dict(zip(("isic", "v1", "imagenet"),
-                                load_with_datasets(base, isic / "Images", v1 / "Images", net / "ImageNet"),
+                                load_with_datasets(base, isic / "Images", v1 / "Images", net / "Images"),
                                 strict=True))
     return result
 
@@ -260,7 +260,7 @@ def test_masks_inside_the_image_tree_are_not_rows_of_the_dataset(built):
 
 
 def test_imagenet_classes_txt_has_the_loaders_indices_and_classes_given_the_order_given(built):
-    root = built["imagenet"] / "ImageNet"
+    root = built["imagenet"] / "Images"
     index = read_tsv(root / "classes.txt")
     assert index == [
         ["0", "English_springer_n02102040", "n02102040", "English springer"],

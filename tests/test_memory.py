@@ -107,6 +107,6 @@ def test_large_images_at_once_wait_for_room_in_a_small_budget_and_are_all_kept(o
     assert run.code == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert run.outcomes() == {"kept": len(photos)}
-    assert sorted(run.files(f"ImageNet/{wnid}").values()) == sorted(bodies)
+    assert sorted(run.files(f"Images/{wnid}").values()) == sorted(bodies)
     assert "image downloads wait their turn" in run.stderr
     assert requests > len(photos), "no download had to wait: the budget was not exercised"

@@ -305,7 +305,7 @@ def test_a_hostile_manifest_never_leaks_out_of_the_dataset_or_into_the_markup(im
     shutil.copytree(imagenet_out, out, symlinks=True)
     secret = tmp_path / "secret.jpg"  # a valid image outside the dataset, all red
     Image.new("RGB", (64, 64), (255, 0, 0)).save(secret)
-    folder = out / "ImageNet" / "n00000000"
+    folder = out / "Images" / "n00000000"
     (folder / "link.jpg").symlink_to(secret)
     os.mkfifo(folder / "fifo.jpg")  # opening it for reading would wait for a writer forever
     evil = "<script>alert(1)</script>"
@@ -313,9 +313,9 @@ def test_a_hostile_manifest_never_leaks_out_of_the_dataset_or_into_the_markup(im
     lines = [
         {"id": "n00000000_outside", "outcome": "kept", "group": "n00000000", "path": "../secret.jpg", "bytes": size},
         {"id": "n00000000_abs", "outcome": "kept", "group": "n00000000", "path": str(secret), "bytes": size},
-        {"id": "n00000000_link", "outcome": "kept", "group": "n00000000", "path": "ImageNet/n00000000/link.jpg",
+        {"id": "n00000000_link", "outcome": "kept", "group": "n00000000", "path": "Images/n00000000/link.jpg",
          "bytes": size, "url": "http://farm3.static.flickr.com/1/a.jpg"},
-        {"id": "n00000000_fifo", "outcome": "kept", "group": "n00000000", "path": "ImageNet/n00000000/fifo.jpg"},
+        {"id": "n00000000_fifo", "outcome": "kept", "group": "n00000000", "path": "Images/n00000000/fifo.jpg"},
         {"id": "n99999999_1", "outcome": "http_404", "group": evil, "label": evil,
          "url": "http://<i>evil</i>/a.jpg", "detail": evil},
         {"id": "ISIC_x", "kind": "mask", "outcome": "http_404", "group": "n00000000"},

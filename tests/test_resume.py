@@ -60,21 +60,21 @@ def test_imagenet_killed_then_rerun_meets_every_guarantee(lines, out):
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         args = (f"wnids={wnids}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
         kill_after_lines(start("imagenet", out, *args, env=hosts.proxy_env()), out / "manifest.jsonl", lines)
-        assert_every_file_is_whole(out / "ImageNet")
-        for folder in (out / "ImageNet").iterdir() if (out / "ImageNet").exists() else []:
+        assert_every_file_is_whole(out / "Images")
+        for folder in (out / "Images").iterdir() if (out / "Images").exists() else []:
             assert not folder.is_dir() or len(list(folder.iterdir())) <= 8
         run = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert run.code == 0, run.stderr
     assert not list((out / ".staging").iterdir())
     digests = set()
     for wnid in classes:
-        files = run.files(f"ImageNet/{wnid}")
+        files = run.files(f"Images/{wnid}")
         assert len(files) == 8, (wnid, sorted(files))
         assert set(files.values()) <= good[wnid]
         assert placeholder_png() not in files.values()
         digests |= {hashlib.sha256(b).hexdigest() for b in files.values()}
     assert len(digests) == 8 * len(classes)
-    assert_every_file_is_whole(out / "ImageNet")
+    assert_every_file_is_whole(out / "Images")
 
 
 def test_isic_killed_then_rerun_gives_the_uninterrupted_selection(tmp_path):
@@ -103,10 +103,10 @@ def test_one_ctrl_c_stops_cleanly_and_the_rerun_completes(out):
         kill_after_lines(proc, out / "manifest.jsonl", 5, signal.SIGINT)
         proc.wait(timeout=20)  # one Ctrl-C stops the crawl: the images in flight finish or are dropped
         assert proc.returncode == 1  # stopped early, and said so
-        assert_every_file_is_whole(out / "ImageNet")
+        assert_every_file_is_whole(out / "Images")
         run = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert run.code == 0, run.stderr
-    assert all(len(run.files(f"ImageNet/{w}")) == 8 for w in classes)
+    assert all(len(run.files(f"Images/{w}")) == 8 for w in classes)
 
 
 def test_a_torn_manifest_line_is_tolerated(out):
@@ -134,10 +134,10 @@ def test_a_second_ctrl_c_stops_at_once_and_still_leaves_no_partial_file(out):
         started = time.monotonic()
         interrupt(proc, 0, signal.SIGINT)
         assert time.monotonic() - started < 5, "a second Ctrl-C did not stop at once"
-        assert_every_file_is_whole(out / "ImageNet")
+        assert_every_file_is_whole(out / "Images")
         run = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert run.code == 0, run.stderr
-    assert all(len(run.files(f"ImageNet/{w}")) == 8 for w in classes)
+    assert all(len(run.files(f"Images/{w}")) == 8 for w in classes)
 
 
 def test_files_a_crash_left_without_their_lines_are_checked_like_new_downloads(out):
@@ -146,7 +146,7 @@ def test_files_a_crash_left_without_their_lines_are_checked_like_new_downloads(o
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         args = (f"wnids={','.join(classes)}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
         assert crawl("imagenet", out, *args, env=hosts.proxy_env()).code == 0
-        folder = out / "ImageNet" / wnid
+        folder = out / "Images" / wnid
         files = sorted(folder.iterdir())
         manifest = out / "manifest.jsonl"
         lines = manifest.read_text().splitlines(keepends=True)
@@ -157,11 +157,11 @@ def test_files_a_crash_left_without_their_lines_are_checked_like_new_downloads(o
         (folder / f"{wnid}_junk.jpg").write_bytes(b"<html>not an image</html>")
         run = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert run.code == 0, run.stderr
-    kept = run.files(f"ImageNet/{wnid}")
+    kept = run.files(f"Images/{wnid}")
     assert len(kept) == 8 and f"{wnid}_junk.jpg" not in kept and f"{wnid}_copy.jpg" not in kept
     assert len(set(kept.values())) == 8
     assert f"{unlisted}.jpg" in kept
-    assert sorted(p.name for p in (out / ".quarantine" / "ImageNet" / wnid).iterdir()) == [
+    assert sorted(p.name for p in (out / ".quarantine" / "Images" / wnid).iterdir()) == [
         f"{wnid}_copy.jpg", f"{wnid}_junk.jpg"
     ]
     adopted = [line for line in run.manifest() if line["id"] == unlisted]

@@ -188,7 +188,7 @@ def class_tree(out: Path, classes: Mapping[str, object]) -> dict[str, dict[str, 
     """Every entry of every class folder (a stray folder or link shows up as b"")."""
     tree: dict[str, dict[str, bytes]] = {}
     for wnid in classes:
-        folder = out / "ImageNet" / wnid
+        folder = out / "Images" / wnid
         entries = sorted(os.listdir(folder)) if folder.is_dir() else []
         tree[wnid] = {name: (folder / name).read_bytes() if (folder / name).is_file() else b"" for name in entries}
     return tree
@@ -226,7 +226,7 @@ def check_dataset(out: Path, classes: Mapping[str, Sequence[FakePhoto]], kept: S
     """Exact counts, good distinct photos, and the manifest's last line per id vouches for each file."""
     tree = check_files(out, classes)
     assert {w: len(files) for w, files in tree.items()} == expected_counts(classes)
-    on_disk = {f"ImageNet/{w}/{name}" for w, files in tree.items() for name in files}
+    on_disk = {f"Images/{w}/{name}" for w, files in tree.items() for name in files}
     vouched = {line["path"] for line in last_lines(out).values() if line.get("outcome") in kept}
     assert vouched == on_disk, f"kept in the manifest, not on disk: {sorted(vouched - on_disk)}; " \
                                f"on disk, not kept in the manifest: {sorted(on_disk - vouched)}"
@@ -250,7 +250,7 @@ def run_workers(workers: Sequence[Worker], timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def watching(out: Path) -> Iterator[FolderWatcher]:
-    watcher = FolderWatcher(out / "ImageNet")
+    watcher = FolderWatcher(out / "Images")
     watcher.start()
     try:
         yield watcher
@@ -303,7 +303,7 @@ def test_workers_refuse_a_near_copy_the_other_worker_kept(spawn, redis_server, o
                          "per_class=3", settings=settings, hosts=stack.enter_context(PhotoHosts(classes)))
                    for _ in range(2)]
         run_workers(workers)
-    kept = sorted(p.read_bytes() for p in (out / "ImageNet").rglob("*.*") if p.parent != out / "ImageNet")
+    kept = sorted(p.read_bytes() for p in (out / "Images").rglob("*.*") if p.parent != out / "Images")
     assert kept == sorted(originals + distinct)
     lines = last_lines(out)
     refused = [line for line in lines.values() if line.get("outcome") == "duplicate"]
@@ -431,7 +431,7 @@ def test_workers_and_a_plain_run_never_share_a_folder(holder, spawn, redis_serve
     errors = error_lines(second.stderr)
     assert len(errors) == 1 and "in use" in errors[0], errors
     assert first_code == 0, first.stderr[-2500:]
-    assert len(os.listdir(out / "ImageNet" / next(iter(classes)))) == 2
+    assert len(os.listdir(out / "Images" / next(iter(classes)))) == 2
 
 
 # -- isic ---------------------------------------------------------------------------------------

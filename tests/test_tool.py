@@ -52,11 +52,11 @@ def test_pip_install_gives_a_command_that_works_from_an_empty_folder(isic, insta
     where = _mkdir(tmp_path / "empty")
     run = console("isic", "--num-images", "4", "--api_url", isic, "-s", "CONCURRENT_REQUESTS=4", cwd=where, exe=exe)
     assert run.returncode == 0, run.stderr
-    images = sorted(p.name for p in (where / "Data" / "Images").iterdir() if p.suffix == ".jpg")
-    assert len(images) == 4 and (where / "Data" / "manifest.jsonl").exists()
-    assert f"into {where / 'Data'}" in run.stderr and "no active project" not in run.stderr
+    images = sorted(p.name for p in (where / "ISIC" / "Images").iterdir() if p.suffix == ".jpg")
+    assert len(images) == 4 and (where / "ISIC" / "manifest.jsonl").exists()
+    assert f"into {where / 'ISIC'}" in run.stderr and "no active project" not in run.stderr
     assert run.stdout == ""  # nothing on stdout: piping works
-    verify = console("verify", str(where / "Data"), cwd=where, exe=exe)
+    verify = console("verify", str(where / "ISIC"), cwd=where, exe=exe)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -203,7 +203,7 @@ def test_a_dry_run_says_what_would_be_fetched_and_touches_nothing(isic, archive,
     size = sum(len(r.body) for r in benign)
     expected = round(size * 10 / len(benign))
     kb = f"{expected / 1024:.0f} KB"
-    images = tmp_path / "Data" / "Images"
+    images = tmp_path / "ISIC" / "Images"
     assert run.stdout == (f"Dry run: isic: {len(benign)} image(s) match diagnosis_1:Benign ({size / 1024:.0f} KB for "
                           f"all {len(benign)}); the run would keep 10, about {kb}, into {images}\n")
     classes = make_classes(2, 5, seed=4, failure_rate=0.0)

@@ -9,6 +9,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from ..report import NotADataset, write_report
+from .verify import add_folder_options
 
 
 class Command(ScrapyCommand):
@@ -16,14 +17,18 @@ class Command(ScrapyCommand):
     requires_crawler_process = False
 
     def syntax(self) -> str:
-        return "DIR"
+        return "[--images-dir FOLDER] DIR"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        add_folder_options(parser)
 
     def short_desc(self) -> str:
         return "Write DIR/report.html: what a dataset holds, what failed and why, with a contact sheet"
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
-            raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `scrapy report Data`")
+            raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `dataset-spiders report ISIC`")
         assert self.settings is not None
         try:
             path = write_report(
@@ -31,6 +36,7 @@ class Command(ScrapyCommand):
                 thumbnails_per_group=self.settings.getint("REPORT_THUMBNAILS_PER_GROUP", 12),
                 thumbnails_max=self.settings.getint("REPORT_THUMBNAILS_MAX", 600),
                 thumbnail_size=self.settings.getint("REPORT_THUMBNAIL_SIZE", 96),
+                named=opts.named,
             )
         except NotADataset as exc:  # no manifest.jsonl
             print(f"error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ from scrapy.exceptions import NotConfigured
 
 from .. import signals as our_signals
 from ..outcomes import Outcome, is_permanent
-from . import earlier
+from . import earlier, provenance
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly
@@ -35,6 +35,7 @@ from .provenance import Provenance
 from .quota import Plan, Quota
 from .relocation import remove_old_copy
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
+from .selection import set_aside_everything
 from .shared import SharedGone
 from .workers import WorkerFolder, forget_session
 
@@ -59,6 +60,7 @@ class DatasetCore:
                            s.getint("DATASET_EXTRA_IN_FLIGHT"))
         self.plan = Plan(None if target in (None, "") else int(target))  # the spiders say more once they know
         self.shortfalls: list[str] = []  # why a class (or the selection) ended short, for the summary
+        self.notes: list[str] = []  # what else the summary should say (classes left as they are, ...)
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         self.near = NearCopies(s.getint("NEAR_DUPLICATE_DISTANCE")) if s.getbool("NEAR_DUPLICATES") else None
         self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
@@ -82,6 +84,7 @@ class DatasetCore:
         self.untouched = False  # the run failed before its first image and removed what it had made
         own = s.getlist("DATASET_OWN_FOLDERS")
         self.made = MadeByThisRun(self.disk.root, [*self.disk.folders, self.disk.staging_dir, *own])
+        self.reselect: str | None = None  # set aside every image the folder holds first, for this reason
         self.dry_run = s.getbool("DATASET_DRY_RUN")  # says what it would fetch: no lock, no folder, no file
         self.claim_error = None if self.dry_run else self._near_problem() or self.claim(own)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
@@ -143,6 +146,8 @@ class DatasetCore:
         self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
         try:
             await asyncio.to_thread(check_writable, self.disk.folders, self.disk.all_stagings())
+            if self.reselect:
+                await asyncio.to_thread(self._set_aside_everything, self.reselect)
             await asyncio.to_thread(self.provenance.start)
             found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen, self.near)
         except OSError as exc:
@@ -157,6 +162,17 @@ class DatasetCore:
             await self.withdraw(ref, sha256, pixels, f"served for too many photo URLs of {site_of(ref.url)}")
         self._flush_every(self.crawler.settings.getfloat("DATASET_FLUSH_INTERVAL"))
         return True
+
+    def _set_aside_everything(self, why: str) -> None:
+        """``reselect``: the folder's images (of another selection) leave it before this run reads
+        the manifest, so none counts, vouches or deduplicates for the new one. Blocking."""
+        runs, _ = provenance.read_resolved(self.disk.root, self.disk.folders[1:])
+        descs = [f for run in runs for name, f in run["folders"].items() if name == "descs_dir"]
+        descs += [f for name, f in self.folder_names.items() if name == "descs_dir"]
+        count = set_aside_everything(self.disk, self.writer, list(dict.fromkeys(descs)), why)
+        self.stats.set_value("dataset/set_aside", count)
+        logger.info("reselect: %d image(s) of the folder's earlier selection set aside to %s", count,
+                    self.disk.quarantine_dir)
 
     async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> bool:
         """With ``REDIS_URL``, join the other workers (see ``worker_mode.py``); False if that failed."""
@@ -192,6 +208,14 @@ class DatasetCore:
             self.stats.set_value("dataset/fatal_error", message)
         if stop:
             self.quota.stop()
+
+    def refuse(self, message: str) -> None:
+        """The run may not touch this dataset (another spider's or selection's): fail with one
+        line and let go of it at once, having changed nothing (no report, no record, no folder)."""
+        self.fail(message)
+        if self.lock.held and self.workers is None:
+            self.made.remove_new_empty_folders()
+        self.lock.release()
 
     def results(self) -> dict[str, Any]:
         """What came of the run, for dataset.json: outcomes of its images, the dataset's count per

@@ -26,13 +26,17 @@ class MadeByThisRun:
         self.root = os.path.abspath(root)
         self.new = [f for f in dict.fromkeys(os.path.abspath(p) for p in [root, *folders]) if not os.path.lexists(f)]
 
+    def remove_new_empty_folders(self) -> None:
+        """The folders this run made that are still empty (deepest first; never the root)."""
+        for folder in sorted((f for f in self.new if f != self.root), key=len, reverse=True):
+            _remove_empty_tree(folder)
+
     def remove_if_unused(self, manifest_path: str) -> bool:
         """Remove what this run made if nothing came of it (no manifest line). Blocking."""
         with contextlib.suppress(OSError):
             if os.path.getsize(manifest_path) > 0:
                 return False
-        for folder in sorted((f for f in self.new if f != self.root), key=len, reverse=True):  # deepest first
-            _remove_empty_tree(folder)
+        self.remove_new_empty_folders()
         if self.root in self.new:
             for name in BOOKKEEPING:
                 unlink_quietly(os.path.join(self.root, name))

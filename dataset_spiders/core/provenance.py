@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -115,24 +116,90 @@ class Provenance:
             os.close(fd)
 
 
-def image_folders(runs: list[dict[str, Any]]) -> list[str]:
-    """Every image folder the runs wrote to (images and masks), absolute, in order."""
-    found: dict[str, None] = {}
+FOLDER_NAMES = ("images_dir", "descs_dir", "seg_dir")  # the folders a run may name, besides out_dir
+
+
+def recorded_folders(root: str, folders: dict[str, str]) -> dict[str, str]:
+    """A run's folders as dataset.json records them: a folder inside ``root`` relative to it (so
+    a copied or moved dataset stays whole and never points at the original), one outside it
+    absolute (``root`` itself is ``.``)."""
+    root = os.path.abspath(root)
+    out = {}
+    for name, folder in folders.items():
+        folder = os.path.abspath(folder)
+        out[name] = os.path.relpath(folder, root) if _under(folder, root) else folder
+    return out
+
+
+@dataclass
+class Folders:
+    """The folders of a dataset's runs, as a command may use them (see ``resolve``)."""
+
+    usable: list[str] = field(default_factory=list)  # absolute, inside the root or named by the caller
+    images: list[str] = field(default_factory=list)  # the image folders among them (images_dir, seg_dir)
+    skipped: list[str] = field(default_factory=list)  # outside the root and not named: never looked at
+
+
+def resolve(root: str, runs: list[dict[str, Any]], named: list[str] | tuple[str, ...] = ()) -> Folders:
+    """Rewrite each run's ``folders`` in place as absolute paths for the dataset at ``root``, and
+    say which may be used. ``dataset.json`` is data, not an instruction: a folder inside ``root``
+    (recorded relative, or absolute under the run's own ``out_dir``, as earlier versions wrote it,
+    so that a copy resolves to the copy) is used if its real path is inside ``root`` too; any other
+    folder (outside, or a symlink leading out) only if the caller ``named`` it (its own command
+    line); the rest are ``skipped`` and removed from the run."""
+    root = os.path.abspath(root)
+    real_root = os.path.realpath(root)
+    allowed = {os.path.realpath(os.path.abspath(n)) for n in named}
+    found = Folders()
     for run in runs:
         folders = run.get("folders")
-        if isinstance(folders, dict):
-            for name in ("images_dir", "seg_dir"):
-                if isinstance(folders.get(name), str) and os.path.isabs(folders[name]):
-                    found[os.path.normpath(folders[name])] = None
-    return list(found)
+        if not isinstance(folders, dict):
+            run["folders"] = {}
+            continue
+        was_root = folders.get("out_dir")
+        was_root = os.path.normpath(was_root) if isinstance(was_root, str) and os.path.isabs(was_root) else None
+        resolved: dict[str, str] = {"out_dir": root}
+        for name in FOLDER_NAMES:
+            value = folders.get(name)
+            if not isinstance(value, str) or not value or "\x00" in value:
+                continue
+            if not os.path.isabs(value):
+                path = os.path.normpath(os.path.join(root, value))
+            elif was_root and _under(os.path.normpath(value), was_root):
+                path = os.path.normpath(os.path.join(root, os.path.relpath(os.path.normpath(value), was_root)))
+            else:
+                path = os.path.normpath(value)
+            real = os.path.realpath(path)
+            if (_under(path, root) and _under(real, real_root)) or real in allowed:
+                resolved[name] = path
+                found.usable.append(path)
+                if name != "descs_dir":
+                    found.images.append(path)
+            else:
+                found.skipped.append(path)
+        run["folders"] = resolved
+    found.usable = list(dict.fromkeys(found.usable))
+    found.images = list(dict.fromkeys(found.images))
+    found.skipped = [f for f in dict.fromkeys(found.skipped) if f not in found.usable]
+    return found
+
+
+def read_resolved(root: str, named: list[str] | tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], Folders]:
+    """The runs of ``root/dataset.json`` with their folders resolved (see ``resolve``)."""
+    runs = read_runs(os.path.abspath(root))
+    return runs, resolve(root, runs, named)
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def imagenet_target(runs: list[dict[str, Any]], images_dir: str) -> int | None:
-    """``per_class`` of the latest ImageNet run into ``images_dir``, or None."""
+    """``per_class`` of the latest ImageNet run into ``images_dir``, or None (runs resolved)."""
     for run in reversed(runs):
         folders = run.get("folders") if isinstance(run.get("folders"), dict) else {}
         target = run.get("target") if isinstance(run.get("target"), dict) else {}
-        same = isinstance(folders.get("images_dir"), str) and os.path.normpath(folders["images_dir"]) == images_dir
+        same = folders.get("images_dir") == images_dir
         if run.get("spider") == "imagenet" and same and type(target.get("images")) is int:
             return int(target["images"])
     return None

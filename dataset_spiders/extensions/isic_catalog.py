@@ -98,11 +98,10 @@ def build_catalog(manifest_path: str, descs_dir: str, splits: Scheme | None = No
 def runs_scheme(root: str, images_dir: str) -> Scheme | None:
     """The splits of the latest isic run that filled ``images_dir`` (from ``dataset.json``)."""
     found = None
-    for run in provenance.read_runs(root):
-        folders = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+    runs, _ = provenance.read_resolved(root, [images_dir])
+    for run in runs:
         arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
-        named = folders.get("images_dir")
-        if run.get("spider") == "isic" and isinstance(named, str) and os.path.normpath(named) == images_dir:
+        if run.get("spider") == "isic" and run["folders"].get("images_dir") == images_dir:
             found = scheme(arguments.get("splits"), arguments.get("seed"))
     return found
 

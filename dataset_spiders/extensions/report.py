@@ -55,7 +55,8 @@ class RunReport:
             s = self.crawler.settings
             return str(write_report(core.disk.root, thumbnails_per_group=s.getint("REPORT_THUMBNAILS_PER_GROUP", 12),
                                     thumbnails_max=s.getint("REPORT_THUMBNAILS_MAX", 600),
-                                    thumbnail_size=s.getint("REPORT_THUMBNAIL_SIZE", 96)))
+                                    thumbnail_size=s.getint("REPORT_THUMBNAIL_SIZE", 96),
+                                    named=core.disk.folders[1:]))  # this run's own folders
         except Exception as exc:  # the report is a view of the dataset: never a reason to fail the run
             logger.warning("Could not write report.html: %s: %s", type(exc).__name__, exc)
             logger.debug("report.html", exc_info=True)
@@ -80,6 +81,7 @@ class RunReport:
         masks = outcome_counts(stats, "outcome_mask/")
         if masks:
             lines.append("Outcomes (masks): " + ", ".join(f"{k} {v}" for k, v in masks.items()))
+        lines += [f"Note: {note}" for note in core.notes]
         for why in core.shortfalls[:SHORT_SHOWN]:
             lines.append(f"Short: {why}")
         if len(core.shortfalls) > SHORT_SHOWN:

@@ -34,6 +34,7 @@ def numbers(got: Gathered) -> dict[str, Any]:
         "run": {key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")}
         if run else None,
         "runs": len(got.runs),
+        "folders_not_looked_at": got.outside,
         "target": got.target,
         "totals": {
             "tried": tried,
@@ -58,10 +59,11 @@ def numbers(got: Gathered) -> dict[str, Any]:
     }
 
 
-def summarize(root: str | os.PathLike[str]) -> dict[str, Any]:
+def summarize(root: str | os.PathLike[str], named: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The numbers of the dataset at ``root`` (see ``numbers``); no thumbnail is made.
-    Raises NotADataset (a FileNotFoundError) when ``root`` holds no manifest."""
-    return numbers(gather(os.fspath(root), per_group=0, max_total=0))
+    ``named``: folders outside ``root`` to look at too. Raises NotADataset (a FileNotFoundError)
+    when ``root`` holds no manifest."""
+    return numbers(gather(os.fspath(root), per_group=0, max_total=0, named=named))
 
 
 def write_report(
@@ -70,10 +72,13 @@ def write_report(
     thumbnails_per_group: int = 12,
     thumbnails_max: int = 600,
     thumbnail_size: int = 96,
+    named: list[str] | tuple[str, ...] = (),
 ) -> pathlib.Path:
-    """Write ``root/report.html`` (atomically) and return its path. Raises NotADataset (a
-    FileNotFoundError) when ``root`` holds no manifest, OSError when the page cannot be written."""
-    got = gather(os.fspath(root), per_group=thumbnails_per_group, max_total=thumbnails_max)
+    """Write ``root/report.html`` (atomically) and return its path. Nothing outside ``root`` is
+    read or shown but the folders ``named`` (the crawl names its own; ``scrapy report`` those on
+    its command line). Raises NotADataset (a FileNotFoundError) when ``root`` holds no manifest,
+    OSError when the page cannot be written."""
+    got = gather(os.fspath(root), per_group=thumbnails_per_group, max_total=thumbnails_max, named=named)
     sheet = contact_sheet(got, size=thumbnail_size)
     page = render(got, sheet, numbers(got)).encode("utf-8")
     path = pathlib.Path(got.root) / REPORT_NAME

@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import manifest
+from ..core import manifest, provenance
 from ..core.disk import DatasetDisk, is_image_name
 from ..core.manifest import Record
 from ..outcomes import KEPT_OUTCOMES, Outcome
-from ..verify import dataset_folders
 from .classes import asked_classes
 
 IN_DATASET = frozenset({Outcome.KEPT, Outcome.PRESENT})  # what the dataset holds, for the counts
@@ -103,6 +102,7 @@ class Gathered:
     by: str  # "class" (imagenet: the manifest's group) or "label" (isic)
     target: dict[str, Any] | None
     folders: list[str] = field(default_factory=list)  # the folders the runs named, as verify takes them
+    outside: list[str] = field(default_factory=list)  # recorded folders outside the dataset, not named: not looked at
     outcomes: Counter[str] = field(default_factory=Counter)
     masks: Counter[str] = field(default_factory=Counter)
     groups: dict[str, Tally] = field(default_factory=dict)
@@ -131,10 +131,13 @@ def last_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return runs[-1] if runs else {}
 
 
-def gather(root: str, per_group: int = 12, max_total: int = 600) -> Gathered:
+def gather(root: str, per_group: int = 12, max_total: int = 600, named: list[str] | tuple[str, ...] = ()) -> Gathered:
     """Count the dataset at ``root``; choose up to ``per_group`` kept images per class or label
-    (``max_total`` in all) for the contact sheet. Raises NotADataset without a manifest."""
-    folders, _, runs = dataset_folders(root)
+    (``max_total`` in all) for the contact sheet. Only ``root`` and the folders outside it that
+    the caller ``named`` are looked at (``provenance.resolve``). Raises NotADataset without a
+    manifest."""
+    runs, resolved = provenance.read_resolved(root, named)
+    folders = resolved.usable
     disk = DatasetDisk(root, folders)
     if not os.path.isfile(disk.manifest_path):
         raise NotADataset(f"no {manifest.MANIFEST_NAME} in {root}")
@@ -146,12 +149,12 @@ def gather(root: str, per_group: int = 12, max_total: int = 600) -> Gathered:
     skipped = [0]
     for offset, record in _lines(disk, skipped):
         last[str(record.key)] = offset
-        if record.kind == "image":  # every name an image ever had: enough to share out the sample
+        if record.kind == "image" and record.outcome != Outcome.SET_ASIDE:  # every name an image had: to share out
             classes[record.group or UNLABELED] = None
             labels[record.label or UNLABELED] = None
     grouped = any(name != UNLABELED for name in classes)
     by = "class" if run.get("spider") == "imagenet" or (not run and grouped) else "label"
-    got = Gathered(disk.root, runs, by, target, folders, skipped=skipped[0])
+    got = Gathered(disk.root, runs, by, target, folders, resolved.skipped, skipped=skipped[0])
     if by == "class":
         for wnid, label in asked_classes(run):
             got.groups[wnid] = Tally(label=label or None)
@@ -184,7 +187,10 @@ def _group_of(record: Record, by: str) -> str:
 
 
 def _count(got: Gathered, record: Record, each: int, max_total: int) -> None:
-    """Count one image under its last line; keep it as a sample while its class has room."""
+    """Count one image under its last line; keep it as a sample while its class has room. An
+    image set aside by ``reselect`` belongs to the folder's earlier selection: not counted."""
+    if record.outcome == Outcome.SET_ASIDE:
+        return
     if record.kind != "image":
         got.masks[record.outcome] += 1
         return

@@ -48,7 +48,7 @@ def render(got: Gathered, sheet: dict[str, list[Thumb]], summary: dict[str, Any]
         f"{escape(time.strftime('%Y-%m-%d %H:%M:%S %z'))} from its manifest, dataset.json and kept files</p>",
         f'<nav><a href="#asked">what was asked</a><a href="#outcomes">outcomes</a><a href="#groups">by {word}</a>'
         '<a href="#hosts">hosts</a><a href="#sizes">sizes</a><a href="#sheet">contact sheet</a></nav>',
-        _asked(got), _outcomes(got, summary), _groups(got, summary), _hosts(summary), _sizes(got),
+        *_outside(got), _asked(got), _outcomes(got, summary), _groups(got, summary), _hosts(summary), _sizes(got),
         _sheet(got, sheet),
     ]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -56,6 +56,15 @@ def render(got: Gathered, sheet: dict[str, list[Thumb]], summary: dict[str, Any]
             '<meta name=viewport content="width=device-width,initial-scale=1">'
             f"<title>Dataset report: {escape(got.root)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
+
+
+def _outside(got: Gathered) -> list[str]:
+    """A note naming the recorded folders outside the dataset that were not looked at."""
+    if not got.outside:
+        return []
+    names = ", ".join(f"<code>{escape(f)}</code>" for f in got.outside)
+    return [f"<p class=bad>Not looked at (outside this folder, and not named on the command line): {names}. "
+            "Run <code>dataset-spiders report DIR --images-dir FOLDER</code> to include such a folder.</p>"]
 
 
 def _asked(got: Gathered) -> str:

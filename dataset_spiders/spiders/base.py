@@ -16,7 +16,8 @@ from scrapy import Request
 from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
-from ..core import DatasetCore
+from ..core import DatasetCore, selection
+from ..core.provenance import read_runs, recorded_folders
 from ..params import parse_args
 from ..secrets import HIDDEN, SECRET_ARGUMENTS, SECRET_SETTINGS, redacted_command
 from .look_ahead import space_problem
@@ -76,6 +77,10 @@ class DatasetSpider(scrapy.Spider):
         if self.core.claim_error:
             self.core.fail(self.core.claim_error)
             return
+        problem = await asyncio.to_thread(self.selection_problem)
+        if problem:
+            self.core.refuse(problem)
+            return
         try:
             async for item in self.items():
                 yield item
@@ -86,6 +91,21 @@ class DatasetSpider(scrapy.Spider):
 
     def items(self) -> AsyncIterator[Any]:
         raise NotImplementedError
+
+    def selection_problem(self) -> str | None:
+        """Why this run may not go on in its folder: the folder holds another spider's dataset,
+        or another selection (``core/selection.py``); with ``reselect``, the core is told to set
+        the folder's images aside instead. Blocking (reads dataset.json, under the lock)."""
+        mine = self.Params.selection_of(dataclasses.asdict(self.params))
+        why = selection.difference(self.name, mine, read_runs(self.core.disk.root), self.Params.selection_of)
+        if why is None:
+            return None
+        if not getattr(self.params, "reselect", False):
+            return selection.refusal(self.core.disk.root, why)
+        if self.core.workers is not None:
+            return "reselect: not with REDIS_URL (run it once without workers, then start the workers)"
+        self.core.reselect = f"not in the folder's new selection ({selection.shown(selection.normal(mine))}): {why}"
+        return None
 
     async def dry_run(self) -> None:
         """Say what the run would fetch (stdout), touching nothing on disk."""
@@ -108,7 +128,12 @@ class DatasetSpider(scrapy.Spider):
 
     def own_folders(self) -> list[str]:
         """Folders the spider makes itself inside the named ones: a symlink there is refused."""
-        return []
+        return self.default_folders()
+
+    def default_folders(self) -> list[str]:
+        """The output folders the user did not name (their defaults inside ``out_dir``): ours, so
+        never a link (a folder that came with a copied dataset must not lead the run elsewhere)."""
+        return [path for name, path in self.folder_names().items() if getattr(self.params, name, None) is None]
 
     def api_headers(self, url: str) -> dict[str, str]:
         """Headers for a request to the source's API (a token, for the API's own origin only)."""
@@ -131,7 +156,7 @@ class DatasetSpider(scrapy.Spider):
             "settings": {k: HIDDEN if k in SECRET_SETTINGS else v for k, v in self.settings.copy_to_dict().items()
                          if self.settings.getpriority(k) == SETTINGS_PRIORITIES["cmdline"]},
             "target": {"images": target, "per": self.target_per} if target is not None else None,
-            "folders": {"out_dir": self.core.disk.root, **self.folder_names()},
+            "folders": recorded_folders(self.core.disk.root, {"out_dir": self.core.disk.root, **self.folder_names()}),
         }
 
     async def open_dataset(self) -> bool:

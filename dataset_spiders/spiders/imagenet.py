@@ -277,11 +277,26 @@ class ImagenetSpider(DatasetSpider):
             short.append(state.wnid)
         full = len(classes) - len(short)
         logger.info("%d of %d classes have %d images", full, len(classes), wanted)
+        self.note_classes_not_asked(classes)
         if self.core.fatal_error is None:
             self.fail_if_empty(classes)
         if short and self.params.strict:
             self.core.fail(f"strict: {len(short)} class(es) have fewer than {wanted} images: {', '.join(short[:10])}",
                       stop=False)
+
+    def note_classes_not_asked(self, classes: list[ClassState]) -> None:
+        """Class folders an earlier run made that this run did not ask for stay as they are: say so."""
+        asked = {os.path.basename(c.folder) for c in classes}
+        try:
+            with os.scandir(self.images_dir) as entries:
+                others = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and e.name not in asked
+                                and not e.name.startswith("."))
+        except OSError:
+            return
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            self.core.notes.append(f"{len(others)} class folder(s) of earlier runs not asked this time are left as "
+                                   f"they are: {shown}")
 
     def fail_if_empty(self, classes: list[ClassState]) -> None:
         """Nothing in the dataset for what was asked, or no class got its URLs: that is no success."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..params import arg, boolean, choice, http_url, optional, path, whole_number
 from ..sources.class_files import read_class_file
@@ -79,14 +81,18 @@ class ImagenetParams:
     )
     api_url: str | None = arg(optional(http_url), None, "the geturls endpoint", shown="setting `IMAGENET_API_URL`")
     flickr_only: bool = arg(boolean, True, "only URLs on Flickr's hosts (setting `FLICKR_DOMAINS`)")
-    out_dir: str = arg(path, "Data", "the dataset root: `manifest.jsonl` goes here")
+    out_dir: str = arg(path, "ImageNet", "the dataset root: `manifest.jsonl` goes here")
     images_dir: str | None = arg(
-        optional(path), None, "the image tree, one folder per class", shown="`{out_dir}/ImageNet`"
+        optional(path), None, "the image tree, one folder per class", shown="`{out_dir}/Images`"
     )
     layout: str = arg(choice("wnid", "name_wnid"), "wnid", "class folders named `{wnid}` or `{label}_{wnid}`")
     dry_run: bool = arg(boolean, False, "say what would be fetched (how many images, how many bytes) and stop")
     retry_failed: bool = arg(boolean, False, "also retry images an earlier run found gone or bad (404, not an image)")
     strict: bool = arg(boolean, False, "exit 1 when a class ends with fewer than `per_class` images")
+    reselect: bool = arg(
+        boolean, False, "when `out_dir` holds another selection (or spider): set its images aside to "
+        "`.quarantine/` (recorded) and make it this run's; without it such a run stops",
+    )
 
     def __post_init__(self) -> None:
         given = [name for name in ("wnids", "wnids_file", "num_classes") if getattr(self, name)]
@@ -95,5 +101,12 @@ class ImagenetParams:
         if self.num_classes and not self.urls_file:
             raise ValueError("num_classes: classes are drawn from urls_file; give urls_file too")
 
+    @staticmethod
+    def selection_of(arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """What a dataset of these arguments is, not how many (nor which classes): one per folder."""
+        return {"flickr_only": arguments.get("flickr_only", True) is not False,
+                "layout": arguments.get("layout") or "wnid",
+                "source": "a URL list" if arguments.get("urls_file") else "the geturls API"}
+
     def folder(self) -> str:
-        return os.path.abspath(self.images_dir or os.path.join(self.out_dir, "ImageNet"))
+        return os.path.abspath(self.images_dir or os.path.join(self.out_dir, "Images"))

@@ -75,7 +75,7 @@ class IsicSpider(DatasetSpider):
         labels = (*isic.LABELS, "unlabeled") if p.layout in ("by_label", "by_split") else ()
         splits = [os.path.join(images, name) for name, _ in p.splits] if p.layout == "by_split" else []
         masks = [os.path.join(os.path.abspath(p.out_dir), ".cache", "isic-masks")] if p.segmentation else []
-        return [os.path.join(os.path.abspath(p.out_dir), "licenses"), *splits, *masks,
+        return [os.path.join(os.path.abspath(p.out_dir), "licenses"), *splits, *masks, *self.default_folders(),
                 *(os.path.join(parent, label) for parent in splits or [images] for label in labels)]
 
     async def items(self) -> AsyncIterator[Any]:

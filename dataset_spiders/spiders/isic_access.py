@@ -13,8 +13,6 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..core.provenance import read_runs
-
 if TYPE_CHECKING:
     from .isic import IsicSpider
 
@@ -49,18 +47,9 @@ def refused(status: int, token: str | None, what: str) -> str:
 
 
 def size_problem(spider: IsicSpider) -> str | None:
-    """Why this run may not fetch ``image_size`` into its images folder: an earlier run filled it
-    with the other size (they never mix in one folder without saying so), or v1 has no thumbnails."""
+    """Why this run may not fetch ``image_size``: v1 has no thumbnails. (The two sizes never mix
+    in one folder: ``image_size`` is part of the selection, ``core/selection.py``.)"""
     p = spider.params
     if p.image_size != "full" and p.api_version == 1:
         return "image_size: the v1 API serves no thumbnails; use api_version=2 or image_size=full"
-    if p.no_images:
-        return None
-    folder = os.path.abspath(p.folder("images"))
-    for run in read_runs(spider.core.disk.root):
-        folders, arguments = run.get("folders") or {}, run.get("arguments") or {}
-        earlier = arguments.get("image_size") or "full"
-        if folders.get("images_dir") == folder and earlier != p.image_size:  # (called before this run is recorded)
-            return (f"image_size={p.image_size}: {folder} holds image_size={earlier} images from an earlier run; "
-                    "sizes never mix in one folder: give another images_dir")
     return None

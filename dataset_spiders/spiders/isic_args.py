@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..params import arg, boolean, choice, http_url, int_list, optional, path, text, whole_number
 from ..sources.isic import LABELS
@@ -46,7 +48,7 @@ class IsicParams:
         int_list, (), "comma-separated v2 collection ids, each checked to exist first", shown="none"
     )
     out_dir: str = arg(
-        path, "Data", "the dataset root: `manifest.jsonl`, `metadata.csv`, `attribution.txt`, `licenses/`"
+        path, "ISIC", "the dataset root: `manifest.jsonl`, `metadata.csv`, `attribution.txt`, `licenses/`"
     )
     images_dir: str | None = arg(optional(path), None, "where images go", shown="`{out_dir}/Images`")
     descs_dir: str | None = arg(optional(path), None, "where descriptions go", shown="`{out_dir}/Descriptions`")
@@ -86,6 +88,10 @@ class IsicParams:
     )
     dry_run: bool = arg(boolean, False, "say what would be fetched (how many images, how many bytes) and stop")
     retry_failed: bool = arg(boolean, False, "also retry images an earlier run found gone or bad (404, not an image)")
+    reselect: bool = arg(
+        boolean, False, "when `out_dir` holds another selection (or spider): set its images aside to "
+        "`.quarantine/` (recorded) and make it this run's; without it such a run stops",
+    )
     api_version: int = arg(lambda v: int(choice("1", "2")(v)), 2, "`2`, or `1` for the legacy Girder API")
     api_url: str | None = arg(
         optional(http_url), None, "the API base",
@@ -105,6 +111,16 @@ class IsicParams:
             raise ValueError("query: the v1 API takes no search expression; use filter, or api_version=2")
         if self.api_version == 1 and self.collections:
             raise ValueError("collections: the v1 API has no collections; use api_version=2")
+
+    @staticmethod
+    def selection_of(arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """What a dataset of these arguments is, not how many: one selection per folder."""
+        a = arguments
+        splits = [list(s) for s in a.get("splits") or [] if isinstance(s, (list, tuple))]
+        return {"api_version": a.get("api_version") or 2, "filter": a.get("filter") or None,
+                "query": a.get("query") or None, "collections": sorted(str(c) for c in a.get("collections") or []),
+                "image_size": a.get("image_size") or "full", "layout": a.get("layout") or "flat",
+                "splits": splits, "seed": a.get("seed") or 0 if splits else None}
 
     def folder(self, name: str) -> str:
         given = {"images": self.images_dir, "descs": self.descs_dir, "seg": self.seg_dir}[name]

@@ -11,9 +11,9 @@ from dataset_spiders.spiders.isic_args import IsicParams
 def test_defaults_match_galavineri_layout():
     p = parse_args(IsicParams, {})
     assert p.num_images is None and p.offset == 0 and p.filter is None and p.api_version == 2
-    assert p.folder("images") == os.path.abspath("Data/Images")
-    assert p.folder("descs") == os.path.abspath("Data/Descriptions")
-    assert p.folder("seg") == os.path.abspath("Data/Segmentation")
+    assert p.folder("images") == os.path.abspath("ISIC/Images")
+    assert p.folder("descs") == os.path.abspath("ISIC/Descriptions")
+    assert p.folder("seg") == os.path.abspath("ISIC/Segmentation")
 
 
 def test_command_line_strings_are_typed():
