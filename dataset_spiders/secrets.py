@@ -11,14 +11,19 @@ Two nets, both always on:
   argument) are remembered, and replaced wherever they appear in a log record, in
   ``dataset.json``, in ``.lock`` or in an ``error:`` line, whatever the text around them (those
   of 8 characters or more: a shorter one would mask ordinary words).
+
+The Python API hands its child every secret through the environment (``ISIC_TOKEN``,
+``DATASET_SPIDERS_SETTINGS``, ``DATASET_SPIDERS_ARGUMENTS``), never on its command line;
+``take_environment`` reads those back in the crawl command.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,6 +33,10 @@ SECRET_SETTINGS = frozenset({"ISIC_TOKEN"})
 _SECRET_SETTING_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|PRIVATE_KEY|API_KEY|ACCESS_KEY", re.I)
 HIDDEN = "(given; not recorded)"
 MASK = "***"
+#: The environment variables the Python API passes secrets in (JSON objects, NAME -> text).
+ENV_SETTINGS = "DATASET_SPIDERS_SETTINGS"
+ENV_ARGUMENTS = "DATASET_SPIDERS_ARGUMENTS"
+SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _MIN_LENGTH = 8  # a shorter "secret" is not looked for in free text: it would mask ordinary words ("expired")
 
 # scheme://userinfo@ : the userinfo runs to the last "@" before the path, query or fragment
@@ -150,6 +159,31 @@ def protect(settings: Any, arguments: dict[str, Any]) -> None:
             found += url_passwords(value)
     remember(found)
     _scrub_the_log()
+
+
+def take_environment(settings: Any, spider_arguments: MutableMapping[str, Any]) -> str | None:
+    """Settings (``DATASET_SPIDERS_SETTINGS``, at command-line priority) and spider arguments
+    (``DATASET_SPIDERS_ARGUMENTS``) the Python API passed through the environment, each a JSON
+    object of texts; both variables are then removed from this process's environment (nothing it
+    starts inherits them). Returns why they cannot be used, or None."""
+    for variable in (ENV_SETTINGS, ENV_ARGUMENTS):
+        raw = os.environ.pop(variable, None)
+        if raw is None:
+            continue
+        try:
+            given = json.loads(raw)
+        except ValueError:
+            given = None
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            return f"{variable} must be a JSON object of texts (NAME: VALUE)"
+        if variable == ENV_SETTINGS:
+            bad = [name for name in given if not SETTING_NAME.fullmatch(name)]
+            if bad:
+                return f"{variable}: {bad[0]!r} is not a setting name (NAME_LIKE_THIS)"
+            settings.setdict(given, priority="cmdline")
+        else:
+            spider_arguments.update(given)
+    return None
 
 
 class _ScrubbingFactory:

@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from dataset_spiders import DownloadError, download_isic
 from tests.conftest import clean_env, user_run
-from tests.emulators import IsicV2Server, make_archive
+from tests.emulators import ImageHost, IsicV2Server, make_archive
 from tests.redis_server import RedisServer
 from tests.test_tool import SlowImageHost
 
@@ -211,6 +213,46 @@ def test_a_token_or_a_password_in_any_form_is_in_no_file_no_log_and_no_lock_left
     assert not problems, "\n".join(problems)
 
 
+def test_the_python_api_passes_no_secret_on_a_command_line(installed, slow_api, redis_with_password, tmp_path):
+    """A user's script calls download_isic with a token, with the token as a setting and a
+    REDIS_URL holding a password, and with an api_url holding one: while each child runs, no
+    process below the script has either on its command line."""
+    home = tmp_path / "user"
+    home.mkdir()
+    redis_url = f"redis://:{PASSWORD}@127.0.0.1:{redis_with_password.port}/2"
+    script = home / "get.py"
+    script.write_text(f"""
+from dataset_spiders import DownloadError, download_isic
+
+first = download_isic(num_images=2, token={TOKEN!r}, api_url={slow_api!r}, out_dir="A", CONCURRENT_REQUESTS=4)
+second = download_isic(num_images=2, api_url={slow_api!r}, out_dir="B",
+                       settings={{"ISIC_TOKEN": {TOKEN!r}, "REDIS_URL": {redis_url!r}}})
+print(first.images, second.images)
+try:
+    download_isic(num_images=1, api_url="http://alice:{PASSWORD}@127.0.0.1:9/api/v2", out_dir="C", RETRY_TIMES=0)
+except DownloadError as exc:
+    print("DownloadError:", exc)
+""")
+    python = installed.parent / "python"
+    proc = subprocess.Popen([str(python), str(script)], cwd=home, env=user_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with watching([home / "A", home / "B"], parent=proc.pid) as seen:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    children = {line for line in seen.command_lines if "dataset_spiders" in line}
+    assert len(children) >= 3, seen.command_lines  # each call's child was seen
+    assert not [line for line in children if TOKEN in line or PASSWORD in line], children
+    lines = out.splitlines()
+    assert lines[0] == "2 2", out
+    assert lines[1].startswith("DownloadError: cannot fetch the search page http://alice:***@127.0.0.1:9/"), out
+    assert files_holding(home / "A", TOKEN, PASSWORD) == [] and files_holding(home / "B", TOKEN, PASSWORD) == []
+    assert TOKEN not in out + err and PASSWORD not in out + err
+    assert "Worker " in err  # the second run worked through the Redis that wants the password
+    assert not (home / "A" / ".lock").exists() and not (home / "C").exists()
+    assert {mode for mode, _ in seen.locks[home / "A"]} == {0o600}
+    assert not [note for _, note in seen.locks[home / "A"] if TOKEN in note]
+
+
 def test_the_report_hides_secrets_an_earlier_version_recorded(installed, slow_api, tmp_path):
     """dataset.json written by an earlier version may hold a token (``-atoken=…``) or a password
     (REDIS_URL): report.html shows neither."""
@@ -234,6 +276,54 @@ def test_the_report_hides_secrets_an_earlier_version_recorded(installed, slow_ap
     page = (home / "Data" / "report.html").read_text()
     assert TOKEN not in page and PASSWORD not in page
     assert "-atoken=" in page and "redis://:***@10.0.0.1:6379/0" in page  # shown, without the secret
+
+
+def test_python_api_values_cannot_become_options(isic_api, archive, installed, tmp_path, monkeypatch):
+    """Each value is the value of its own option: one that looks like an option is refused by the
+    command with its reason (DownloadError), a negated query is a query; setting names must look
+    like settings, and a NUL byte is a DownloadError."""
+    monkeypatch.chdir(tmp_path)
+    for var in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(var)
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(DownloadError, match=r"^isic: strict: expected true or false, got '--images-dir="):
+        download_isic(num_images=2, api_url=isic_api, strict=f"--images-dir={elsewhere}", echo=False)
+    with pytest.raises(DownloadError, match=r"^isic: no_images: expected true or false, got '-sredis_url="):
+        download_isic(num_images=2, api_url=isic_api, no_images="-sREDIS_URL=redis://127.0.0.1:9/0", echo=False)
+    assert not elsewhere.exists() and not (tmp_path / "Data").exists()
+    benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", echo=False)
+    assert sorted(p.name for p in benign.images_dir.glob("*.jpg")) == sorted(
+        f"{img.isic_id}.jpg" for img in archive if img.diagnosis_1 != "Malignant")
+    for settings in ({"-L": "DEBUG"}, {"lower_case": "1"}, {"TWO WORDS": "1"}, {"OK=NOT": "1"}):
+        with pytest.raises(DownloadError, match="not a setting name"):
+            download_isic(num_images=1, api_url=isic_api, settings=settings, echo=False)
+    with pytest.raises(DownloadError, match="NUL"):
+        download_isic(num_images=1, api_url=isic_api, query="a\0b", echo=False)
+    with pytest.raises(DownloadError, match="NUL"):
+        download_isic(num_images=1, api_url=isic_api, RETRY_TIMES="1\0", echo=False)
+    console = user_run(installed, "isic", "--num-images", cwd=tmp_path)
+    assert console.returncode == 2
+    assert console.stderr.splitlines() == ["error: isic: argument --num-images/--num_images: expected one argument"]
+
+
+@pytest.fixture
+def isic_api(archive) -> Iterator[str]:
+    with ImageHost(archive) as host, IsicV2Server(archive, host) as api:
+        yield f"{api.url}/api/v2"
+
+
+def test_setting_names_and_values_reach_the_child_as_their_own_options():
+    """The child's command line for a call (no process started): ``--name=value`` and
+    ``--set=NAME=VALUE``; secrets go through its environment."""
+    from dataset_spiders.api import child_command
+
+    argv, env = child_command("isic", {"query": "-diagnosis_1:Malignant", "token": TOKEN, "num_images": 3,
+                                       "RETRY_TIMES": 0}, {"REDIS_URL": f"redis://:{PASSWORD}@h:6379/0"})
+    assert argv[1:] == ["-m", "dataset_spiders", "isic", "--query=-diagnosis_1:Malignant", "--num_images=3",
+                        "--set=RETRY_TIMES=0"]
+    assert env["ISIC_TOKEN"] == TOKEN
+    assert json.loads(env["DATASET_SPIDERS_SETTINGS"]) == {"REDIS_URL": f"redis://:{PASSWORD}@h:6379/0"}
+    assert argv[0] == sys.executable
 
 
 def test_a_recorded_command_line_hides_every_form_of_a_secret():

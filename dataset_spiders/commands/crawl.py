@@ -17,7 +17,7 @@ from scrapy.spiderloader import get_spider_loader
 from ..core import DatasetCore
 from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
-from ..secrets import protect, scrub
+from ..secrets import protect, scrub, take_environment
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -36,7 +36,10 @@ class Command(ScrapyCrawlCommand):
         if len(args) != 1:
             raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
         assert self.settings is not None
+        problem = take_environment(self.settings, opts.spargs)  # what the Python API passed privately
         protect(self.settings, opts.spargs)  # no token or password in the log or an `error:` line from here on
+        if problem:
+            _fail(problem, 2)
         loader = get_spider_loader(self.settings)
         try:
             spider_cls = loader.load(args[0])
