@@ -10,6 +10,7 @@ The result is read back from the run's own entry in ``dataset.json``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 from .cli import spider_models
 from .core.provenance import FOLDER_NAMES, read_resolved
+from .secrets import ENV_ARGUMENTS, ENV_SETTINGS, SECRET_ARGUMENTS, SETTING_NAME, secret_setting, url_passwords
 
 
 class DownloadError(RuntimeError):
@@ -61,31 +63,64 @@ def download_imagenet(*, settings: dict[str, Any] | None = None, echo: bool = Tr
     return run_spider("imagenet", arguments, settings, echo)
 
 
-def command_line(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None) -> list[str]:
-    """The console command these keyword arguments stand for."""
+def child_command(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The console command these keyword arguments stand for, and what its environment adds.
+
+    Each value is the value of its own option (``--query=-diagnosis_1:Malignant``,
+    ``--set=NAME=VALUE``), so none can become an option. No secret is on the command line (any
+    user may read it, in ``ps``): the token goes as ``ISIC_TOKEN``, a setting whose name is
+    secret or whose value holds a URL's password in ``DATASET_SPIDERS_SETTINGS``, an argument
+    holding such a URL in ``DATASET_SPIDERS_ARGUMENTS`` (JSON objects the crawl command reads).
+    """
     model = spider_models()[spider]
     names = {n for f in dataclasses.fields(model) for n in (f.name, *f.metadata.get("aliases", ()))}
     argv = [sys.executable, "-m", "dataset_spiders", spider]
+    env: dict[str, str] = {}
+    private_arguments: dict[str, str] = {}
+    private_settings: dict[str, str] = {}
     every = dict(settings or {})
+    token = None
     for name, value in arguments.items():
         if name.isupper():
             every[name] = value
+        elif name in SECRET_ARGUMENTS and name in names:
+            token = _text(name, value)
         elif name in names:
-            argv += [f"--{name}", _text(value)]
+            text = _text(name, value)
+            if url_passwords(text):
+                private_arguments[name] = text
+            else:
+                argv.append(f"--{name}={text}")
         else:
             raise DownloadError(f"{spider}: unknown argument {name!r} (known: {', '.join(sorted(names))})")
     for name, value in every.items():
-        argv += ["-s", f"{name}={_text(value)}"]
-    return argv
+        if not isinstance(name, str) or not SETTING_NAME.fullmatch(name):
+            raise DownloadError(f"{spider}: {name!r} is not a setting name (NAME_LIKE_THIS)")
+        text = _text(name, value)
+        if name == "ISIC_TOKEN":
+            token = token if token and token.strip() else text  # the argument wins, as in the spider
+        elif secret_setting(name) or url_passwords(text):
+            private_settings[name] = text
+        else:
+            argv.append(f"--set={name}={text}")
+    if token is not None and token.strip():
+        env["ISIC_TOKEN"] = token
+    if private_settings:
+        env[ENV_SETTINGS] = json.dumps(private_settings)
+    if private_arguments:
+        env[ENV_ARGUMENTS] = json.dumps(private_arguments)
+    return argv, env
 
 
 def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None, echo: bool,
                stream: TextIO | None = None) -> Summary:
-    argv = command_line(spider, arguments, settings)
+    argv, private = child_command(spider, arguments, settings)
     # the package as this process imported it (an install, or a checkout on sys.path), first
     home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    env = {**{k: v for k, v in os.environ.items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS)},
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **private}
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, errors="replace", env=env)
     error = None
@@ -130,9 +165,13 @@ def read_summary(root: Path, pid: int, code: int, error: str | None, named: list
     )
 
 
-def _text(value: Any) -> str:
+def _text(name: str, value: Any) -> str:
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple, set)):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple, set)):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if "\0" in text:
+        raise DownloadError(f"{name}: a value must not contain a NUL byte")
+    return text

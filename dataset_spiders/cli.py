@@ -14,7 +14,9 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+from .secrets import hide_url_passwords
 
 SETTINGS_MODULE = "dataset_spiders.settings"
 PASSED_THROUGH = {"verify": "check a dataset folder against its manifest (`--fix` to let a crawl refill it)",
@@ -42,8 +44,19 @@ def default_text(field: dataclasses.Field[Any]) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose error is one line, ``error: isic: argument --num-images/--num_images:
+    expected one argument``, and exit 2, as every other refusal of the command (the Python API
+    raises DownloadError with that line)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("dataset-spiders").strip()
+        print(f"error: {f'{command}: ' if command else ''}{hide_url_passwords(message)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dataset-spiders",
         description="Clean, verified image datasets from the ISIC Archive and ImageNet URL lists.",
         epilog="Each command has its own --help. Scrapy settings: -s NAME=VALUE (repeatable).",

@@ -17,10 +17,11 @@ from scrapy.spiderloader import get_spider_loader
 from ..core import DatasetCore
 from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
+from ..secrets import protect, scrub, take_environment
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {scrub(message)}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -35,6 +36,10 @@ class Command(ScrapyCrawlCommand):
         if len(args) != 1:
             raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
         assert self.settings is not None
+        problem = take_environment(self.settings, opts.spargs)  # what the Python API passed privately
+        protect(self.settings, opts.spargs)  # no token or password in the log or an `error:` line from here on
+        if problem:
+            _fail(problem, 2)
         loader = get_spider_loader(self.settings)
         try:
             spider_cls = loader.load(args[0])
@@ -66,5 +71,5 @@ class Command(ScrapyCrawlCommand):
             core = None
         status, fatal = core.exit_status() if core is not None else (0, None)
         if status:
-            print(f"error: {fatal}", file=sys.stderr, flush=True)
+            print(f"error: {scrub(fatal)}", file=sys.stderr, flush=True)
             self.exitcode = 1

@@ -3,7 +3,9 @@
 The kernel drops an ``flock`` when its process dies, however it dies, so a lock left by a
 killed run never blocks the next one (a pid file would go stale). The lock is taken on the
 folders themselves (a directory file descriptor), so nothing is created inside the image
-tree. ``out_dir/.lock`` only says who holds it, for the message a second run prints.
+tree. ``out_dir/.lock`` only says who holds it, for the message a second run prints when
+``/proc/locks`` cannot name the holder: written fresh (mode 0600, never through a link, its
+command line without secrets, ``secrets.redacted_command``) and removed when the run lets go.
 
 Cooperating workers (``REDIS_URL``, ``core/workers.py``) take ``LOCK_SH`` on the same
 descriptors instead, so they share the folders with each other and never with a run without
@@ -18,6 +20,8 @@ import os
 import socket
 import sys
 import time
+
+from ..secrets import redacted_command
 
 INFO_NAME = ".lock"
 
@@ -35,6 +39,7 @@ class DatasetLock:
         self.folders = list(dict.fromkeys([root, *folders]))
         self.shared = shared
         self._fds: list[int] = []
+        self._noted = False  # this lock wrote root/.lock (removed again on release)
 
     @property
     def held(self) -> bool:
@@ -77,18 +82,27 @@ class DatasetLock:
             self._fds.append(fd)
 
     def _write_info(self) -> None:
+        """``root/.lock``, made anew: a note an earlier run or version left (its command line may
+        hold a token) goes, and a link or a hard link put there is replaced, never written through."""
+        path = os.path.join(self.root, INFO_NAME)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # whoever wrote it holds no lock now (we hold it, or share it)
         if self.shared:
             return  # one note for many workers would name only the last
         note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}: "
-        note += " ".join(sys.argv)[:500] + "\n"
-        # informative only (a read-only root is reported later, clearly); never through a symlink
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        note += " ".join(redacted_command(sys.argv))[:500] + "\n"
+        # informative only (a read-only root is reported later, clearly)
         with contextlib.suppress(OSError):
-            fd = os.open(os.path.join(self.root, INFO_NAME), flags, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            self._noted = True
             with open(fd, "w", encoding="utf-8") as f:
                 f.write(note)
 
     def release(self) -> None:
+        if self._noted and self._fds:  # while still held: the next run's note is never the one removed
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.root, INFO_NAME))
+        self._noted = False
         fds, self._fds = self._fds, []
         for fd in fds:
             with contextlib.suppress(OSError):

@@ -24,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .. import __version__
-from ..secrets import redacted_command
+from ..secrets import redacted_command, scrubbed
 from .files import STAGING_DIR, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Provenance:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             runs = [r for r in read_runs(self.root) if r.get("run_id") != self.run["run_id"]]
-            data = json.dumps({"runs": [*runs, self.run]}, indent=2, ensure_ascii=False, default=str)
+            data = json.dumps({"runs": [*runs, scrubbed(self.run)]}, indent=2, ensure_ascii=False, default=str)
             atomic_write(os.path.join(self.root, NAME), data.encode("utf-8") + b"\n", self.staging_dir)
         finally:
             os.close(fd)

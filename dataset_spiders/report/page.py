@@ -13,6 +13,7 @@ import time
 from html import escape
 from typing import Any
 
+from ..secrets import hidden_arguments, redacted_command, scrub
 from . import charts
 from .gather import IN_DATASET, NOT_A_REASON, Gathered, last_run
 from .thumbs import Thumb
@@ -71,9 +72,10 @@ def _asked(got: Gathered) -> str:
     run = last_run(got.runs)
     if not run:
         return '<h2 id=asked>What was asked</h2><p class=none>no dataset.json: the runs are not recorded</p>'
+    # no secret shown, not even one an earlier version recorded (a token given as -atoken=...)
     command = run.get("command")
-    line = shlex.join(str(c) for c in command) if isinstance(command, list) else str(command or "")
-    arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
+    line = shlex.join(redacted_command(command)) if isinstance(command, list) else scrub(str(command or ""))
+    arguments = hidden_arguments(run.get("arguments") if isinstance(run.get("arguments"), dict) else {})
     rows = "".join(f"<tr><th>{escape(str(k))}</th><td><code>{escape(_json(v))}</code></td></tr>"
                    for k, v in arguments.items() if v not in (None, [], False, ""))
     status = run.get("exit_status")
@@ -82,7 +84,7 @@ def _asked(got: Gathered) -> str:
     else:
         said = STATUS.get(status, str(status)) if isinstance(status, int) else str(status)
     cls = "ok" if status == 0 else "bad"
-    error = run.get("error")
+    error = scrub(str(run["error"])) if run.get("error") else None
     parts = [
         "<h2 id=asked>What was asked</h2>",
         f"<p>The last of {len(got.runs)} run(s), <b>{escape(str(run.get('spider') or '?'))}</b>, "
@@ -97,7 +99,7 @@ def _asked(got: Gathered) -> str:
         runs = "".join(
             f"<tr><td>{escape(str(r.get('started')))}</td><td>{escape(str(r.get('ended')))}</td>"
             f"<td>{escape(str(r.get('spider')))}</td><td class=n>{escape(str(r.get('exit_status')))}</td>"
-            f"<td>{escape(str(r.get('error') or ''))}</td></tr>" for r in shown)
+            f"<td>{escape(scrub(str(r.get('error') or '')))}</td></tr>" for r in shown)
         parts.append(f"<h3>Runs (the last {len(shown)})</h3><table><tr><th>started</th><th>ended</th>"
                      f"<th>spider</th><th class=n>exit</th><th>error</th></tr>{runs}</table>")
     return "\n".join(parts)

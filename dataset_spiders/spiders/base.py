@@ -19,7 +19,7 @@ from scrapy.utils.misc import load_object
 from ..core import DatasetCore, selection
 from ..core.provenance import read_runs, recorded_folders
 from ..params import parse_args
-from ..secrets import HIDDEN, SECRET_ARGUMENTS, SECRET_SETTINGS, redacted_command
+from ..secrets import SECRET_ARGUMENTS, hidden_arguments, hidden_settings, protect, redacted_command, scrubbed
 from .look_ahead import space_problem
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class DatasetSpider(scrapy.Spider):
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
+        protect(crawler.settings, kwargs)  # (the crawl command did, unless the crawl is started from code)
         spider = super().from_crawler(crawler, *args, **kwargs)
         root = spider.params.out_dir  # type: ignore[attr-defined]
         target = spider.target()
@@ -150,11 +151,10 @@ class DatasetSpider(scrapy.Spider):
             "spider": self.name,
             **({"command": redacted_command(command)}
                if (command := self.settings.getlist("DATASET_COMMAND_LINE")) else {}),
-            "sources": self.sources(),
-            "arguments": {k: HIDDEN if k in SECRET_ARGUMENTS and v else v
-                          for k, v in dataclasses.asdict(self.params).items()},
-            "settings": {k: HIDDEN if k in SECRET_SETTINGS else v for k, v in self.settings.copy_to_dict().items()
-                         if self.settings.getpriority(k) == SETTINGS_PRIORITIES["cmdline"]},
+            "sources": scrubbed(self.sources()),
+            "arguments": hidden_arguments(dataclasses.asdict(self.params)),
+            "settings": hidden_settings({k: v for k, v in self.settings.copy_to_dict().items()
+                                         if self.settings.getpriority(k) == SETTINGS_PRIORITIES["cmdline"]}),
             "target": {"images": target, "per": self.target_per} if target is not None else None,
             "folders": recorded_folders(self.core.disk.root, {"out_dir": self.core.disk.root, **self.folder_names()}),
         }

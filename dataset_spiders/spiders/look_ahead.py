@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from ..core.formats import is_image_name
+from ..secrets import scrub
 from ..sources import isic
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ GB, MB, KB = 1 << 30, 1 << 20, 1 << 10
 
 def say(text: str) -> None:
     """A dry run's answer: on stdout, where a script can read it."""
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(scrub(text) + "\n")  # (an api_url with a password in it)
     sys.stdout.flush()
 
 
