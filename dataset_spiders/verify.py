@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .core import manifest, provenance
 from .core.disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
+from .core.files import open_regular
 from .core.lock import is_locked
 from .core.manifest import ManifestWriter, Record
 from .imagefolder import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
@@ -65,7 +66,7 @@ def journals(disk: DatasetDisk) -> list[str]:
 def _digests(path: str) -> tuple[int, str, str, str]:
     sha256, sha1, md5 = hashlib.sha256(), hashlib.sha1(), hashlib.md5()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path, follow=False) as f:
         while chunk := f.read(1 << 20):
             size += len(chunk)
             for h in (sha256, sha1, md5):
@@ -98,13 +99,16 @@ def check_entry(disk: DatasetDisk, key: str, entry: Record, placeholders: set[st
 
 
 def dataset_folders(root: str) -> tuple[list[str], list[str], list[dict]]:
-    """From ``dataset.json``: every folder the runs named, the image folders among them, the runs."""
+    """From ``dataset.json``: every folder the runs named, the image folders among them, the runs.
+    FolderError where a file of the dataset is a FIFO, a socket, a device or a folder."""
+    DatasetDisk(root).refuse_special_files()  # before dataset.json is read
     runs = provenance.read_runs(os.path.abspath(root))
     folders = []
     for run in runs:
         named = run.get("folders") if isinstance(run.get("folders"), dict) else {}
         folders += [os.path.normpath(v) for k, v in named.items() if k != "out_dir" and isinstance(v, str)
                     and os.path.isabs(v)]
+    DatasetDisk(root, folders).refuse_special_files()
     return list(dict.fromkeys(folders)), provenance.image_folders(runs), runs
 
 

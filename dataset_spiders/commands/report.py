@@ -8,6 +8,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from ..core.disk import FolderError
 from ..report import NotADataset, write_report
 
 
@@ -32,7 +33,7 @@ class Command(ScrapyCommand):
                 thumbnails_max=self.settings.getint("REPORT_THUMBNAILS_MAX", 600),
                 thumbnail_size=self.settings.getint("REPORT_THUMBNAIL_SIZE", 96),
             )
-        except NotADataset as exc:  # no manifest.jsonl
+        except (NotADataset, FolderError) as exc:  # no manifest.jsonl; a FIFO, a device... where a file of ours goes
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 2
             return

@@ -9,6 +9,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from ..core.disk import FolderError
 from ..core.lock import DatasetBusy, DatasetLock
 from ..verify import Report, dataset_folders, fix, verify
 
@@ -42,7 +43,7 @@ class Command(ScrapyCommand):
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 1
             return
-        except OSError as exc:
+        except (OSError, FolderError) as exc:  # no manifest; a FIFO, a device... where a file of ours goes
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 2
             return

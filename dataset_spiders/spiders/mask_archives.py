@@ -18,7 +18,7 @@ from typing import Any
 from scrapy import Request, signals
 from scrapy.http import Response
 
-from ..core.files import unlink_quietly
+from ..core.files import open_regular, unlink_quietly
 from ..sources import zip_ranges
 from ..sources.zip_ranges import Member, ZipError
 
@@ -209,7 +209,7 @@ class WholeDownloadProgress:
 
 def _open_no_link(path: str) -> Any:
     """``path`` opened for reading, refusing a symlink (OSError)."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    return open_regular(path, follow=False)
 
 
 def _read_file(path: str, start: int, length: int) -> bytes:

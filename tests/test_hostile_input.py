@@ -1,0 +1,68 @@
+"""Input that must not steer or hang a run, as a user meets it (the installed command, from a folder
+outside the checkout): special files where the dataset keeps its own, settings of the wrong type,
+class files and URL lists of any depth or field size, an API's absurd size hint, strings that
+would reorder the report, a ZIP whose end record points past its end. Each is one line (or one
+warning) and an honest exit status, never a hang or a traceback, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import user_run
+from tests.emulators import ImageHost, IsicV2Server, make_archive
+
+QUICK = 30  # seconds: a command that waits longer than this is hanging, and the test fails
+
+
+@pytest.fixture(scope="module")
+def isic():
+    records = make_archive(12, size=(40, 30))
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        yield api, records
+
+
+def _run(installed: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return user_run(installed, *args, cwd=cwd, timeout=QUICK)
+
+
+def _one_line(run: subprocess.CompletedProcess[str], code: int) -> str:
+    """The run's last stderr line, which must be its one ``error:`` line; no traceback."""
+    assert run.returncode == code, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), run.stderr
+    return last
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- special files where the dataset keeps its own ------------------------------------------
+
+
+def test_a_fifo_or_socket_where_the_dataset_keeps_a_file_is_refused_never_waited_on(isic, installed, tmp_path):
+    """A FIFO named dataset.json used to block the crawl for good (deaf to SIGTERM) and hang
+    verify and report; now each says what it found, at once, and the crawl makes nothing."""
+    api, _ = isic
+    where = _mkdir(tmp_path / "user")
+    data = _mkdir(where / "Data")
+    os.mkfifo(data / "dataset.json")
+    crawl = _run(installed, "isic", "--num-images", "2", "--api-url", f"{api.url}/api/v2", cwd=where)
+    said = f"error: {data / 'dataset.json'} is a FIFO, not a regular file"
+    assert _one_line(crawl, 1).startswith(said)
+    assert sorted(os.listdir(data)) == ["dataset.json"]  # nothing made: no lock note, no folder
+    for command in ("verify", "report"):
+        assert _one_line(_run(installed, command, "Data", cwd=where), 2).startswith(said)
+    (data / "dataset.json").unlink()
+    with socket.socket(socket.AF_UNIX) as sock:  # a socket in place of the manifest, appended to by a crawl
+        sock.bind(str(data / "manifest.jsonl"))
+        crawl = _run(installed, "isic", "--num-images", "2", "--api-url", f"{api.url}/api/v2", cwd=where)
+    assert _one_line(crawl, 1).startswith(f"error: {data / 'manifest.jsonl'} is a socket, not a regular file")
+    assert sorted(os.listdir(data)) == ["manifest.jsonl"]
