@@ -66,3 +66,32 @@ def test_a_fifo_or_socket_where_the_dataset_keeps_a_file_is_refused_never_waited
         crawl = _run(installed, "isic", "--num-images", "2", "--api-url", f"{api.url}/api/v2", cwd=where)
     assert _one_line(crawl, 1).startswith(f"error: {data / 'manifest.jsonl'} is a socket, not a regular file")
     assert sorted(os.listdir(data)) == ["manifest.jsonl"]
+
+
+# --- settings of the wrong type ---------------------------------------------------------------
+
+
+BAD_SETTINGS = {
+    "IMAGES_ENCODED_MAXSIZE=x": "error: setting IMAGES_ENCODED_MAXSIZE: expected a whole number >= 0, got 'x'",
+    "RETRY_AFTER_MAX=x": "error: setting RETRY_AFTER_MAX: expected a number >= 0, got 'x'",
+    "PLACEHOLDER_URL_PATTERNS=[": "error: setting PLACEHOLDER_URL_PATTERNS: expected a list of regular expressions",
+    "CONCURRENT_REQUESTS={'a': 1}": "error: setting CONCURRENT_REQUESTS: expected a whole number, got '{'a': 1}'",
+    "LOG_LEVEL=None": "error: setting LOG_LEVEL: expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG or a number",
+    "IMAGES_MEMORY_BUDGET=abc": "error: setting IMAGES_MEMORY_BUDGET: expected a whole number >= 0, got 'abc'",
+    "NEAR_DUPLICATE_DISTANCE=99": "error: setting NEAR_DUPLICATE_DISTANCE: expected a whole number from 0 to 15, "
+                                  "got '99'",
+}
+
+
+def test_a_setting_of_the_wrong_type_is_one_line_and_exit_2_leaving_nothing(isic, installed, tmp_path):
+    """They used to give a traceback and leave Images/ and Descriptions/ behind, or say
+    "Unsupported URL scheme", or (NEAR_DUPLICATE_DISTANCE=99) be taken silently."""
+    api, _ = isic
+    where = _mkdir(tmp_path / "user")
+    for setting, said in BAD_SETTINGS.items():
+        run = _run(installed, "isic", "--num-images", "2", "--api-url", f"{api.url}/api/v2", "-s", setting, cwd=where)
+        assert _one_line(run, 2).startswith(said), setting
+        assert os.listdir(where) == [], setting
+    assert api.requests_for("/api/v2/images/search/") == []  # stopped before the first request
+    run = _run(installed, "report", "Data", "-s", "REPORT_THUMBNAIL_SIZE=big", cwd=where)
+    assert _one_line(run, 2).startswith("error: setting REPORT_THUMBNAIL_SIZE: expected a whole number")

@@ -17,6 +17,7 @@ from scrapy.spiderloader import get_spider_loader
 from ..core import DatasetCore
 from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
+from ..settings_check import refuse_bad_settings
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -32,6 +33,7 @@ class Command(ScrapyCrawlCommand):
     def process_options(self, args: list[str], opts: Any) -> None:
         super().process_options(args, opts)
         quiet_scrapy()  # before the crawler process logs its banner
+        refuse_bad_settings(self.settings)  # -s and -L applied: before the crawler is made, or any folder
         if len(args) != 1:
             raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
         assert self.settings is not None

@@ -10,6 +10,7 @@ from scrapy.exceptions import UsageError
 
 from ..core.disk import FolderError
 from ..report import NotADataset, write_report
+from ..settings_check import OURS, refuse_bad_settings
 
 
 class Command(ScrapyCommand):
@@ -26,6 +27,7 @@ class Command(ScrapyCommand):
         if len(args) != 1:
             raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `scrapy report Data`")
         assert self.settings is not None
+        refuse_bad_settings(self.settings, [name for name in OURS if name.startswith("REPORT_THUMBNAIL")])
         try:
             path = write_report(
                 args[0],

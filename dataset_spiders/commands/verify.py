@@ -11,6 +11,7 @@ from scrapy.exceptions import UsageError
 
 from ..core.disk import FolderError
 from ..core.lock import DatasetBusy, DatasetLock
+from ..settings_check import refuse_bad_settings
 from ..verify import Report, dataset_folders, fix, verify
 
 
@@ -32,6 +33,7 @@ class Command(ScrapyCommand):
         if len(args) != 1:
             raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `scrapy verify Data`")
         assert self.settings is not None
+        refuse_bad_settings(self.settings, ["PLACEHOLDER_DIGESTS"])
         lock = None
         try:
             if opts.fix:  # --fix moves files and appends to the manifest: one run per dataset
