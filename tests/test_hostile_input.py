@@ -6,6 +6,7 @@ warning) and an honest exit status, never a hang or a traceback, and leaves noth
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -95,3 +96,27 @@ def test_a_setting_of_the_wrong_type_is_one_line_and_exit_2_leaving_nothing(isic
     assert api.requests_for("/api/v2/images/search/") == []  # stopped before the first request
     run = _run(installed, "report", "Data", "-s", "REPORT_THUMBNAIL_SIZE=big", cwd=where)
     assert _one_line(run, 2).startswith("error: setting REPORT_THUMBNAIL_SIZE: expected a whole number")
+
+
+# --- class files and URL lists ----------------------------------------------------------------
+
+
+def test_class_files_and_url_lists_of_any_depth_or_field_size_are_one_line(installed, tmp_path):
+    where = _mkdir(tmp_path / "user")
+    deep = where / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # a JSON array nested 100,000 deep
+    wide = where / "wide.csv"
+    wide.write_text("synid,class_name\nn01440764,\"" + "x" * 200_000 + "\"\n")  # a field over csv's 128 KiB
+    broken = where / "urls.txt.gz"
+    good = gzip.compress(b"n01440764_1\thttp://farm1.static.flickr.com/1/a.jpg\n" * 50)
+    broken.write_bytes(good[:20] + b"\xff" * 30 + good[50:])  # a gzip stream that does not inflate
+    for option, path in (("--wnids-file", deep), ("--wnids-file", wide), ("--urls-file", broken)):
+        extra = ["--wnids", "n01440764"] if option == "--urls-file" else []
+        run = _run(installed, "imagenet", option, path.name, *extra, "--api-url", "http://127.0.0.1:9/x", cwd=where)
+        assert path.name in _one_line(run, 2), run.stderr
+    late = where / "late.txt.gz"  # sound for its first 64 KiB (what is checked at start), cut short further on
+    lines = b"".join(b"n01440764_%d\thttp://farm1.static.flickr.com/1/%d.jpg\n" % (n, n) for n in range(3000))
+    late.write_bytes(gzip.compress(lines, compresslevel=0)[:-1000])
+    run = _run(installed, "imagenet", "--urls-file", late.name, "--wnids", "n01440764", cwd=where)
+    assert "Compressed file ended" in _one_line(run, 1)
+    assert sorted(os.listdir(where)) == ["deep.json", "late.txt.gz", "urls.txt.gz", "wide.csv"]  # no Data/
