@@ -120,3 +120,29 @@ def test_class_files_and_url_lists_of_any_depth_or_field_size_are_one_line(insta
     run = _run(installed, "imagenet", "--urls-file", late.name, "--wnids", "n01440764", cwd=where)
     assert "Compressed file ended" in _one_line(run, 1)
     assert sorted(os.listdir(where)) == ["deep.json", "late.txt.gz", "urls.txt.gz", "wide.csv"]  # no Data/
+
+
+# --- the API's size hint ------------------------------------------------------------------------
+
+
+def test_the_api_s_size_hint_is_checked_against_the_records_own_sizes(isic, installed, tmp_path):
+    """9e13 bytes for 12 small records used to refuse the run for lack of 90 TB; NaN, a negative
+    size, a string or a list silently skipped the disk check. Now the records' own sizes stand in."""
+    api, records = isic
+    where = _mkdir(tmp_path / "user")
+    estimate = sum(len(r.body) for r in records)
+    try:
+        api.size_answer = 90_000_000_000_000
+        run = _run(installed, "isic", "--num-images", "3", "--api-url", f"{api.url}/api/v2", cwd=where)
+        assert run.returncode == 0, run.stderr
+        assert "take 90000000000000 bytes (images/search/size/), more than 20 times off" in run.stderr
+        assert len([p for p in (where / "Data" / "Images").iterdir() if p.suffix == ".jpg"]) == 3
+        for answer in (float("nan"), "12 MB"):
+            api.size_answer = answer
+            dry = _run(installed, "isic", "--num-images", "3", "--api-url", f"{api.url}/api/v2", "--dry-run",
+                       cwd=_mkdir(tmp_path / "dry"))
+            assert dry.returncode == 0, dry.stderr
+            assert "not a number of bytes" in dry.stderr
+            assert f"({estimate / 1024:.0f} KB for all {len(records)})" in dry.stdout  # the disk check has a size
+    finally:
+        api.size_answer = None
