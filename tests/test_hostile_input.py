@@ -7,6 +7,7 @@ warning) and an honest exit status, never a hang or a traceback, and leaves noth
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dataset_spiders.core.manifest import Record
 from tests.conftest import user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
@@ -146,3 +148,25 @@ def test_the_api_s_size_hint_is_checked_against_the_records_own_sizes(isic, inst
             assert f"({estimate / 1024:.0f} KB for all {len(records)})" in dry.stdout  # the disk check has a size
     finally:
         api.size_answer = None
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def test_the_report_shows_bidi_controls_escaped_and_wraps_long_strings(installed, tmp_path):
+    where = _mkdir(tmp_path / "user")
+    data = _mkdir(where / "Data")
+    flip, isolate = "\u202e", "\u2066"
+    lines = [Record("n01440764_1", "http_404", group=f"n01440764{flip}gpj.exe", url=f"http://h/{'a' * 3000}"),
+             Record("n01440764_2", "not_image", group="n01440764", detail=f"served {isolate}text"),
+             Record("n01440764_3", "http_404", group="n01440764", url=f"http://h/{isolate}x")]
+    (data / "manifest.jsonl").write_bytes(b"".join(line.encode() for line in lines))
+    runs = [{"spider": "imagenet", "command": ["dataset-spiders", f"x{flip}y"], "arguments": {"wnids": f"a{flip}b"},
+             "exit_status": 1, "error": f"evil{flip}txt.exe"}]
+    (data / "dataset.json").write_text(json.dumps({"runs": runs}))
+    run = _run(installed, "report", "Data", cwd=where)
+    assert run.returncode == 0, run.stderr
+    page = (data / "report.html").read_text()
+    assert not any(c in page for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    assert "evil\\u202etxt.exe" in page and "n01440764\\u202egpj.exe" in page
+    assert "td,th,code,pre{overflow-wrap:anywhere}" in page  # a 3,000-character URL wraps in its cell
