@@ -18,6 +18,7 @@ import pytest
 from dataset_spiders.core.manifest import Record
 from tests.conftest import user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
+from tests.emulators.challenge_archives import LAYOUT_2018, ChallengeArchives, make_zip
 
 QUICK = 30  # seconds: a command that waits longer than this is hanging, and the test fails
 
@@ -170,3 +171,21 @@ def test_the_report_shows_bidi_controls_escaped_and_wraps_long_strings(installed
     assert not any(c in page for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
     assert "evil\\u202etxt.exe" in page and "n01440764\\u202egpj.exe" in page
     assert "td,th,code,pre{overflow-wrap:anywhere}" in page  # a 3,000-character URL wraps in its cell
+
+
+# --- a ZIP whose end record points past its end --------------------------------------------------
+
+
+def test_a_mask_archive_whose_end_record_points_past_its_end_stops_the_run(isic, installed, tmp_path):
+    """It used to be read as an empty archive: every image ``no_mask``, exit 0."""
+    api, _ = isic
+    blob = bytearray(make_zip([(LAYOUT_2018.format(isic_id="ISIC_0000000"), b"\x89PNG not read", 0)]))
+    end = blob.rfind(b"PK\x05\x06")
+    blob[end + 16:end + 20] = (len(blob) + 1000).to_bytes(4, "little")  # the central directory's offset
+    where = _mkdir(tmp_path / "user")
+    with ChallengeArchives({"2018/x.zip": bytes(blob)}) as bucket:
+        url = bucket.url_of("2018/x.zip")
+        run = _run(installed, "isic", "--num-images", "2", "--api-url", f"{api.url}/api/v2", "--segmentation",
+                   "-s", f"ISIC_MASK_ARCHIVES={url}", cwd=where)
+    assert _one_line(run, 1).startswith(f"error: the mask archive {url}: not a valid ZIP: ")
+    assert not list((where / "Data").rglob("*.jpg"))  # stopped at start, before any image

@@ -116,12 +116,12 @@ class ArchiveReader:
         try:
             directory = zip_ranges.locate_directory(tail, tail_start)
         except zip_ranges.NeedBytes as need:
-            directory = zip_ranges.parse_eocd64(await self.read(archive, need.offset, need.length))
+            directory = zip_ranges.parse_eocd64(await self.read(archive, need.offset, need.length), need.offset)
         if directory.offset >= tail_start:
             listing = tail[directory.offset - tail_start:directory.offset - tail_start + directory.size]
         else:
             listing = await self.read(archive, directory.offset, directory.size)
-        archive.members = [m for m in zip_ranges.parse_directory(listing) if wanted(m.name)]
+        archive.members = [m for m in zip_ranges.parse_directory(listing, directory.entries) if wanted(m.name)]
         await asyncio.to_thread(self._save, archive)
         return archive
 
