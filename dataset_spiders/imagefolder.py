@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .core.files import open_regular
 from .core.formats import is_image_name
 
 METADATA_NAME = "metadata.jsonl"
@@ -167,7 +168,7 @@ def read_classes_txt(path: str) -> dict[str, tuple[str, str | None]]:
     three-column file names no folder and gives nothing)."""
     known: dict[str, tuple[str, str | None]] = {}
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open_regular(path, mode="r", encoding="utf-8", errors="replace") as f:
             for line in f:
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) == 4 and parts[0].isdigit() and parts[1]:

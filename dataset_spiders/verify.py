@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .core import manifest, provenance
 from .core.disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
+from .core.files import open_regular
 from .core.lock import is_locked
 from .core.manifest import ManifestWriter, Record
 from .imagefolder import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
@@ -67,7 +68,7 @@ def journals(disk: DatasetDisk) -> list[str]:
 def _digests(path: str) -> tuple[int, str, str, str]:
     sha256, sha1, md5 = hashlib.sha256(), hashlib.sha1(), hashlib.md5()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path, follow=False) as f:
         while chunk := f.read(1 << 20):
             size += len(chunk)
             for h in (sha256, sha1, md5):
@@ -112,9 +113,19 @@ class Dataset:
     skipped: list[str]
 
 
+def refuse_special_files(root: str, named: list[str] | tuple[str, ...] = ()) -> None:
+    """FolderError where a file of the dataset is a FIFO, a socket, a device or a folder (reading
+    it would wait for good), in ``root`` and in the folders a command may use."""
+    DatasetDisk(root).refuse_special_files()  # before dataset.json is read
+    _, folders = provenance.read_resolved(root, named)
+    DatasetDisk(root, folders.usable).refuse_special_files()
+
+
 def open_dataset(root: str, named: list[str] | tuple[str, ...] = ()) -> Dataset:
     """The dataset at ``root``; ``named``: folders outside it that the caller's own command line
-    names (only those are ever looked at outside ``root``; see ``provenance.resolve``)."""
+    names (only those are ever looked at outside ``root``; see ``provenance.resolve``). Raises
+    FolderError where a file of the dataset is not a regular file."""
+    refuse_special_files(root, named)
     runs, folders = provenance.read_resolved(root, named)
     disk = DatasetDisk(root, folders.usable)
     if not os.path.isfile(disk.manifest_path):

@@ -260,7 +260,7 @@ def test_the_report_hides_secrets_an_earlier_version_recorded(installed, slow_ap
     home.mkdir()
     run = user_run(installed, "isic", "--num-images", "1", "--api-url", slow_api, cwd=home)
     assert run.returncode == 0, run.stderr
-    path = home / "Data" / "dataset.json"
+    path = home / "ISIC" / "dataset.json"
     data = json.loads(path.read_text())
     redis_url = f"redis://:{PASSWORD}@10.0.0.1:6379/0"
     data["runs"][-1].update(
@@ -271,9 +271,9 @@ def test_the_report_hides_secrets_an_earlier_version_recorded(installed, slow_ap
         exit_status=1, error=f"Redis at {redis_url} refused this worker: invalid password",
     )
     path.write_text(json.dumps(data))
-    report = user_run(installed, "report", str(home / "Data"), cwd=home)
+    report = user_run(installed, "report", str(home / "ISIC"), cwd=home)
     assert report.returncode == 0, report.stderr
-    page = (home / "Data" / "report.html").read_text()
+    page = (home / "ISIC" / "report.html").read_text()
     assert TOKEN not in page and PASSWORD not in page
     assert "-atoken=" in page and "redis://:***@10.0.0.1:6379/0" in page  # shown, without the secret
 
@@ -290,7 +290,7 @@ def test_python_api_values_cannot_become_options(isic_api, archive, installed, t
         download_isic(num_images=2, api_url=isic_api, strict=f"--images-dir={elsewhere}", echo=False)
     with pytest.raises(DownloadError, match=r"^isic: no_images: expected true or false, got '-sredis_url="):
         download_isic(num_images=2, api_url=isic_api, no_images="-sREDIS_URL=redis://127.0.0.1:9/0", echo=False)
-    assert not elsewhere.exists() and not (tmp_path / "Data").exists()
+    assert not elsewhere.exists() and not (tmp_path / "ISIC").exists()
     benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", echo=False)
     assert sorted(p.name for p in benign.images_dir.glob("*.jpg")) == sorted(
         f"{img.isic_id}.jpg" for img in archive if img.diagnosis_1 != "Malignant")

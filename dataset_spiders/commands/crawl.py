@@ -18,6 +18,7 @@ from ..core import DatasetCore
 from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
 from ..secrets import protect, scrub, take_environment
+from ..settings_check import refuse_bad_settings
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -33,6 +34,7 @@ class Command(ScrapyCrawlCommand):
     def process_options(self, args: list[str], opts: Any) -> None:
         super().process_options(args, opts)
         quiet_scrapy()  # before the crawler process logs its banner
+        refuse_bad_settings(self.settings)  # -s and -L applied: before the crawler is made, or any folder
         if len(args) != 1:
             raise UsageError("give exactly one spider name, e.g. `scrapy crawl isic`")
         assert self.settings is not None

@@ -8,7 +8,9 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from ..core.disk import FolderError
 from ..report import NotADataset, write_report
+from ..settings_check import OURS, refuse_bad_settings
 from .verify import add_folder_options
 
 
@@ -30,6 +32,7 @@ class Command(ScrapyCommand):
         if len(args) != 1:
             raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `dataset-spiders report ISIC`")
         assert self.settings is not None
+        refuse_bad_settings(self.settings, [name for name in OURS if name.startswith("REPORT_THUMBNAIL")])
         try:
             path = write_report(
                 args[0],
@@ -38,7 +41,7 @@ class Command(ScrapyCommand):
                 thumbnail_size=self.settings.getint("REPORT_THUMBNAIL_SIZE", 96),
                 named=opts.named,
             )
-        except NotADataset as exc:  # no manifest.jsonl
+        except (NotADataset, FolderError) as exc:  # no manifest.jsonl; a FIFO, a device... where a file of ours goes
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 2
             return

@@ -17,7 +17,8 @@ from scrapy.exceptions import UsageError
 from ..core.disk import DatasetDisk, FolderError
 from ..core.lock import DatasetBusy, DatasetLock
 from ..core.provenance import read_resolved
-from ..verify import Report, fix, verify
+from ..settings_check import refuse_bad_settings
+from ..verify import Report, fix, refuse_special_files, verify
 
 NAMED_OPTIONS = ("--images-dir", "--descs-dir", "--seg-dir")
 
@@ -59,7 +60,14 @@ class Command(ScrapyCommand):
         if len(args) != 1:
             raise UsageError("give the dataset folder (the crawl's out_dir), e.g. `dataset-spiders verify ISIC`")
         assert self.settings is not None
+        refuse_bad_settings(self.settings, ["PLACEHOLDER_DIGESTS"])
         root, named = args[0], list(opts.named)
+        try:
+            refuse_special_files(root, named)
+        except FolderError as exc:  # a FIFO, a device... where a file of ours goes: bad input
+            print(f"error: {exc}", file=sys.stderr)
+            self.exitcode = 2
+            return
         lock = None
         try:
             if opts.fix:  # --fix moves files and appends to the manifest: one run per dataset

@@ -117,6 +117,7 @@ class DatasetCore:
         symlinks where we make folders, delete what a stopped run left in staging. Returns why it
         cannot be taken (one line), having touched nothing of another run's."""
         try:
+            self.disk.refuse_special_files()  # before the lock: its note must not be a FIFO
             self.lock.acquire()
             self.disk.plan_staging()
             cache = os.path.join(self.disk.root, CACHE_DIR)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..outcomes import ImageRejected, Outcome
-from .files import STAGING_DIR, atomic_write
+from .files import STAGING_DIR, NotRegularFile, atomic_write, open_regular, refuse_special
 from .formats import ALL_EXTENSIONS, FORMAT_EXTENSIONS, extension_for, is_image_name  # noqa: F401 - re-exported
 from .manifest import MANIFEST_NAME, Record
 
@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "committing.jsonl"  # intent lines of images being renamed into place
 QUARANTINE_DIR = ".quarantine"  # files found bad, moved out of the image tree
+# names under which the dataset keeps files of its own: in out_dir, and at the top of each named folder
+ROOT_FILES = ("dataset.json", MANIFEST_NAME, ".workers.json", "metadata.csv", "attribution.txt", "report.html", ".lock")
+FOLDER_FILES = ("classes.txt", "classes_given.txt", "metadata.jsonl")
 
 class FolderError(Exception):
     """An output folder cannot be used as it is; the message is one line naming it."""
@@ -93,6 +96,23 @@ class DatasetDisk:
                 )
         if os.path.islink(self.manifest_path):  # appended to: a link would carry the writes elsewhere
             raise FolderError(f"{self.manifest_path} is a symlink; the manifest must be a real file of the dataset")
+
+    def refuse_special_files(self) -> None:
+        """Where the dataset keeps a file of its own (``ROOT_FILES``, ``FOLDER_FILES``), anything
+        but a regular file or a symlink (a FIFO, a socket, a device, a folder) is refused: reading
+        a FIFO would wait for good, and the spiders replace none of these. Raises FolderError."""
+        names = [os.path.join(self.root, name) for name in ROOT_FILES]
+        names += [os.path.join(folder, name) for folder in self.folders[1:] for name in FOLDER_FILES]
+        for path in names:
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue  # not there: nothing to refuse
+            try:
+                refuse_special(path, mode)
+            except NotRegularFile as exc:
+                raise FolderError(f"{exc}; the dataset keeps a file of its own under this name (move it away, "
+                                  "or choose another out_dir)") from None
 
     def clear_staging(self) -> int:
         """Delete what a stopped run left in the staging folders: our own temporary files only
@@ -297,7 +317,7 @@ def _describe_file(path: str, limits: Any) -> Record | None:
         return None
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path, follow=False) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name
+from .files import open_regular
 from .manifest import MAX_LINE, ManifestIndex, Record, decode
 from .near import NearCopies
 from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
@@ -107,7 +108,7 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
     """Every line of the file with its offset (an overlong line is cut at MAX_LINE: decoding fails)."""
     if not os.path.exists(path):
         return
-    with open(path, "rb") as f:
+    with open_regular(path, follow=False) as f:
         offset = 0
         while raw := f.readline(MAX_LINE):
             yield offset, raw

@@ -11,8 +11,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
+import stat
 import uuid
+from typing import IO, Any
 
 STAGING_DIR = ".staging"  # temporary files, under the dataset root; emptied at every start
 
@@ -55,6 +58,56 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, staging_dir: str, fs
         move_into_place(tmp, final)
     except BaseException:
         unlink_quietly(tmp)
+        raise
+
+
+class NotRegularFile(OSError):
+    """A file of the dataset is something else: a FIFO, a socket, a device or a folder."""
+
+    def __init__(self, path: str, what: str):
+        super().__init__(errno.EINVAL, f"{what}, not a regular file", path)
+
+    def __str__(self) -> str:
+        return f"{self.filename} is {self.strerror}"
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words."""
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def refuse_special(path: str, mode: int) -> None:
+    """NotRegularFile unless ``mode`` is a regular file's (or a symlink's: the caller decides on links)."""
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise NotRegularFile(path, kind_of(mode))
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: str = "rb", *, follow: bool = True,
+                 **kwargs: Any) -> IO[Any]:
+    """``path`` opened (``os.open`` ``flags``, then ``open`` ``mode``), only if it is a regular file:
+    a FIFO, a socket, a device or a folder is refused (NotRegularFile, naming it) and never waited on
+    (O_NONBLOCK until ``fstat`` has said what was opened); with ``follow=False`` a symlink is refused
+    too (ELOOP), for callers that never follow one."""
+    try:
+        refuse_special(path, os.stat(path, follow_symlinks=follow).st_mode)  # a device is never opened
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    extra = os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags | extra, 0o644)
+    except OSError as exc:  # replaced since the stat: a FIFO with no reader (ENXIO), a socket, a folder
+        if exc.errno in (errno.ENXIO, errno.EISDIR, errno.EOPNOTSUPP):
+            refuse_special(path, os.stat(path, follow_symlinks=follow).st_mode)
+        raise
+    try:
+        refuse_special(path, os.fstat(fd).st_mode)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return open(fd, mode, **kwargs)  # the caller closes it
+    except BaseException:
+        os.close(fd)
         raise
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 
 from ..secrets import redacted_command
+from .files import open_regular
 
 INFO_NAME = ".lock"
 
@@ -159,7 +160,8 @@ def busy_message(folder: str, root: str, shared: bool = False) -> str:
     who = f"process {pid}" if pid else "another run"
     if pid is None:
         note = ""
-        with contextlib.suppress(OSError), open(os.path.join(root, INFO_NAME), encoding="utf-8", errors="replace") as f:
+        with contextlib.suppress(OSError), open_regular(os.path.join(root, INFO_NAME), mode="r", follow=False,
+                                                        encoding="utf-8", errors="replace") as f:
             note = f.readline(300).strip()
         if note.startswith("pid "):
             who = f"process {note.split()[1]} (per {INFO_NAME})"

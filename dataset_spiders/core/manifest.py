@@ -24,6 +24,7 @@ from typing import IO, NamedTuple
 import orjson
 
 from ..outcomes import KEPT_OUTCOMES, Outcome, is_outcome
+from .files import open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def read(path: str, start: int = 0) -> Iterator[tuple[int, Record]]:
     if not os.path.exists(path):
         return
     skipped = 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(start)
         offset, number = start, 0
         while raw := f.readline(MAX_LINE):
@@ -191,7 +192,7 @@ class ManifestIndex:
             return None
         with self._lock:
             if self._file is None:
-                self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for lookups
+                self._file = open_regular(self.path, follow=False)  # kept open for lookups
             self._file.seek(offset)
             raw = self._file.readline(MAX_LINE)
         result = decode(raw)
@@ -227,8 +228,7 @@ class ManifestWriter:
     def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         mode = os.O_RDWR if self.shared else os.O_WRONLY  # shared: reads its last byte, under the lock
-        fd = os.open(self.path, mode | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-        self._file = open(fd, "ab")  # noqa: SIM115 - open for the whole run
+        self._file = open_regular(self.path, mode | os.O_CREAT | os.O_APPEND, "ab", follow=False)  # for the whole run
         if not self.shared and self._file.tell() > 0 and not _ends_with_newline(self.path):
             self._file.write(b"\n")  # a torn last line from a crash stays on its own line
 
@@ -277,7 +277,7 @@ class ManifestWriter:
 
 
 def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as f:
+    with open_regular(path, follow=False) as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1) == b"\n"
 

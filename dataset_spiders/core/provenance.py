@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..secrets import redacted_command, scrubbed
-from .files import STAGING_DIR, atomic_write
+from .files import STAGING_DIR, atomic_write, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def read_runs(root: str, strict: bool = False) -> list[dict[str, Any]]:
     try:
         if os.path.islink(path) or os.path.getsize(path) > MAX_SIZE:
             raise ValueError("a symlink, or too large")
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open_regular(path, mode="r", follow=False, encoding="utf-8", errors="replace") as f:
             data = json.load(f)
         runs = data.get("runs") if isinstance(data, dict) else None
         if not isinstance(runs, list):

@@ -28,7 +28,7 @@ from typing import Any
 from ..outcomes import Outcome
 from . import manifest
 from .disk import TEMP_NAME, DatasetDisk
-from .files import atomic_write, unlink_quietly
+from .files import atomic_write, open_regular, unlink_quietly
 from .lock import is_locked
 from .manifest import ManifestWriter, Record
 
@@ -161,7 +161,7 @@ class WorkerFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             with contextlib.suppress(OSError, ValueError, RecursionError):
-                with open(os.open(self.session_path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as f:
+                with open_regular(self.session_path, mode="r", follow=False, encoding="utf-8") as f:
                     data = json.loads(f.read(4096))
                 if isinstance(data, dict) and isinstance(data.get("dataset"), str) and re.fullmatch(
                     r"[0-9a-f]{32}", data["dataset"]

@@ -28,7 +28,7 @@ from scrapy import signals
 
 from ..core import DatasetCore, manifest, provenance
 from ..core.disk import DatasetDisk, is_image_name, regular_size
-from ..core.files import unlink_quietly
+from ..core.files import open_regular, unlink_quietly
 from ..core.manifest import Record
 from ..imagefolder import METADATA_NAME, metadata_jsonl, reserved
 from ..sources.isic import IsicRecord, record_from_description, valid_id
@@ -49,9 +49,9 @@ def kept_images(manifest_path: str) -> dict[str, Record]:
 
 def read_description(descs_dir: str, key: str) -> IsicRecord | None:
     try:
-        with open(os.path.join(descs_dir, f"{key}.json"), encoding="utf-8") as f:
+        with open_regular(os.path.join(descs_dir, f"{key}.json"), mode="r", encoding="utf-8") as f:
             return record_from_description(json.load(f))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

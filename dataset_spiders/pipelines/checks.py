@@ -13,11 +13,12 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..core.disk import FORMAT_EXTENSIONS
+from ..core.files import open_regular
 from ..core.near import perceptual_hash
 from ..outcomes import ImageRejected, Outcome
 
@@ -64,15 +65,19 @@ def inspect_image(source: str | bytes, limits: Limits) -> Decoded:
     path, or its bytes), decoded in full. Raises ``ImageRejected`` naming the reason. Blocking: run it in a thread.
     """
     if isinstance(source, bytes):
-        head, path = source[:64].lstrip(), io.BytesIO(source)
-    else:
-        with open(source, "rb") as f:
-            head, path = f.read(64).lstrip(), source
+        return _inspect(io.BytesIO(source), limits)
+    with open_regular(source, follow=False) as f:  # never a FIFO or device, never through a link
+        return _inspect(f, limits)
+
+
+def _inspect(f: IO[bytes], limits: Limits) -> Decoded:
+    head = f.read(64).lstrip()
+    f.seek(0)
     if head.startswith(_TEXT_STARTS):
         kind = "an HTML page" if head[:1] == b"<" or head[3:4] == b"<" else "text"
         raise ImageRejected(Outcome.NOT_IMAGE, f"the server sent {kind}, not an image")
     try:
-        im = Image.open(path)
+        im = Image.open(f)
     except UnidentifiedImageError:
         raise ImageRejected(Outcome.NOT_IMAGE, "not an image format Pillow knows") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -8,9 +8,9 @@ names nothing outside itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from html import escape
 
 from .gather import IN_DATASET, Histogram
+from .text import escape
 
 BAR = 20  # px, one row of a bar chart
 GAP = 6

@@ -23,6 +23,7 @@ from ..core import manifest, provenance
 from ..core.disk import DatasetDisk, is_image_name
 from ..core.manifest import Record
 from ..outcomes import KEPT_OUTCOMES, Outcome
+from ..verify import refuse_special_files
 from .classes import asked_classes
 
 IN_DATASET = frozenset({Outcome.KEPT, Outcome.PRESENT})  # what the dataset holds, for the counts
@@ -136,6 +137,7 @@ def gather(root: str, per_group: int = 12, max_total: int = 600, named: list[str
     (``max_total`` in all) for the contact sheet. Only ``root`` and the folders outside it that
     the caller ``named`` are looked at (``provenance.resolve``). Raises NotADataset without a
     manifest."""
+    refuse_special_files(root, named)
     runs, resolved = provenance.read_resolved(root, named)
     folders = resolved.usable
     disk = DatasetDisk(root, folders)

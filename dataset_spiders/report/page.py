@@ -1,7 +1,8 @@
-"""The page: one HTML file that holds everything it shows (styles, charts, thumbnails).
+r"""The page: one HTML file that holds everything it shows (styles, charts, thumbnails).
 
 Every string that comes from disk (the manifest, ``dataset.json``, ``classes.txt``) goes through
-``escape`` before it reaches the page, so a label such as ``<script>`` is shown as text. A
+``escape`` before it reaches the page, so a label such as ``<script>`` is shown as text and a
+right-to-left override as ``\u202e``; a long unbroken string wraps in its cell. A
 Content-Security-Policy forbids the page any load but its own ``data:`` images.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from html import escape
 from typing import Any
 
 from ..secrets import hidden_arguments, redacted_command, scrub
 from . import charts
 from .gather import IN_DATASET, NOT_A_REASON, Gathered, last_run
+from .text import escape
 from .thumbs import Thumb
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -34,7 +35,7 @@ font-variant-numeric:tabular-nums}tr.short td{background:#fff8e1}.ok{color:#2e7d
 .grid img{display:block;margin:0 auto;border:1px solid #ddd;background:#fafafa}
 .grid figcaption{font:10px/1.2 ui-monospace,monospace;font-weight:400;color:#616161;overflow:hidden;
 text-overflow:ellipsis;white-space:nowrap}.key span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
-nav a{margin-right:12px}
+nav a{margin-right:12px}td,th,code,pre{overflow-wrap:anywhere}
 """
 MAX_HOST_ROWS = 100
 MAX_RUN_ROWS = 20

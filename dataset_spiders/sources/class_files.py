@@ -55,7 +55,10 @@ def parse_class_text(text: str, source: str) -> tuple[Classes, str]:
     if not data:
         raise ValueError(f"{source} lists no class (accepted: {ACCEPTED})")
     first = data[0][1]
-    header = [field.strip().lower() for field in next(csv.reader([first]))]
+    try:
+        header = [field.strip().lower() for field in next(csv.reader([first]))]
+    except csv.Error:  # a field over csv's limit (128 KiB): no header, and (below) no class line either
+        header = []
     if "," in first and any(name in header for name in WNID_COLUMNS):
         return _csv(text, source), "CSV with a header"
     out: dict[str, str | None] = {}
@@ -99,21 +102,31 @@ def _keras(text: str, source: str) -> Classes:
     out: dict[str, str | None] = {}
     for index, value in rows:
         if not (isinstance(value, list) and value and isinstance(value[0], str) and valid_wnid(value[0])):
-            raise ValueError(f"{source}: class {index} is {_shown(json.dumps(value))}, not [wnid, name]")
+            raise ValueError(f"{source}: class {index} is {_shown(_json_text(value))}, not [wnid, name]")
         label = value[1] if len(value) > 1 and isinstance(value[1], str) else None
         out.setdefault(value[0], label.replace("_", " ") if label else None)
     return list(out.items())
 
 
+def _json_text(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (RecursionError, ValueError):
+        return "a value nested too deep to show"
+
+
 def _csv(text: str, source: str) -> Classes:
     reader = csv.reader(text.splitlines())
-    header = [field.strip().lower() for field in next(reader)]
+    try:  # blank lines and comments (before the header too) are left out; each row with its line number
+        rows = [(reader.line_num, row) for row in reader
+                if row and "".join(row).strip() and not row[0].lstrip().startswith("#")]
+    except csv.Error as exc:  # a field over csv's limit (128 KiB), a NUL byte...
+        raise ValueError(f"{source} line {reader.line_num}: {exc} (accepted: {ACCEPTED})") from None
+    header = [field.strip().lower() for field in rows[0][1]]
     wnid_at = next(header.index(name) for name in WNID_COLUMNS if name in header)
     name_at = next((header.index(name) for name in NAME_COLUMNS if name in header), None)
     out: dict[str, str | None] = {}
-    for n, row in enumerate(reader, 2):
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-            continue
+    for n, row in rows[1:]:
         wnid = row[wnid_at].strip() if wnid_at < len(row) else ""
         if not valid_wnid(wnid):
             raise ValueError(f"{source} line {n}: {_shown(','.join(row))} has no wnid in column "

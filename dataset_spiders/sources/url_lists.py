@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import IO
 
@@ -57,7 +58,7 @@ def check_url_list(path: str) -> None:
     try:
         with open_url_list(path) as stream:
             head = stream.read(64 * 1024)
-    except (OSError, EOFError, tarfile.TarError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream
         raise ValueError(f"{path} cannot be read as a URL list ({exc}; accepted: {ACCEPTED})") from None
     if not head.strip():
         raise ValueError(f"{path} is empty (accepted: {ACCEPTED})")

@@ -100,24 +100,36 @@ def locate_directory(tail: bytes, tail_start: int) -> Directory:
             raise ZipError("a multi-disk Zip64 archive")
         if record < tail_start:
             raise NeedBytes(record, EOCD64_SIZE)
-        return parse_eocd64(tail[record - tail_start:record - tail_start + EOCD64_SIZE])
+        return parse_eocd64(tail[record - tail_start:record - tail_start + EOCD64_SIZE], record)
     if entries == 0xFFFF or 0xFFFFFFFF in (size, offset):
         raise ZipError("Zip64 sizes without a Zip64 end record")
-    return Directory(offset, size, entries)
+    return _checked(Directory(offset, size, entries), tail_start + pos)
 
 
-def parse_eocd64(data: bytes) -> Directory:
-    """The Zip64 end of central directory record (its fixed 56 bytes)."""
+def parse_eocd64(data: bytes, at: int) -> Directory:
+    """The Zip64 end of central directory record (its fixed 56 bytes), found at byte ``at``."""
     if len(data) < EOCD64_SIZE or data[:4] != EOCD64:
         raise ZipError("no Zip64 end of central directory record where its locator points")
     _, _, _, _, disk, cd_disk, _, entries, size, offset = struct.unpack_from("<4sQHHIIQQQQ", data)
     if disk or cd_disk:
         raise ZipError("a multi-disk Zip64 archive")
-    return Directory(offset, size, entries)
+    return _checked(Directory(offset, size, entries), at)
 
 
-def parse_directory(data: bytes) -> list[Member]:
-    """Every entry of a central directory, in order."""
+def _checked(directory: Directory, end: int) -> Directory:
+    """``directory`` as an end record at byte ``end`` gives it, if it can be: it lies before the
+    record (never past the archive's end) and has room for its entries. Else ZipError."""
+    if directory.offset + directory.size > end:
+        raise ZipError(f"not a valid ZIP: its central directory ({directory.size} bytes at byte {directory.offset}) "
+                       f"would end past its end record, at byte {end}")
+    if directory.size < directory.entries * CENTRAL_SIZE:
+        raise ZipError(f"not a valid ZIP: {directory.entries} entries cannot fit in its {directory.size}-byte "
+                       "central directory")
+    return directory
+
+
+def parse_directory(data: bytes, entries: int | None = None) -> list[Member]:
+    """Every entry of a central directory, in order (as many as ``entries``, when given)."""
     members: list[Member] = []
     pos = 0
     while pos + CENTRAL_SIZE <= len(data) and data[pos:pos + 4] == CENTRAL:
@@ -134,6 +146,8 @@ def parse_directory(data: bytes) -> list[Member]:
         pos = end
     if pos != len(data):
         raise ZipError(f"the central directory holds something else at byte {pos}")
+    if entries is not None and len(members) != entries:
+        raise ZipError(f"not a valid ZIP: its central directory lists {len(members)} entries, its end record {entries}")
     return members
 
 

@@ -88,8 +88,8 @@ class ImagenetSpider(DatasetSpider):
             expected = self.core.plan.images * self.settings.getint("IMAGENET_AVERAGE_IMAGE_BYTES")
             if not await asyncio.to_thread(self.check_space, self.images_dir, expected):
                 return
-            await asyncio.to_thread(self.write_classes_txt, classes)
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
+            await asyncio.to_thread(self.write_classes_txt, classes)  # once the list was read whole
         except (ValueError, FolderError, OSError, EOFError, zlib.error) as exc:
             plain = isinstance(exc, (ValueError, FolderError))
             self.core.fail(str(exc) if plain else f"cannot read the class list or URL file: {exc}")

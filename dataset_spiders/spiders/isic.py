@@ -151,15 +151,16 @@ class IsicSpider(DatasetSpider):
             if status != 200:
                 raise SearchRejected(f"collections: cannot check collection {collection}: HTTP {status} from {url}")
 
-    async def plan_from(self, count: int, label: str | None = None) -> None:
+    async def plan_from(self, count: int, label: str | None = None, first_page: Any = None) -> None:
         """The number of images the run means to keep, and whether their bytes fit on the disk
-        (per_label: each label's search adds its share to what is expected)."""
+        (per_label: each label's search adds its share to what is expected); ``first_page``: the
+        search's first results, whose own sizes check what the API says of the selection's."""
         wanted = self.params.num_images
         if not self.params.per_label:
             self.core.plan = Plan(max(0, min(count - self.params.offset, wanted or count)))
         if self.params.no_images or not self.settings.getbool("DISK_SPACE_CHECK", True):
             return
-        _, size = await look_ahead.isic_measure(self, count, label)
+        _, size = await look_ahead.isic_measure(self, count, label, first_page)
         _, expected = look_ahead.isic_expected(self, count, size)
         if expected is not None:
             self.expected_bytes = expected = getattr(self, "expected_bytes", 0) + expected
@@ -201,7 +202,7 @@ class IsicSpider(DatasetSpider):
                 raise SourceError(f"the search page {url}: {exc}") from None
             if first and count is not None:
                 logger.info("%d image(s) match %s", count, query or "(everything)")
-                await self.plan_from(count, label_filter)
+                await self.plan_from(count, label_filter, results)
             first = False
             if not results and url:
                 raise SourceError(f"the search gave an empty page that links to another ({url})")

@@ -3,13 +3,16 @@ stops having touched nothing on disk), and whether what it expects to write fits
 (every real run; ``DISK_SPACE_CHECK`` turns it off).
 
 ISIC sizes come from the API (``images/search/size/``: the bytes of every matching image,
-scaled to the number asked); ImageNet has no sizes, so ``per_class`` times
-``IMAGENET_AVERAGE_IMAGE_BYTES`` (110 KB, about the ILSVRC-2012 training images' average).
+scaled to the number asked), a hint checked against the records' own sizes (``sane_size``);
+ImageNet has no sizes, so ``per_class`` times ``IMAGENET_AVERAGE_IMAGE_BYTES`` (110 KB, about
+the ILSVRC-2012 training images' average).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GB, MB, KB = 1 << 30, 1 << 20, 1 << 10
+SIZE_SLACK = 20  # the API's size of a selection is believed within 1/20 to 20 times the records' own sizes
 
 
 def say(text: str) -> None:
@@ -43,23 +47,55 @@ def size_text(n: float) -> str:
 
 
 async def isic_measure(
-    spider: IsicSpider, count: int | None = None, label: str | None = None
+    spider: IsicSpider, count: int | None = None, label: str | None = None, first_page: Any = None
 ) -> tuple[int | None, int | None]:
-    """How many images match the selection (unless known) and their bytes in all, as the v2 API
-    says (None: not said: v1, or a mirror without the size endpoint)."""
+    """How many images match the selection (unless known) and their bytes in all: the v2 API's
+    size when it is plausible against the first search page's records (``first_page``, its
+    results; fetched here when the count is not known), else their estimate (``sane_size``).
+    None: not known (v1, or neither the API nor the records say)."""
     p = spider.params
     if p.api_version != 2:
         return None, None
     query = isic.v2_query(label or p.filter, p.query)
     if count is None:
-        search = isic.v2_search_url(spider.api_url, query, p.collections).replace("limit=100", "limit=1")
+        search = isic.v2_search_url(spider.api_url, query, p.collections)
         status, data = await spider.fetch_json(search, "search page")
         count = data.get("count") if status == 200 and isinstance(data, dict) else None
+        first_page = data.get("results") if status == 200 and isinstance(data, dict) else None
     params = {k: v for k, v in (("query", query or ""), ("collections", ",".join(map(str, p.collections)))) if v}
     status, data = await spider.fetch_json(f"{spider.api_url}/images/search/size/?{urlencode(params)}", "size")
-    size = data.get("size") if status == 200 and isinstance(data, dict) else None
-    valid = isinstance(count, int) and count >= 0
-    return (count if valid else None), (size if valid and isinstance(size, int) and size >= 0 else None)
+    said = data.get("size") if status == 200 and isinstance(data, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return None, None
+    return count, sane_size(said, count, record_sizes(first_page))
+
+
+def record_sizes(results: Any) -> list[int]:
+    """The ``files.full.size`` of a search page's records (those that give one)."""
+    sizes = []
+    for raw in results if isinstance(results, list) else []:
+        with contextlib.suppress(isic.RecordError):
+            if (size := isic.v2_record(raw).full_size) is not None:
+                sizes.append(size)
+    return sizes
+
+
+def sane_size(said: Any, count: int, sizes: list[int]) -> int | None:
+    """The bytes of the ``count`` images of a selection: what the API ``said``, a hint, when it is
+    a finite number >= 0 within ``SIZE_SLACK`` times of what the records' own ``sizes`` give
+    (their mean times ``count``); else that estimate, with a warning naming what the API said."""
+    estimate = round(sum(sizes) / len(sizes) * count) if sum(sizes) else None
+    number = type(said) in (int, float) and math.isfinite(said) and said >= 0
+    if number and (estimate is None or estimate / SIZE_SLACK <= said <= estimate * SIZE_SLACK):
+        return int(said)
+    if said is None:  # not said (a mirror without the size endpoint): the records' estimate, if any
+        return estimate
+    negative = type(said) in (int, float) and said < 0
+    why = f"more than {SIZE_SLACK} times off" if number else "negative" if negative else "not a number of bytes"
+    instead = f"about {size_text(estimate)} from the records' own sizes" if estimate is not None else "no size"
+    logger.warning("The API says the %d matching image(s) take %s bytes (images/search/size/), %s: using %s",
+                   count, repr(said)[:40], why, instead)
+    return estimate
 
 
 def isic_expected(spider: IsicSpider, count: int | None, size: int | None) -> tuple[int | None, int | None]:

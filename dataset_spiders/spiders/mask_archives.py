@@ -18,7 +18,7 @@ from typing import Any
 from scrapy import Request, signals
 from scrapy.http import Response
 
-from ..core.files import unlink_quietly
+from ..core.files import open_regular, unlink_quietly
 from ..sources import zip_ranges
 from ..sources.zip_ranges import Member, ZipError
 
@@ -116,12 +116,12 @@ class ArchiveReader:
         try:
             directory = zip_ranges.locate_directory(tail, tail_start)
         except zip_ranges.NeedBytes as need:
-            directory = zip_ranges.parse_eocd64(await self.read(archive, need.offset, need.length))
+            directory = zip_ranges.parse_eocd64(await self.read(archive, need.offset, need.length), need.offset)
         if directory.offset >= tail_start:
             listing = tail[directory.offset - tail_start:directory.offset - tail_start + directory.size]
         else:
             listing = await self.read(archive, directory.offset, directory.size)
-        archive.members = [m for m in zip_ranges.parse_directory(listing) if wanted(m.name)]
+        archive.members = [m for m in zip_ranges.parse_directory(listing, directory.entries) if wanted(m.name)]
         await asyncio.to_thread(self._save, archive)
         return archive
 
@@ -209,7 +209,7 @@ class WholeDownloadProgress:
 
 def _open_no_link(path: str) -> Any:
     """``path`` opened for reading, refusing a symlink (OSError)."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    return open_regular(path, follow=False)
 
 
 def _read_file(path: str, start: int, length: int) -> bytes:

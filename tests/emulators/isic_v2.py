@@ -65,6 +65,7 @@ class IsicV2Server(EmulatorServer):
         self.page_mode = page_mode
         self._empty_served = False
         self.overlap = 90  # "overlap" mode: records each page repeats from the page before
+        self.size_answer: Any = None  # what images/search/size/ says the selection's bytes are; None: their sum
         api = "/api/v2"
         self.route("GET", rf"{api}/images/search/", self._search)
         self.route("GET", rf"{api}/images/search/size/", self._search_size)
@@ -108,7 +109,8 @@ class IsicV2Server(EmulatorServer):
         self._send_page(req, self._matching(req))
 
     def _search_size(self, req: Request) -> None:
-        req.send_json({"size": sum(len(img.body) for img in self._matching(req))})
+        size = sum(len(img.body) for img in self._matching(req))
+        req.send_json({"size": size if self.size_answer is None else self.size_answer})
 
     def _list(self, req: Request) -> None:
         self._send_page(req, self._ordered(self.images))

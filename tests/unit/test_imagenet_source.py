@@ -229,6 +229,23 @@ def test_json_that_is_not_keras_s_is_refused(text):
         parse_class_text(text, "wnids.json")
 
 
+def test_a_csv_with_comments_and_blank_lines_before_its_header_reads():
+    text = "\ufeff# classes\n\nsynid,class_name\r\n# a note\nn01440764,tench\n\nn01443537,goldfish\n"
+    assert parse_class_text(text, "c.csv") == ([("n01440764", "tench"), ("n01443537", "goldfish")], "CSV with a header")
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("[" * 100_000 + "]" * 100_000, "deep.txt line 1: '[[[["),  # a JSON array 100,000 deep: no class line
+    ('{"0": ' + "[" * 100_000 + "]" * 100_000 + "}", "deep.txt is JSON but not Keras's"),
+    ('synid,class_name\nn01440764,"' + "x" * 200_000 + '"\n', "deep.txt line 2: field larger than field limit"),
+    ('"' + "x" * 200_000 + '",synid\n', "deep.txt line 1: "),
+])
+def test_any_depth_or_field_size_is_one_line_naming_the_file(text, said):
+    with pytest.raises(ValueError) as info:
+        parse_class_text(text, "deep.txt")
+    assert str(info.value).startswith(said) and "\n" not in str(info.value)
+
+
 def test_ilsvrc1000_is_the_shipped_class_list():
     classes = ilsvrc1000()
     assert len(classes) == 1000 and len({w for w, _ in classes}) == 1000

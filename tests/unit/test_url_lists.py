@@ -16,6 +16,8 @@ from dataset_spiders.sources.url_lists import check_url_list
 LIST = (b"n01440764_10026\thttp://farm1.static.flickr.com/1/a.jpg\r\n"
         b"n01440764_10027\thttp://farm1.static.flickr.com/1/b.jpg\r\n"
         b"n01443537_1\thttp://www.example.org/c.png\r\n")
+_GZ = gzip.compress(LIST * 50)
+CORRUPT_GZIP = _GZ[:20] + b"\xff" * 30 + _GZ[50:]  # the header is right, the deflate stream is not (zlib.error)
 
 
 def tar_of(path: Path, members: dict[str, bytes], mode: str) -> Path:
@@ -79,6 +81,7 @@ def zip_of(path: Path) -> Path:
          "is not a URL list: its first line is '<!DOCTYPE html>"),
         (lambda p: (p / "e.txt").write_bytes(b"\n\n") and p / "e.txt", "is empty"),
         (lambda p: (p / "t.gz").write_bytes(b"\x1f\x8b\x08\x00garbage") and p / "t.gz", "cannot be read"),
+        (lambda p: (p / "u.gz").write_bytes(CORRUPT_GZIP) and p / "u.gz", "cannot be read"),  # does not inflate
     ],
 )
 def test_anything_else_is_one_line_naming_the_file(make, words, tmp_path):

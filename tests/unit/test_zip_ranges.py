@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import zipfile
 
 import pytest
@@ -73,7 +74,8 @@ def test_zip64_end_records_and_extra_fields(monkeypatch):
     assert blob[tail_start:tail_start + 4] == zip_ranges.EOCD64_LOCATOR
     with pytest.raises(zip_ranges.NeedBytes) as need:
         zip_ranges.locate_directory(blob[tail_start:], tail_start)
-    directory = zip_ranges.parse_eocd64(blob[need.value.offset:need.value.offset + need.value.length])
+    at = need.value.offset
+    directory = zip_ranges.parse_eocd64(blob[at:at + need.value.length], at)
     found = zip_ranges.parse_directory(blob[directory.offset:directory.offset + directory.size])
     assert directory.entries == 3 and [m.size for m in found] == [3000, 50_000, 8]
     assert [read_member(blob, m) for m in found] == [data for _, data, _ in CONTENT]
@@ -96,6 +98,29 @@ def test_damaged_bytes_are_refused_never_returned():
         zip_ranges.locate_directory(b"<html>Access Denied</html>" * 10, 0)
     with pytest.raises(zip_ranges.ZipError, match="no local header"):
         zip_ranges.data_offset(blob[stored.offset + 1:stored.offset + 31], stored)
+
+
+def _with_end_record(blob: bytes, **changes: int) -> bytes:
+    """``blob`` with fields of its end of central directory record changed (entries, size, offset)."""
+    at = blob.rfind(zip_ranges.EOCD)
+    fields = dict(zip(("entries", "size", "offset"), struct.unpack_from("<HII", blob, at + 10), strict=True))
+    fields.update(changes)
+    patched = struct.pack("<HHII", fields["entries"], fields["entries"], fields["size"], fields["offset"])
+    return blob[:at + 8] + patched + blob[at + 20:]
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"offset": 10_000_000}, "would end past its end record"),  # the directory past the archive's end
+    ({"size": 10_000_000}, "would end past its end record"),
+    ({"entries": 500}, "cannot fit in its"),
+    ({"entries": 2}, "lists 3 entries, its end record 2"),
+])
+def test_an_end_record_inconsistent_with_the_archive_is_not_a_valid_zip(changes, says):
+    """Never read as an empty archive (every image ``no_mask``): the run stops at start instead."""
+    blob = _with_end_record(archive(CONTENT), **changes)
+    with pytest.raises(zip_ranges.ZipError, match=f"not a valid ZIP: .*{says}"):
+        directory = zip_ranges.locate_directory(blob[-zip_ranges.TAIL:], max(0, len(blob) - zip_ranges.TAIL))
+        zip_ranges.parse_directory(blob[directory.offset:directory.offset + directory.size], directory.entries)
 
 
 def test_content_range():
