@@ -475,12 +475,13 @@ def test_isic_workers_keep_exactly_n_images_in_total(spawn, redis_server, out):
         assert sorted(row["isic_id"] for row in csv.DictReader(f)) == sorted(stems)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0"])
-def test_a_bad_redis_url_is_one_line_and_exit_1(url, tmp_path):
+@pytest.mark.parametrize(("url", "code"), [("http://127.0.0.1:6379/0", 2), ("redis://127.0.0.1:notaport/0", 1)])
+def test_a_bad_redis_url_is_one_line_and_exit_1(url, code, tmp_path):
+    """Not a Redis URL at all: a bad setting, exit 2 before anything; a Redis URL Redis refuses: exit 1."""
     proc = subprocess.run(crawl_command("imagenet", tmp_path / "Data", "wnids=n01440764", "per_class=1",
                                         settings={"REDIS_URL": url}),
                           cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     errors = error_lines(proc.stderr)
-    assert proc.returncode == 1 and len(errors) == 1 and "REDIS_URL" in errors[0], proc.stderr[-2000:]
+    assert proc.returncode == code and len(errors) == 1 and "REDIS_URL" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
