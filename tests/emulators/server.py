@@ -1,7 +1,7 @@
 """Reusable in-process HTTP emulator base: routing, request log, failure modes.
 
-An :class:`EmulatorServer` runs a ``ThreadingHTTPServer`` on ``127.0.0.1`` with an
-ephemeral port in a background thread.  Subclasses register routes with
+An :class:`EmulatorServer` runs a ``ThreadingHTTPServer`` on ``127.0.0.1`` (or its
+``bind_address``) with an ephemeral port in a background thread.  Subclasses register routes with
 :meth:`EmulatorServer.route`; handlers receive a :class:`Request` that can send
 JSON/bytes or simulate failures (truncated body, hang, connection reset, ...).
 """
@@ -181,13 +181,16 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # where start() listens; subclasses may bind another loopback address (127.0.0.2, ...),
+        # so the crawler sees another host, or a fixed port, to come back on the same one
+        self.bind_address: tuple[str, int] = ("127.0.0.1", 0)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> Self:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self._httpd = _HTTPServer(self.bind_address, _RequestHandler)
         self._httpd.emulator = self
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
@@ -221,7 +224,8 @@ class EmulatorServer:
         """Base URL, e.g. ``http://127.0.0.1:43121`` (server must be started)."""
         if self._httpd is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
 
     # -- request log -------------------------------------------------------
     @property
