@@ -52,8 +52,10 @@ from tests.emulators.dead_hosts import (  # noqa: E402
 )
 
 KINDS = ("black_holed", "refused", "unconnectable", "unresolvable")
-BASELINE_OFF = {"HOSTS_DOWN_AFTER": "0", "IMAGES_CONNECT_TIMEOUT": "0", "IMAGES_FIRST_BYTE_TIMEOUT": "0",
-                "HOSTS_UNPROVEN_CONCURRENCY": "0"}
+BASELINE_OFF = {  # the code before host health: no health, no separate limits, today's 15 s per image request
+    "HOSTS_DOWN_AFTER": "0", "IMAGES_CONNECT_TIMEOUT": "0", "IMAGES_FIRST_BYTE_TIMEOUT": "0",
+    "HOSTS_UNPROVEN_CONCURRENCY": "0", "HOSTS_STALL_AFTER": "0", "IMAGES_DOWNLOAD_TIMEOUT": "15",
+}
 """Settings that turn host health off (unknown to code without it, which accepts them unread)."""
 KIND_OF_CLASS = {BLACK_HOLED: "black_holed", REFUSED: "refused", UNCONNECTED: "unconnectable",
                  UNRESOLVED: "unresolvable"}

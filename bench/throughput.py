@@ -9,6 +9,9 @@ names, N distinct ~75 KB JPEGs of 500x375 precomputed and cached, LATENCY second
   c  img2dataset: 2 processes x 128 threads, no resize, no re-encoding (its own virtualenv, made once)
   d  ours-dead:  `scrapy crawl imagenet` on N dead URLs: half refused connections, half 404
   e  ours-near:  b with NEAR_DUPLICATES on (a perceptual hash per image, looked up among those kept)
+  f  ours-dead, host health off: d as the code was before host health (every dead URL asked, and
+     retried at once), for the ratio d / f
+  g  ours, host health off: b the same way, for the ratio b / g (live hosts must not pay for it)
 all with 128 requests allowed in flight (img2dataset: 256), URLs spread over 8 host names. CPU and peak
 RSS are the child's (os.wait4 rusage: its own plus its reaped children's; ru_maxrss is the largest single
 process); "tree MB" is sampled from /proc every 0.2 s (the child and its descendants, summed); "srv" is
@@ -17,7 +20,7 @@ the server's CPU in % of one core (near 100% it would be the bottleneck: it is s
 ~20% the machine was shared and the rates are low. "in flight" is at the server (requests waiting out
 their latency): avg = requests x latency / serving time.
 
-    .venv/bin/python bench/throughput.py [--n 5000] [--latency 0.05] [--only a,b,c,d,e] [--project DIR]
+    .venv/bin/python bench/throughput.py [--n 5000] [--latency 0.05] [--only a,b,c,d,e,f,g] [--project DIR]
 """
 
 from __future__ import annotations
@@ -180,11 +183,16 @@ def ours_command(python: Path, per_class: int) -> list[str]:
             "-s", f"DATASET_MAX_IN_FLIGHT={-(-CONCURRENCY // CLASSES)}"]
 
 
+#: The settings that turn host health off (core/hosts.py): every dead URL asked, as before it.
+HEALTH_OFF = ["-s", "HOSTS_DOWN_AFTER=0", "-s", "HOSTS_UNPROVEN_CONCURRENCY=0", "-s", "HOSTS_STALL_AFTER=0",
+              "-s", "IMAGES_CONNECT_TIMEOUT=0", "-s", "IMAGES_FIRST_BYTE_TIMEOUT=0", "-s", "IMAGES_DOWNLOAD_TIMEOUT=15"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--only", default="a,b,c,d,e")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g")
     ap.add_argument("--project", type=Path, default=HERE.parent)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                     / "dataset-spiders-bench")
@@ -217,8 +225,13 @@ def main() -> None:
             "e": ("ours, near-copies", lambda out: [*ours, "-s", "NEAR_DUPLICATES=true", "-a",
                                                     f"urls_file={tmp / 'live.txt'}", "-a", f"wnids={','.join(wnids)}",
                                                     "-a", f"out_dir={out}"], project),
+            "f": ("ours, dead, no health", lambda out: [*ours, *HEALTH_OFF, "-a", f"urls_file={tmp / 'dead.txt'}",
+                                                        "-a", f"wnids={','.join(wnids)}", "-a", f"out_dir={out}"],
+                  project),
+            "g": ("ours, no health", lambda out: [*ours, *HEALTH_OFF, "-a", f"urls_file={tmp / 'live.txt'}",
+                                                  "-a", f"wnids={','.join(wnids)}", "-a", f"out_dir={out}"], project),
         }
-        for key in "abcde":
+        for key in "abcdefg":
             if key not in only:
                 continue
             label, make, cwd = runs[key]
@@ -238,9 +251,9 @@ def main() -> None:
             print(f"running {key}: {label}...", file=sys.stderr, flush=True)
             r = measure(label, cmd, cwd, env, tmp / f"log-{key}.txt", server)
             r["files"] = count_files(out) if out.exists() else 0
-            r["units"] = n if key == "d" else r["files"]
-            expected[label] = 0 if key == "d" else n
-            if key == "d":
+            r["units"] = n if key in "df" else r["files"]
+            expected[label] = 0 if key in "df" else n
+            if key in "df":
                 manifest = out / "manifest.jsonl"
                 lines = manifest.read_text().splitlines() if manifest.exists() else []
                 outcomes = Counter(json.loads(line)["outcome"] for line in lines).most_common()
@@ -277,6 +290,14 @@ def report(results: list[dict], expected: dict, n: int, latency: float) -> None:
             print(f"{'':<20}{r['note']} (img/s: candidates/s; CPU per candidate; steady: the 404 half only)")
     if busy := [r["name"] for r in results if r["others"] > 0.2 * r["wall"]]:
         print(f"warning: other processes used the CPU during {', '.join(busy)}: the rates there are low")
+    if "ours (imagenet)" in by and "ours, no health" in by:
+        x, y = by["ours (imagenet)"], by["ours, no health"]
+        print(f"live URLs, host health on / off: images/s x{x['rate'] / y['rate']:.2f}, "
+              f"CPU per image x{x['per'] / y['per']:.2f}")
+    if "ours, dead URLs" in by and "ours, dead, no health" in by:
+        x, y = by["ours, dead URLs"], by["ours, dead, no health"]
+        print(f"dead URLs, host health on / off: candidates/s x{x['rate'] / y['rate']:.2f}, "
+              f"CPU per candidate x{x['per'] / y['per']:.2f}")
     for a, b in (("ours (imagenet)", "stock FilesPipeline"), ("ours (imagenet)", "img2dataset")):
         if a in by and b in by:
             x, y = by[a], by[b]

@@ -31,6 +31,7 @@ class ImageItem:
     source_id: str | None = None  # the source's own id, for follow-up requests
     flight: str = ""  # with REDIS_URL: the shared candidate this item was handed as
     spare: int = -1  # its place in its class's list (handed out again if needed later)
+    retry_later: bool = False  # a failed connection is tried again behind its class's other candidates
 
     outcome: str | None = None
     detail: str = ""

@@ -53,14 +53,15 @@ class Outcome(StrEnum):
     OPTED_OUT = "opted_out"  # the host asked that its images not be used for AI (X-Robots-Tag: noai / noimageai)
     NO_MASK = "no_mask"  # a mask: none of the mask archives (ISIC_MASK_ARCHIVES) holds one for the image
     WRONG_SIZE = "wrong_size"  # a mask whose dimensions are not its image's
+    HOST_DOWN = "host_down"  # not asked: its host was down (HOSTS_DOWN_AFTER failed connections); a re-run tries
     SET_ASIDE = "set_aside"  # reselect=true: of the folder's earlier selection; moved to .quarantine, not in it
 
 
 KEPT_OUTCOMES = frozenset({Outcome.KEPT, Outcome.PRESENT, Outcome.DESCRIBED})
 #: Failures worth trying again on a re-run: the server or the network may do better next time.
 TRANSIENT_OUTCOMES = frozenset(
-    {Outcome.TIMEOUT, Outcome.CONNECTION, Outcome.TRUNCATED, Outcome.ERROR, Outcome.DAMAGED, Outcome.MISSING,
-     Outcome.RATE_LIMITED, Outcome.CANCELLED, "http_408", "http_429"}
+    {Outcome.TIMEOUT, Outcome.CONNECTION, Outcome.HOST_DOWN, Outcome.TRUNCATED, Outcome.ERROR, Outcome.DAMAGED,
+     Outcome.MISSING, Outcome.RATE_LIMITED, Outcome.CANCELLED, "http_408", "http_429"}
 )
 HTTP_OUTCOME = re.compile(r"http_[0-9]{3}")
 
@@ -100,6 +101,14 @@ class GroupFull(IgnoreRequest):
     """The image's class was filled by other downloads; this one is no longer needed."""
 
 
+class HostDown(Exception):
+    """A request not made: its host is down (``core/hosts.py``); the message names it and why."""
+
+    def __init__(self, host: str, why: str):
+        super().__init__(f"{host} is down ({why}); not asked")
+        self.host = host
+
+
 class ImageRejected(Exception):
     """An image failed a check; ``outcome`` is the manifest's word for why."""
 
@@ -111,6 +120,7 @@ class ImageRejected(Exception):
 
 
 _BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((HostDown,), Outcome.HOST_DOWN),
     ((DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError), Outcome.TIMEOUT),
     ((ResponseDataLossError,), Outcome.TRUNCATED),
     ((GroupFull,), Outcome.SURPLUS),

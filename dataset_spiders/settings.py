@@ -41,7 +41,19 @@ REDIS_RETRY_FOR = 60.0  # seconds Redis may be out of reach (workers pause and r
 
 # --- Failures -----------------------------------------------------------------------------
 DOWNLOAD_TIMEOUT = 60  # API pages
-IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request; 0 means DOWNLOAD_TIMEOUT
+IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request, the whole download; 0 means DOWNLOAD_TIMEOUT
+IMAGES_CONNECT_TIMEOUT = 10  # ours: seconds to connect to an image host (per attempt, after DNS); 0: the above
+IMAGES_FIRST_BYTE_TIMEOUT = 30  # ours: seconds from the start to the first byte of the answer; 0: none
+DNS_TIMEOUT = 10  # a name that does not resolve in 10 s is as dead as a refused connection (Scrapy's: 60)
+# ours: host health (core/hosts.py). A host whose connections fail this many times in a row (no
+# answer at all: DNS, refused, connect or first-byte timeout, a proxy's 502/504) is down: its
+# candidates are recorded host_down without a request until a probe, HOSTS_DOWN_FOR seconds later,
+# finds it back (the wait doubles after each failed probe). 0: off (isic, one host); imagenet: 3
+HOSTS_DOWN_AFTER = 0
+HOSTS_DOWN_FOR = 60.0
+HOSTS_UNPROVEN_CONCURRENCY = 2  # ours: requests at once to a host that has not answered yet; 0: no cap
+HOSTS_SHORT_PROBE_AFTER = 2.0  # ours: a class about to end short probes a host down this long (not its cool-down)
+HOSTS_STALL_AFTER = 3.0  # ours: a class whose downloads wait this long for a first byte may start more; 0: never
 IMAGES_RETRY_TIMES = None  # ours: retries per image request; None means RETRY_TIMES
 RETRY_TIMES = 2  # retries after the first try: bounded, never forever
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]

@@ -26,6 +26,7 @@ from . import earlier, provenance
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly
+from .hosts import HostHealth
 from .leftovers import CACHE_DIR, MadeByThisRun
 from .local_mode import LocalMode
 from .lock import DatasetBusy, DatasetLock
@@ -64,6 +65,7 @@ class DatasetCore:
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         self.near = NearCopies(s.getint("NEAR_DUPLICATE_DISTANCE")) if s.getbool("NEAR_DUPLICATES") else None
         self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
+        self.hosts = HostHealth.from_settings(s)  # which image hosts answer (advisory: never what is kept)
         redis_url = s.get("REDIS_URL") or None
         self.workers: WorkerMode | None = None
         if redis_url:

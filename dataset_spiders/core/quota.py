@@ -26,6 +26,7 @@ class Quota:
         self.slack = max(0, slack)
         self.kept: Counter[str] = Counter()
         self.pending: Counter[str] = Counter()
+        self.stalled: Counter[str] = Counter()  # in flight, but waiting for a silent host's first byte
         self.stopped = False
         self._changed = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -35,10 +36,22 @@ class Quota:
         return self.target is not None and self.kept[group] >= self.target
 
     def has_room(self, group: str = "") -> bool:
-        """Whether one more image of ``group`` may be put in flight now."""
+        """Whether one more image of ``group`` may be put in flight now. Downloads stalled on a
+        silent host do not hold their class back (the window still bounds what is in flight; a
+        late arrival once the class is full is surplus, never kept)."""
         if self.stopped or self.pending[group] >= self.window or self.full(group):
             return False
-        return self.target is None or self.kept[group] + self.pending[group] < self.target + self.slack
+        moving = self.pending[group] - self.stalled[group]
+        return self.target is None or self.kept[group] + moving < self.target + self.slack
+
+    def stall(self, group: str, change: int) -> None:
+        """A download of ``group`` began (+1) or stopped (-1) waiting long for a first byte."""
+        self.stalled[group] = max(0, self.stalled[group] + change)
+        self._changed.set()
+
+    def poke(self) -> None:
+        """Wake whoever waits for a change (a probe of a down host is due)."""
+        self._changed.set()
 
     def reserve(self, group: str = "") -> None:
         self.pending[group] += 1

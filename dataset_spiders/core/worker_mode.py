@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,10 +80,14 @@ class WorkerMode:
             starting.__exit__(None, None, None)
         hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead, self._withdraw)
         await self.state.join(hooks)
+        if self.core.hosts.enabled:
+            self.core.hosts.shared = SharedHosts(self.state, self.core.hosts)
         logger.info("Worker %s joined the dataset's shared state in Redis (%s)", self.worker,
                     "first of its workers" if self.alone else "with other workers")
 
     async def leave(self) -> None:
+        if isinstance(self.core.hosts.shared, SharedHosts):
+            self.core.hosts.shared.stop()
         self._start_settling()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
@@ -379,3 +384,56 @@ class WorkerMode:
                 truth.learned.add(key)
                 truth.withdraw.extend((ref, key.rpartition("|")[2]) for ref in refs.values())
         return truth
+
+
+class SharedHosts:
+    """Host health across workers: a host one worker found down is down for all. Advisory (it
+    decides what to try, never what is kept), so a small hash in the dataset's key space,
+    ``hosts_down`` (host -> JSON ``{"until": epoch seconds, "why": ...}``), written when a host goes
+    down or answers again and read every ``EVERY`` seconds; a Redis error only skips a beat."""
+
+    EVERY = 1.0
+
+    def __init__(self, state: SharedState, health: Any):
+        self.state, self.health = state, health
+        self.key = state.key("hosts_down")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader = asyncio.ensure_future(self._read_forever())
+
+    def _send(self, call: Callable[[], Any]) -> None:
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await call()
+
+        task = asyncio.ensure_future(send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def down(self, host: str, why: str, wait: float) -> None:
+        note = json.dumps({"until": time.time() + wait, "why": why})
+        self._send(lambda: self.state.redis.hset(self.key, host, note))
+
+    def up(self, host: str) -> None:
+        self._send(lambda: self.state.redis.hdel(self.key, host))
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                found = await self.state.redis.hgetall(self.key)
+            except Exception:
+                found = {}
+            self._take(found)
+            await asyncio.sleep(self.EVERY)
+
+    def _take(self, found: dict[bytes, bytes]) -> None:
+        now, mono = time.time(), time.monotonic()
+        for raw_host, raw in found.items():
+            with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+                note = json.loads(raw)
+                left = float(note["until"]) - now
+                if left > 0:
+                    self.health.mark_down(raw_host.decode(), f"found by another worker: {note['why']}"[:300],
+                                          publish=False, now=mono, wait=left)
+
+    def stop(self) -> None:
+        self._reader.cancel()

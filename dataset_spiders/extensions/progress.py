@@ -98,6 +98,7 @@ class Progress:
             "bytes": stats.get_value("downloader/response_bytes", 0) or 0,
             "groups_done": sum(1 for n in core.quota.kept.values() if core.quota.target and n >= core.quota.target),
             "groups": core.plan.groups,
+            "hosts_down": len(core.hosts.down_hosts()),
         }
 
     def rates(self, n: dict[str, Any]) -> tuple[float, float]:
@@ -118,6 +119,8 @@ class Progress:
                  f"{n['bytes'] / MB:.1f} MB at {bytes_s / MB:.2f} MB/s"]
         if n["groups"]:
             parts.append(f"classes {n['groups_done']}/{n['groups']}")
+        if n["hosts_down"]:
+            parts.append(f"{n['hosts_down']} host(s) down")
         if n["target"] is not None and per_s > 0 and n["kept"] < n["target"]:
             parts.append(f"ETA {format_seconds((n['target'] - n['kept']) / per_s)}")
         return ", ".join(parts)
@@ -136,6 +139,7 @@ class Progress:
             self.bar.total = n["target"]
         self.bar.n = n["kept"]
         classes = f" classes {n['groups_done']}/{n['groups']}" if n["groups"] else ""
+        classes += f", {n['hosts_down']} host(s) down" if n["hosts_down"] else ""
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.bar.set_postfix_str(f"{n['failed']} failed, {n['bytes'] / MB:.1f} MB, "
                                  f"{n['bytes'] / MB / elapsed:.2f} MB/s{classes}", refresh=False)

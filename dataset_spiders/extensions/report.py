@@ -20,6 +20,7 @@ from ..outcomes import KEPT_OUTCOMES
 logger = logging.getLogger(__name__)
 
 SHORT_SHOWN = 10  # classes short named in the summary; the rest are counted
+HOSTS_SHOWN = 5  # hosts down named in the summary
 
 
 def outcome_counts(stats: dict[str, Any], prefix: str = "outcome/") -> dict[str, int]:
@@ -82,6 +83,11 @@ class RunReport:
         if masks:
             lines.append("Outcomes (masks): " + ", ".join(f"{k} {v}" for k, v in masks.items()))
         lines += [f"Note: {note}" for note in core.notes]
+        down = core.hosts.ever_down()
+        if down:
+            shown = "; ".join(f"{host} ({cost} candidate(s) not asked)" for host, cost, _ in down[:HOSTS_SHOWN])
+            more = f"; and {len(down) - HOSTS_SHOWN} more (see the report)" if len(down) > HOSTS_SHOWN else ""
+            lines.append(f"Hosts down: {len(down)}: {shown}{more}; a re-run tries their candidates again")
         for why in core.shortfalls[:SHORT_SHOWN]:
             lines.append(f"Short: {why}")
         if len(core.shortfalls) > SHORT_SHOWN:

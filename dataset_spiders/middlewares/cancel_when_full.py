@@ -1,5 +1,6 @@
 """The HTTP download handler of both spiders: image downloads stay within the memory budget
-(``memory_budget.py``), and an image download is dropped as soon as its class is full.
+(``memory_budget.py``), an image download is dropped as soon as its class is full, and dead
+hosts cost a few failures, not one timeout per URL (``core/hosts.py``).
 
 Scrapy has no public way to cancel a download in flight, so a host that hangs would hold the
 end of the crawl until its timeout. This handler races each image download of a group (a
@@ -7,6 +8,13 @@ class with an exact count) against that group filling up; when the group wins, t
 is cancelled (the connection closed) and the request fails with ``GroupFull``, recorded as
 ``surplus``. Requests of a group that is already full are refused before they start; one
 still waiting for room in the memory budget is dropped the same way.
+
+Each image download is also watched (``_Watch``): it must connect within
+``IMAGES_CONNECT_TIMEOUT`` and get the first byte of its answer within
+``IMAGES_FIRST_BYTE_TIMEOUT`` (the whole download keeps ``IMAGES_DOWNLOAD_TIMEOUT``, long for big
+images from slow but living hosts); its host learns whether it answered (host health); and a
+download that has waited ``HOSTS_STALL_AFTER`` seconds without an answer lets its class start
+another candidate (the surplus is cancelled once the class is full, as above).
 """
 
 from __future__ import annotations
@@ -17,19 +25,26 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from scrapy import Request
-from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
-from scrapy.exceptions import DownloadCancelledError
+from scrapy import Request, signals
+from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError
 from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.endpoints import HostnameEndpoint
 
 from ..core import DatasetCore
+from ..core.hosts import HostHealth, host_of
 from ..outcomes import GroupFull
 from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads
+from .scrapy_compat import CONNECT_TIMEOUT_META, ConnectLimitedDownloadHandler
 
 GROUP_META = "dataset_group"
+FIRST_BYTE_META = "download_first_byte_timeout"  # seconds from the start to the first byte of the answer
+NO_ANSWER_META = "dataset_no_answer"  # set on a request that failed before its host said anything
+
+
+class FirstByteTimeout(DownloadTimeoutError):
+    """The host did not begin to answer in time (a host that accepts and never answers)."""
 
 #: Twisted's HostnameEndpoint reports a refused connection only when its next "happy eyeballs"
 #: attempt would start, 0.3 s later: a dead image host cost 0.3 s per try, and a list of dead
@@ -48,50 +63,165 @@ class ImageConcurrency:
 
     _by_crawler: weakref.WeakKeyDictionary[Any, ImageConcurrency] = weakref.WeakKeyDictionary()
 
-    def __init__(self, total: int, per_host: int):
+    def __init__(self, total: int, per_host: int, health: HostHealth | None = None):
         self.total = asyncio.Semaphore(max(1, total))
         self.per_host_limit = max(1, per_host)
         self.per_host: dict[str, asyncio.Semaphore] = {}
+        self.health = health
+        self.unproven: dict[str, asyncio.Semaphore] = {}  # hosts that never answered: a probe, not a flood
 
     @classmethod
-    def of(cls, crawler: Any) -> ImageConcurrency:
+    def of(cls, crawler: Any, health: HostHealth | None = None) -> ImageConcurrency:
         if crawler not in cls._by_crawler:
             s = crawler.settings
-            cls._by_crawler[crawler] = cls(s.getint("CONCURRENT_REQUESTS"), s.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
+            cls._by_crawler[crawler] = cls(s.getint("CONCURRENT_REQUESTS"), s.getint("CONCURRENT_REQUESTS_PER_DOMAIN"),
+                                           health)
         return cls._by_crawler[crawler]
 
     @contextlib.asynccontextmanager
     async def slot(self, request: Request) -> AsyncIterator[None]:
         host = urlparse_cached(request).hostname or ""
         per_host = self.per_host.setdefault(host, asyncio.Semaphore(self.per_host_limit))
-        async with self.total, per_host:
+        health = self.health
+        origin = host_of(request.url)
+        if health is None or not health.unproven or health.proven(origin):
+            async with self.total, per_host:
+                yield
+            return
+        # Until the host has answered once, at most ``unproven`` of its requests go at a time
+        # (waiting here holds no other slot), so silent hosts cannot take every slot.
+        gate = self.unproven.setdefault(origin, asyncio.Semaphore(health.unproven))
+        async with gate, self.total, per_host:
             yield
 
 
-class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
-    """``HTTP11DownloadHandler`` whose image downloads share a memory budget and stop once
-    their group is full."""
+class _Watch:
+    """One image download attempt: its first-byte timer, its stall mark, whether its host answered."""
+
+    def __init__(self, handler: CancelWhenFullDownloadHandler, request: Request):
+        self.handler, self.request = handler, request
+        self.host = host_of(request.url)
+        self.answered = False
+        self.timed_out = False
+        self.stalled_group: str | None = None
+        self.task: asyncio.Future[Response] | None = None
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def start(self, task: asyncio.Future[Response]) -> None:
+        loop, meta = asyncio.get_running_loop(), self.request.meta
+        self.task = task
+        if first_byte := meta.get(FIRST_BYTE_META):
+            self.timers.append(loop.call_later(first_byte, self._no_first_byte))
+        group, quota, stall = meta.get(GROUP_META), self.handler._quota, self.handler._stall_after
+        if group is not None and quota is not None and stall > 0:
+            self.timers.append(loop.call_later(stall, self._stalled, group))
+
+    def _no_first_byte(self) -> None:
+        if not self.answered and self.task is not None and not self.task.done():
+            self.timed_out = True
+            self.task.cancel()
+
+    def _stalled(self, group: str) -> None:
+        if not self.answered and self.handler._quota is not None:
+            self.stalled_group = group
+            self.handler._quota.stall(group, +1)
+
+    def headers(self) -> None:
+        self.answered = True
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self.stalled_group is not None and self.handler._quota is not None:
+            self.handler._quota.stall(self.stalled_group, -1)
+            self.stalled_group = None
+
+    def close(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self._unstall()
+
+
+class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
+    """``HTTP11DownloadHandler`` whose image downloads share a memory budget, stop once their
+    group is full, fail fast on silent hosts and teach host health (module docstring)."""
 
     def __init__(self, crawler: Any):
         super().__init__(crawler)
         self._budgeted = BudgetedDownloads.of(crawler)
         core = crawler.get_extension(DatasetCore)
         self._quota = core.quota if core is not None else None
+        self._health: HostHealth | None = core.hosts if core is not None else None
         # a worker that lost Redis for good can keep nothing more: its downloads stop at once
         self._stop_with_run = core is not None and core.workers is not None
-        self._caps = ImageConcurrency.of(crawler)
+        self._caps = ImageConcurrency.of(crawler, self._health)
+        s = crawler.settings
+        self._connect = s.getfloat("IMAGES_CONNECT_TIMEOUT")
+        self._first_byte = s.getfloat("IMAGES_FIRST_BYTE_TIMEOUT")
+        self._stall_after = s.getfloat("HOSTS_STALL_AFTER")
+        self._watches: dict[int, _Watch] = {}  # id(request) -> its attempt in flight
+        crawler.signals.connect(self._headers_received, signal=signals.headers_received)
+
+    def _headers_received(self, request: Request, **kwargs: Any) -> None:
+        watch = self._watches.get(id(request))
+        if watch is not None:
+            watch.headers()
 
     async def _fetch(self, request: Request) -> Response:
         if not request.meta.get(IMAGE_META):
             return await super().download_request(request)
         async with self._caps.slot(request):
             if self._budgeted is None:
-                return await super().download_request(request)
-            return await self._budgeted.download(request, super().download_request)
+                return await self._watched(request)
+            return await self._budgeted.download(request, self._watched)
+
+    async def _watched(self, request: Request) -> Response:
+        """One attempt, timed to its first byte; its host learns whether it answered."""
+        meta = request.meta
+        meta.pop(NO_ANSWER_META, None)
+        if self._connect and not meta.get(CONNECT_TIMEOUT_META):
+            meta[CONNECT_TIMEOUT_META] = self._connect
+        if self._first_byte and not meta.get(FIRST_BYTE_META):
+            meta[FIRST_BYTE_META] = self._first_byte
+        health = self._health
+        if health is not None:
+            health.admit(host_of(request.url))  # HostDown, unless it is up or this is its probe
+        watch = self._watches[id(request)] = _Watch(self, request)
+        task = asyncio.ensure_future(super().download_request(request))
+        watch.start(task)
+        try:
+            response = await task
+        except BaseException as exc:
+            error = exc
+            if watch.timed_out and isinstance(exc, asyncio.CancelledError):
+                error = FirstByteTimeout(f"no answer from {watch.host} within {meta[FIRST_BYTE_META]:g} s "
+                                         "(IMAGES_FIRST_BYTE_TIMEOUT)")
+            if health is not None and watch.host:
+                if watch.answered:  # it answered, then the body failed: alive all the same
+                    health.answered(watch.host)
+                elif _connection_level(error):
+                    meta[NO_ANSWER_META] = True
+                    health.failed(watch.host, f"{type(error).__name__}: {str(error)[:120]}")
+                else:
+                    health.abandoned(watch.host)
+            if error is not exc:
+                raise error from None
+            raise
+        finally:
+            watch.close()
+            self._watches.pop(id(request), None)
+        if health is not None and watch.host:
+            if meta.get("proxy") and response.status in (502, 504):  # the proxy could not reach the host
+                meta[NO_ANSWER_META] = True
+                health.failed(watch.host, f"HTTP {response.status} from the proxy")
+            else:
+                health.answered(watch.host)
+        return response
 
     async def download_request(self, request: Request) -> Response:
         group = request.meta.get(GROUP_META)
         quota = self._quota
+        if request.meta.get(IMAGE_META) and self._health is not None:
+            self._health.refuse_if_down(host_of(request.url))  # HostDown: not asked
         if group is None or quota is None or quota.target is None:
             return await self._fetch(request)
         if quota.full(group):
@@ -114,3 +244,11 @@ class CancelWhenFullDownloadHandler(HTTP11DownloadHandler):
                 raise DownloadCancelledError("the run is stopping")
             raise GroupFull(f"{group} filled up while this image was downloading")
         return download.result()
+
+
+def _connection_level(exc: BaseException) -> bool:
+    """Whether a failure with no answer from the host counts against it: not our own cancelling
+    (the class filled up, the run stops)."""
+    if isinstance(exc, FirstByteTimeout):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, (DownloadCancelledError, GroupFull))

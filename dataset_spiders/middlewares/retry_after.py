@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 PAUSE_STATUSES = frozenset({429, 503})
 RATE_LIMITED_META = "rate_limited_for"  # set on a request given up for an absurd Retry-After
+RETRY_LATER_META = "dataset_retry_later"  # a failed connection is not retried here: the spider retries it later
 
 
 def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
@@ -76,6 +77,14 @@ class RetryAfterMiddleware(RetryMiddleware):
         elif response.status < 400 and self._strikes:
             self._strikes.pop(self.crawler.engine.downloader.get_slot_key(request), None)
         return super().process_response(request, response)
+
+    def process_exception(self, request: Request, exception: Exception, spider: Any = None) -> Any:
+        """A request whose spider retries failed connections itself, behind the other candidates
+        of its class (the host may be down by then: then it is not asked at all), is not retried
+        here, at once, in front of them."""
+        if request.meta.get(RETRY_LATER_META):
+            return None
+        return super().process_exception(request, exception, spider)
 
     def pause_host(self, request: Request, seconds: float, why: str = "Retry-After") -> None:
         """Hold the request's download slot for ``seconds``: queued requests wait, others go on."""

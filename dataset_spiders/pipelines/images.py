@@ -33,8 +33,8 @@ from ..core.seen import site_of
 from ..items import ImageItem
 from ..middlewares.cancel_when_full import GROUP_META
 from ..middlewares.encoded_images import IMAGE_META
-from ..middlewares.retry_after import RATE_LIMITED_META
-from ..outcomes import ImageRejected, Outcome, classify, http_outcome
+from ..middlewares.retry_after import RATE_LIMITED_META, RETRY_LATER_META
+from ..outcomes import ImageRejected, Outcome, classify, http_outcome, is_permanent
 from .checks import Limits, Placeholders, examine, opted_out
 from .store import StagingFilesStore
 
@@ -86,12 +86,24 @@ class DatasetImagesPipeline(ImagesPipeline):
         try:
             for url, stem in zip(urls, item.stems, strict=True):
                 item.url, item.stem, item.image_urls = url, stem, [url]
+                self.forget_failure(url)
                 await super().process_item(item)
                 if item.outcome not in TRY_NEXT:
                     break
         finally:
             item.image_urls = urls
         return item
+
+    def forget_failure(self, url: str) -> None:
+        """Scrapy's media pipeline answers a URL it met before in the run from its cache
+        (``spiderinfo.downloaded``, by request fingerprint). A failure that may mend (a timeout, a
+        refused connection, a host that was down, a class that was full) is forgotten, so a
+        candidate tried again later (behind its class, after its host's probe) is really asked."""
+        cache = self.spiderinfo.downloaded
+        fingerprint = self._fingerprinter.fingerprint(Request(url))
+        cached = cache.get(fingerprint)
+        if isinstance(cached, Failure) and not is_permanent(classify(cached.value)[0]):
+            del cache[fingerprint]
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         meta: dict[str, Any] = {
@@ -105,6 +117,8 @@ class DatasetImagesPipeline(ImagesPipeline):
             meta["max_retry_times"] = self.retry_times
         if item.group:
             meta[GROUP_META] = item.group  # lets the download be cancelled once the class is full
+        if item.retry_later:
+            meta[RETRY_LATER_META] = True  # the spider retries a failed connection behind its class's other candidates
         return [Request(item.url, meta=meta)]
 
     def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:

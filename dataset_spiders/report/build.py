@@ -55,6 +55,8 @@ def numbers(got: Gathered) -> dict[str, Any]:
         ],
         "hosts": [{"host": host, "tried": t.tried, "kept": t.kept, "failures": dict(t.failures.most_common())}
                   for host, t in hosts],
+        "hosts_down": sorted(({"host": host, "candidates": t.failures["host_down"]} for host, t in hosts
+                              if t.failures.get("host_down")), key=lambda h: (-h["candidates"], h["host"])),
         "sizes": {"bytes": got.sizes.as_dict(), "width": got.widths.as_dict(), "height": got.heights.as_dict()},
     }
 

@@ -182,7 +182,13 @@ def _hosts(summary: dict[str, Any]) -> str:
         rest = hosts[MAX_HOST_ROWS:]
         more = (f"<p class=muted>and {len(rest):,} more host(s): {sum(h['tried'] for h in rest):,} tried, "
                 f"{sum(h['kept'] for h in rest):,} kept.</p>")
-    return (f"<h2 id=hosts>Hosts</h2><p>{len(hosts):,} host(s), most tried first.</p><table><tr><th>host</th>"
+    down = summary.get("hosts_down") or []
+    said = ""
+    if down:
+        named = ", ".join(f"<code>{escape(h['host'])}</code> ({h['candidates']:,})" for h in down[:MAX_HOST_ROWS])
+        said = (f"<p class=bad>{len(down):,} host(s) were down (no answer to a few connections in a row); the "
+                f"candidates not asked because of them: {named}. A re-run tries them again.</p>")
+    return (f"<h2 id=hosts>Hosts</h2><p>{len(hosts):,} host(s), most tried first.</p>{said}<table><tr><th>host</th>"
             f"<th class=n>tried</th><th class=n>kept</th><th>failures</th></tr>{rows}</table>{more}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
@@ -20,9 +21,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import signals as our_signals
 from ..core import stock
 from ..core.disk import FolderError
+from ..core.hosts import host_of
 from ..core.quota import Plan
 from ..items import ImageItem
-from ..outcomes import KEPT_OUTCOMES, Outcome
+from ..outcomes import KEPT_OUTCOMES, HostDown, Outcome
 from ..pipelines.checks import Limits
 from ..sources import imagenet
 from ..sources.isic import url_extension
@@ -40,7 +42,9 @@ class ImagenetSpider(DatasetSpider):
     Params = ImagenetParams
     params: ImagenetParams
     custom_settings = {
-        "IMAGES_DOWNLOAD_TIMEOUT": 15,  # old photo hosts hang; the next candidate is better than waiting
+        "IMAGES_DOWNLOAD_TIMEOUT": 60,  # the whole download: slow but living hosts keep their big images
+        "IMAGES_FIRST_BYTE_TIMEOUT": 15,  # silent hosts (hung, black-holed) are given up on this soon
+        "HOSTS_DOWN_AFTER": 3,  # ImageNet's lists point at tens of thousands of hosts, many gone
         "IMAGES_RETRY_TIMES": 1,
         "IMAGES_MIN_WIDTH": 32,
         "IMAGES_MIN_HEIGHT": 32,
@@ -59,6 +63,12 @@ class ImagenetSpider(DatasetSpider):
         spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
         spider.candidate_of = {}
         spider.requeued: set[str] = set()
+        spider.retried: Counter[str] = Counter()  # image id -> failed connections tried again behind the others
+        spider.host_pending: Counter[str] = Counter()  # host -> our candidates on it in flight
+        spider.asking: dict[str, str] = {}  # image id in flight -> its host
+        spider.short_probe_after = crawler.settings.getfloat("HOSTS_SHORT_PROBE_AFTER")
+        retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
+        spider.retry_times = crawler.settings.getint("RETRY_TIMES") if retry_times in (None, "") else int(retry_times)
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
         return spider
 
@@ -129,14 +139,20 @@ class ImagenetSpider(DatasetSpider):
             active.extend(starting)
             progressed = False
             for state in list(active):
+                self.recall_deferred(state)
                 while not state.exhausted and quota.has_room(state.wnid):
                     item = self.next_item(state)
                     if item is not None:
                         quota.reserve(state.wnid)
                         progressed = True
                         yield item
-                if quota.full(state.wnid) or (state.exhausted and not quota.pending[state.wnid]):
+                if quota.full(state.wnid):
                     active.remove(state)
+                elif state.exhausted and not quota.pending[state.wnid]:
+                    if not self.revive_skipped(state):
+                        active.remove(state)
+                    elif not state.exhausted:
+                        progressed = True  # skipped candidates came back: go again at once
             if active and not progressed:
                 await quota.changed()
 
@@ -234,6 +250,10 @@ class ImagenetSpider(DatasetSpider):
     def item_for(self, state: ClassState, candidate: imagenet.Candidate) -> ImageItem | None:
         if candidate.image_id in state.present or self.known_failure("image", candidate.image_id):
             return None
+        hosts, host = self.core.hosts, host_of(candidate.url)
+        if self.probing_enough(host):
+            state.deferred.append(candidate)  # its host has not answered yet: the class moves on meanwhile
+            return None
         item = ImageItem(
             image_id=candidate.image_id,
             image_urls=[candidate.url],
@@ -246,7 +266,66 @@ class ImagenetSpider(DatasetSpider):
         first = self.urls_used.setdefault(candidate.url, state.wnid)
         if first != state.wnid:
             item.outcome, item.detail = Outcome.DUPLICATE, f"the same URL is listed in {first}, which came first"
+        elif hosts.enabled and hosts.is_down(host):
+            item.outcome, item.detail = Outcome.HOST_DOWN, str(HostDown(host, hosts.skip(host)))  # not asked
+        else:
+            self.host_pending[host] += 1
+            self.asking[candidate.image_id] = host
+        item.retry_later = self.core.workers is None  # workers retry at once (candidates are shared)
         return item
+
+    def probing_enough(self, host: str) -> bool:
+        """Whether ``host``, which has not answered yet, already has as many of our candidates in
+        flight as an unproven host may (HOSTS_UNPROVEN_CONCURRENCY): more would only wait on it."""
+        hosts = self.core.hosts
+        return (self.core.workers is None and hosts.unproven > 0 and not hosts.proven(host)
+                and not hosts.is_down(host) and self.host_pending[host] >= hosts.unproven)
+
+    def recall_deferred(self, state: ClassState) -> None:
+        """Candidates put off while their host was silent go again (first, in list order) once it
+        has answered, gone down (they are then recorded host_down at once) or has room to probe."""
+        if not state.deferred:
+            return
+        ready = [c for c in state.deferred if not self.probing_enough(host_of(c.url))]
+        if ready:
+            chosen = {id(c) for c in ready}
+            state.deferred = [c for c in state.deferred if id(c) not in chosen]
+            state.spare.extendleft(reversed(ready))
+    def revive_skipped(self, state: ClassState) -> bool:
+        """Before a class ends short, the candidates it skipped on down hosts get their host's
+        probe: those whose host is back go again; for each host not probed since it went down, one
+        candidate goes as its probe once the host has been down ``HOSTS_SHORT_PROBE_AFTER``
+        seconds (sooner than its cool-down: a short class does not wait a minute on a dead host);
+        those whose host failed a probe since they were skipped stay host_down (a re-run tries
+        them). True while the class waits on a probe (it stays active; a timer wakes the feed)."""
+        hosts = self.core.hosts
+        if state.deferred:
+            return True  # its silent hosts answer, or fail, in time: a record wakes the feed
+        if not state.skipped or not hosts.enabled:
+            return False
+        now, again, waiting, probes = time.monotonic(), [], [], set()
+        wake = float("inf")
+        for candidate, when in state.skipped:
+            host = host_of(candidate.url)
+            found = hosts.hosts.get(host)
+            if found is None or found.down_since is None:
+                again.append(candidate)  # back up
+                continue
+            if found.probe_failed_at >= when:
+                continue  # its host failed a probe since: host_down stands
+            due = min(found.retry_at, found.down_since + self.short_probe_after)
+            if due <= now and not found.probing and host not in probes:
+                probes.add(host)
+                hosts.probe_now(host)
+                again.append(candidate)  # the probe
+            else:
+                waiting.append((candidate, when))
+                wake = min(wake, due if due > now else now + 0.25)
+        state.skipped = waiting
+        state.candidates.extend(again)
+        if waiting and not again and wake < float("inf"):
+            asyncio.get_running_loop().call_later(max(0.05, wake - now), self.core.quota.poke)
+        return bool(again or waiting)
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -254,9 +333,18 @@ class ImagenetSpider(DatasetSpider):
         if item.kind == "image" and item.group:
             self.outcomes[item.group][item.outcome or "?"] += 1
             found = self.candidate_of.pop(item.image_id, None)
+            if (host := self.asking.pop(item.image_id, None)) is not None:
+                self.host_pending[host] -= 1
             if found and not item.flight and item.outcome == Outcome.SURPLUS and item.image_id not in self.requeued:
                 self.requeued.add(item.image_id)  # once: not needed now, wanted if a withdrawal makes room
                 found[0].spare.append(found[1])
+            elif found and item.outcome == Outcome.HOST_DOWN and item.retry_later:
+                found[0].skipped.append((found[1], time.monotonic()))  # its host's probe decides
+            elif (found and item.retry_later and item.outcome in (Outcome.TIMEOUT, Outcome.CONNECTION)
+                  and self.retried[item.image_id] < self.retry_times
+                  and not self.core.hosts.is_down(host_of(item.url))):
+                self.retried[item.image_id] += 1
+                found[0].candidates.append(found[1])  # tried again behind the class's other candidates
 
     def summarise(self, classes: list[ClassState]) -> None:
         wanted = self.params.per_class
@@ -269,7 +357,7 @@ class ImagenetSpider(DatasetSpider):
                 continue
             failures = {k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES}
             why = state.no_urls or (
-                f"out of candidates after {len(state.candidates)} URLs; "
+                f"out of candidates after {len({c.image_id for c in state.candidates})} URLs; "
                 + (", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "no failures")
             )
             logger.debug("%s: only %d/%d images: %s", name, kept, wanted, why)  # the summary says it

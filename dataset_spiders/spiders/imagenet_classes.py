@@ -31,6 +31,8 @@ class ClassState:
     loaded: bool = False
 
     spare: deque[imagenet.Candidate] = field(default_factory=deque)  # good but surplus: for top-ups
+    skipped: list[tuple[imagenet.Candidate, float]] = field(default_factory=list)  # on a down host, and when
+    deferred: list[imagenet.Candidate] = field(default_factory=list)  # on a silent host already probed enough
     on_disk: dict[str, Record] = field(default_factory=dict)  # what the folder held at the start
     vouched: set[str] = field(default_factory=set)  # of those, the ones the manifest lists as kept
 

@@ -80,3 +80,22 @@ def test_a_refused_connection_is_not_held_back_by_the_happy_eyeballs_delay():
     import dataset_spiders.middlewares.cancel_when_full  # noqa: F401 - sets the delay
 
     assert HostnameEndpoint(reactor, b"example.com", 80)._attemptDelay == 0.01
+
+
+def test_the_connect_limit_reaches_the_agents_endpoint_not_the_whole_timeout():
+    """middlewares/scrapy_compat.py: Scrapy's agent takes its connect timeout in the private
+    ``_ScrapyAgent._get_agent``; ours passes the shorter connect limit there, and only there."""
+    from scrapy.core.downloader.handlers.http11 import _load_context_factory_from_settings
+    from scrapy.utils.test import get_crawler
+
+    from dataset_spiders.middlewares.scrapy_compat import CONNECT_TIMEOUT_META, _ConnectLimitedAgent
+
+    crawler = get_crawler()
+    agent = _ConnectLimitedAgent(contextFactory=_load_context_factory_from_settings(crawler), crawler=crawler)
+    limited = agent._get_agent(Request("http://example.com/a.jpg", meta={CONNECT_TIMEOUT_META: 2}), 60)
+    assert limited._endpointFactory._connectTimeout == 2
+    plain = agent._get_agent(Request("http://example.com/a.jpg"), 60)
+    assert plain._endpointFactory._connectTimeout == 60
+    proxied = agent._get_agent(Request("http://example.com/a.jpg", meta={CONNECT_TIMEOUT_META: 3,
+                                                                          "proxy": "http://127.0.0.1:3128"}), 60)
+    assert proxied._endpointFactory._connectTimeout == 3  # through a proxy: the hop to the proxy

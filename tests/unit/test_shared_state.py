@@ -196,3 +196,32 @@ def test_a_near_copy_is_refused_by_any_worker_until_its_original_is_revoked(serv
         return verdicts
 
     assert asyncio.run(main()) == ["ok", "near a 2", "ok", "near kept_before 1", "ok"]
+
+
+def test_a_host_one_worker_found_down_is_down_for_the_other(server):
+    """Host health across workers (core/worker_mode.py SharedHosts): advisory, through Redis."""
+    from dataset_spiders.core.hosts import HostHealth
+    from dataset_spiders.core.worker_mode import SharedHosts
+    from dataset_spiders.outcomes import HostDown
+
+    async def scenario() -> None:
+        states = await workers(server.url, "t-hosts:", 2)
+        one, two = HostHealth(down_after=2, down_for=30), HostHealth(down_after=2, down_for=30)
+        shared = [SharedHosts(states[0], one), SharedHosts(states[1], two)]
+        one.shared, two.shared = shared
+        host = "http://gone.example:80"
+        one.failed(host, "refused")
+        one.failed(host, "refused")
+        assert one.is_down(host)
+        for _ in range(60):
+            if two.is_down(host):
+                break
+            await asyncio.sleep(0.05)
+        assert two.is_down(host) and two.hosts[host].why_down.startswith("found by another worker: 2 connection")
+        with pytest.raises(HostDown):
+            two.admit(host)
+        for piece in shared:
+            piece.stop()
+        await close(states)
+
+    asyncio.run(scenario())
