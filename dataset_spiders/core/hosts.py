@@ -57,6 +57,7 @@ class HostState:
     proven: bool = False  # it has answered at least once in this run
     skipped: int = 0  # candidates recorded host_down because of it
     why_down: str = ""  # the failure that took it down, in words
+    first_asked: float | None = None  # monotonic time of its first request while it had not answered yet
 
 
 @dataclass
@@ -112,9 +113,22 @@ class HostHealth:
             found.retry_at = min(found.retry_at, time.monotonic())
 
     def refuse_if_down(self, host: str) -> None:
-        """Raise HostDown if a request to ``host`` would not be made now (see ``is_down``)."""
-        if self.enabled and host and self.is_down(host):
+        """A request to ``host`` arrives: raise HostDown if it would not be made now (see
+        ``is_down``); else note when an unproven host was first asked (``silent_for``)."""
+        if not host:
+            return
+        if self.enabled and self.is_down(host):
             raise HostDown(host, self.skip(host))
+        found = self.state(host)
+        if not found.proven and found.first_asked is None:
+            found.first_asked = time.monotonic()
+
+    def silent_for(self, host: str) -> float:
+        """Seconds since an unproven host was first asked without answering (0: proven, or not asked)."""
+        found = self.hosts.get(host)
+        if found is None or found.proven or found.first_asked is None:
+            return 0.0
+        return time.monotonic() - found.first_asked
 
     def admit(self, host: str) -> None:
         """A request to ``host`` is about to go: raise HostDown unless it may (up, or its probe)."""

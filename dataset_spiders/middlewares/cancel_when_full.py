@@ -96,25 +96,29 @@ class ImageConcurrency:
 
 
 class _Watch:
-    """One image download attempt: its first-byte timer, its stall mark, whether its host answered."""
+    """One image request in the handler: its stall mark (from the moment it arrives, so a request
+    waiting on a silent host's gate counts too) and, per attempt, its first-byte timer and whether
+    its host answered."""
 
     def __init__(self, handler: CancelWhenFullDownloadHandler, request: Request):
         self.handler, self.request = handler, request
         self.host = host_of(request.url)
-        self.answered = False
+        self.answered = False  # in this attempt
+        self.ever_answered = False
         self.timed_out = False
         self.stalled_group: str | None = None
         self.task: asyncio.Future[Response] | None = None
-        self.timers: list[asyncio.TimerHandle] = []
-
-    def start(self, task: asyncio.Future[Response]) -> None:
-        loop, meta = asyncio.get_running_loop(), self.request.meta
-        self.task = task
-        if first_byte := meta.get(FIRST_BYTE_META):
-            self.timers.append(loop.call_later(first_byte, self._no_first_byte))
-        group, quota, stall = meta.get(GROUP_META), self.handler._quota, self.handler._stall_after
+        self.first_byte: asyncio.TimerHandle | None = None
+        self.stall: asyncio.TimerHandle | None = None
+        group, quota, stall = request.meta.get(GROUP_META), handler._quota, handler._stall_after
         if group is not None and quota is not None and stall > 0:
-            self.timers.append(loop.call_later(stall, self._stalled, group))
+            self.stall = asyncio.get_running_loop().call_later(stall, self._stalled, group)
+
+    def begin(self, task: asyncio.Future[Response]) -> None:
+        """An attempt starts (the memory budget may restart one): its own first-byte timer."""
+        self.task, self.answered, self.timed_out = task, False, False
+        if first_byte := self.request.meta.get(FIRST_BYTE_META):
+            self.first_byte = asyncio.get_running_loop().call_later(first_byte, self._no_first_byte)
 
     def _no_first_byte(self) -> None:
         if not self.answered and self.task is not None and not self.task.done():
@@ -122,22 +126,27 @@ class _Watch:
             self.task.cancel()
 
     def _stalled(self, group: str) -> None:
-        if not self.answered and self.handler._quota is not None:
+        if not self.ever_answered and self.handler._quota is not None:
             self.stalled_group = group
             self.handler._quota.stall(group, +1)
 
     def headers(self) -> None:
-        self.answered = True
+        self.answered = self.ever_answered = True
         self._unstall()
 
     def _unstall(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
         if self.stalled_group is not None and self.handler._quota is not None:
             self.handler._quota.stall(self.stalled_group, -1)
             self.stalled_group = None
 
+    def end_attempt(self) -> None:
+        if self.first_byte is not None:
+            self.first_byte.cancel()
+
     def close(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
+        self.end_attempt()
         self._unstall()
 
 
@@ -158,7 +167,7 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         self._connect = s.getfloat("IMAGES_CONNECT_TIMEOUT")
         self._first_byte = s.getfloat("IMAGES_FIRST_BYTE_TIMEOUT")
         self._stall_after = s.getfloat("HOSTS_STALL_AFTER")
-        self._watches: dict[int, _Watch] = {}  # id(request) -> its attempt in flight
+        self._watches: dict[int, _Watch] = {}  # id(request) -> its watch, while in this handler
         crawler.signals.connect(self._headers_received, signal=signals.headers_received)
 
     def _headers_received(self, request: Request, **kwargs: Any) -> None:
@@ -167,8 +176,6 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
             watch.headers()
 
     async def _fetch(self, request: Request) -> Response:
-        if not request.meta.get(IMAGE_META):
-            return await super().download_request(request)
         async with self._caps.slot(request):
             if self._budgeted is None:
                 return await self._watched(request)
@@ -185,9 +192,9 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         health = self._health
         if health is not None:
             health.admit(host_of(request.url))  # HostDown, unless it is up or this is its probe
-        watch = self._watches[id(request)] = _Watch(self, request)
+        watch = self._watches.get(id(request)) or _Watch(self, request)
         task = asyncio.ensure_future(super().download_request(request))
-        watch.start(task)
+        watch.begin(task)
         try:
             response = await task
         except BaseException as exc:
@@ -207,8 +214,7 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
                 raise error from None
             raise
         finally:
-            watch.close()
-            self._watches.pop(id(request), None)
+            watch.end_attempt()
         if health is not None and watch.host:
             if meta.get("proxy") and response.status in (502, 504):  # the proxy could not reach the host
                 meta[NO_ANSWER_META] = True
@@ -218,10 +224,21 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         return response
 
     async def download_request(self, request: Request) -> Response:
+        if not request.meta.get(IMAGE_META):
+            return await super().download_request(request)  # API pages: Scrapy's handler as it is
+        if self._health is not None:
+            self._health.refuse_if_down(host_of(request.url))  # HostDown: not asked
+        watch = self._watches[id(request)] = _Watch(self, request)
+        try:
+            return await self._within_group(request)
+        finally:
+            watch.close()
+            self._watches.pop(id(request), None)
+
+    async def _within_group(self, request: Request) -> Response:
+        """The download, cancelled once its group (an exact count) is full."""
         group = request.meta.get(GROUP_META)
         quota = self._quota
-        if request.meta.get(IMAGE_META) and self._health is not None:
-            self._health.refuse_if_down(host_of(request.url))  # HostDown: not asked
         if group is None or quota is None or quota.target is None:
             return await self._fetch(request)
         if quota.full(group):

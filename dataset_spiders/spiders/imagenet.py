@@ -67,6 +67,7 @@ class ImagenetSpider(DatasetSpider):
         spider.host_pending: Counter[str] = Counter()  # host -> our candidates on it in flight
         spider.asking: dict[str, str] = {}  # image id in flight -> its host
         spider.short_probe_after = crawler.settings.getfloat("HOSTS_SHORT_PROBE_AFTER")
+        spider.stall_after = crawler.settings.getfloat("HOSTS_STALL_AFTER")
         retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
         spider.retry_times = crawler.settings.getint("RETRY_TIMES") if retry_times in (None, "") else int(retry_times)
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
@@ -275,11 +276,14 @@ class ImagenetSpider(DatasetSpider):
         return item
 
     def probing_enough(self, host: str) -> bool:
-        """Whether ``host``, which has not answered yet, already has as many of our candidates in
-        flight as an unproven host may (HOSTS_UNPROVEN_CONCURRENCY): more would only wait on it."""
+        """Whether ``host`` has stayed silent (asked ``HOSTS_STALL_AFTER`` seconds ago, no answer
+        yet) with as many of our candidates in flight as an unproven host may get
+        (``HOSTS_UNPROVEN_CONCURRENCY``): more would only wait on it, so the class moves on. (A
+        host that answers at once is never put off: candidates go in list order.)"""
         hosts = self.core.hosts
-        return (self.core.workers is None and hosts.unproven > 0 and not hosts.proven(host)
-                and not hosts.is_down(host) and self.host_pending[host] >= hosts.unproven)
+        return (self.core.workers is None and hosts.unproven > 0 and self.host_pending[host] >= hosts.unproven
+                and not hosts.proven(host) and not hosts.is_down(host)
+                and hosts.silent_for(host) >= self.stall_after)
 
     def recall_deferred(self, state: ClassState) -> None:
         """Candidates put off while their host was silent go again (first, in list order) once it
