@@ -53,6 +53,32 @@ class FirstByteTimeout(DownloadTimeoutError):
 HostnameEndpoint._DEFAULT_ATTEMPT_DELAY = 0.01
 
 
+class _Gate:
+    """At most ``limit`` requests at once to a host that has not answered yet; once it answers
+    (or goes down: then they fail at once, not asked) every waiter goes through."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.inside = 0
+        self.opened = False
+        self._turn = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._turn:
+            await self._turn.wait_for(lambda: self.opened or self.inside < self.limit)
+            self.inside += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._turn:
+            self.inside -= 1
+            self._turn.notify_all()
+
+    async def open(self) -> None:
+        async with self._turn:
+            self.opened = True
+            self._turn.notify_all()
+
+
 class ImageConcurrency:
     """``CONCURRENT_REQUESTS`` and ``CONCURRENT_REQUESTS_PER_DOMAIN`` for image downloads.
 
@@ -68,7 +94,7 @@ class ImageConcurrency:
         self.per_host_limit = max(1, per_host)
         self.per_host: dict[str, asyncio.Semaphore] = {}
         self.health = health
-        self.unproven: dict[str, asyncio.Semaphore] = {}  # hosts that never answered: a probe, not a flood
+        self.unproven: dict[str, _Gate] = {}  # hosts that never answered: a probe, not a flood
 
     @classmethod
     def of(cls, crawler: Any, health: HostHealth | None = None) -> ImageConcurrency:
@@ -90,9 +116,15 @@ class ImageConcurrency:
             return
         # Until the host has answered once, at most ``unproven`` of its requests go at a time
         # (waiting here holds no other slot), so silent hosts cannot take every slot.
-        gate = self.unproven.setdefault(origin, asyncio.Semaphore(health.unproven))
+        gate = self.unproven.setdefault(origin, _Gate(health.unproven))
         async with gate, self.total, per_host:
             yield
+
+    async def settled(self, origin: str) -> None:
+        """``origin`` answered, or went down: its gate no longer holds anyone back."""
+        gate = self.unproven.pop(origin, None)
+        if gate is not None:
+            await gate.open()
 
 
 class _Watch:
@@ -205,9 +237,12 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
             if health is not None and watch.host:
                 if watch.answered:  # it answered, then the body failed: alive all the same
                     health.answered(watch.host)
+                    await self._caps.settled(watch.host)
                 elif _connection_level(error):
                     meta[NO_ANSWER_META] = True
                     health.failed(watch.host, f"{type(error).__name__}: {str(error)[:120]}")
+                    if health.is_down(watch.host):
+                        await self._caps.settled(watch.host)
                 else:
                     health.abandoned(watch.host)
             if error is not exc:
@@ -221,6 +256,8 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
                 health.failed(watch.host, f"HTTP {response.status} from the proxy")
             else:
                 health.answered(watch.host)
+            if health.proven(watch.host) or health.is_down(watch.host):
+                await self._caps.settled(watch.host)  # its gate's waiters go (or fail at once)
         return response
 
     async def download_request(self, request: Request) -> Response:
