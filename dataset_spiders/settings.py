@@ -109,6 +109,7 @@ PLACEHOLDER_URL_PATTERNS = [  # ours: a redirect hop or final URL matching one i
 ]
 IMAGES_HONOUR_NOAI = True  # ours: an image served with X-Robots-Tag noai/noimageai is not kept (`opted_out`)
 PLACEHOLDER_LEARN_THRESHOLD = 0  # ours: the same bytes for this many URLs of a site: a placeholder (0: off)
+PLACEHOLDER_LEARN_IN_CLASS = 0  # ours: ... or for this many photo URLs of a site within one class (0: off; imagenet: 2)
 DEDUPLICATE_IMAGES = False  # ours: refuse a byte- or pixel-identical copy of a kept image
 NEAR_DUPLICATES = False  # ours: refuse a near-copy (resized, re-encoded) of a kept image, by perceptual hash
 NEAR_DUPLICATE_DISTANCE = 4  # ours: at most this many of the 64 hash bits differ in a near-copy (0 to 15)

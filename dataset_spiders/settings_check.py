@@ -131,6 +131,7 @@ OURS: dict[str, Rule] = {
     "PLACEHOLDER_URL_PATTERNS": listed(_regex_fault, "a list of regular expressions"),
     "IMAGES_HONOUR_NOAI": BOOLEAN,
     "PLACEHOLDER_LEARN_THRESHOLD": whole(0),
+    "PLACEHOLDER_LEARN_IN_CLASS": whole(0),
     "DEDUPLICATE_IMAGES": BOOLEAN,
     "NEAR_DUPLICATES": BOOLEAN,
     "NEAR_DUPLICATE_DISTANCE": whole(0, 15),

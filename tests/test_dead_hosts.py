@@ -8,10 +8,12 @@ every case: exactly N per class, each file byte for byte an image its class list
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import crawl
+from tests.conftest import ROOT, clean_env, crawl, crawl_command
 from tests.emulators.dead_hosts import (
     BLACK_HOLED,
     DNS_ENV,
@@ -87,16 +89,29 @@ def test_a_class_whose_dead_candidates_must_be_decided_skips_them_once_the_host_
 
 
 def test_a_host_down_for_a_moment_never_leaves_a_class_short(tmp_path):
-    """Every candidate of the class is on one host that refuses connections for its first second:
-    it goes down, its candidates are skipped, and before the class ends short the host's probe
+    """Every candidate of the class is on one host that refuses connections until the crawl has
+    taken it down: its candidates are skipped, and before the class ends short the host's probe
     (HOSTS_SHORT_PROBE_AFTER later, not its 30 s cool-down) finds it back: the class ends full."""
     bodies = [image_body(f"flap-{i}") for i in range(8)]
-    with FlappingHost(bodies, down_for=1.0) as host:
-        run = one_class(tmp_path, host.urls, 5, {**FAST, "HOSTS_DOWN_FOR": "30"})
-    assert run.code == 0, run.stderr[-3000:]
+    with FlappingHost(bodies) as host:
+        host.down()
+        listed = tmp_path / "urls.txt"
+        write_url_list(listed, {"n01440764": host.urls})
+        settings = {**FAST, "HOSTS_DOWN_FOR": "30", "HOSTS_SHORT_PROBE_AFTER": "6"}
+        proc = subprocess.Popen(
+            crawl_command("imagenet", tmp_path / "out", f"urls_file={listed}", "wnids=n01440764", "per_class=5",
+                          "flickr_only=false", settings=settings),
+            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        manifest = tmp_path / "out" / "manifest.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b"host_down" not in (manifest.read_bytes() if manifest.exists() else b""):
+            time.sleep(0.05)
+        host.up()  # back after a moment: before the probe
+        _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, stderr[-3000:]
     files = sorted(p.read_bytes() for p in (tmp_path / "out" / "Images" / "n01440764").iterdir())
     assert len(files) == 5 and set(files) <= set(bodies)
-    assert "host_down" in json.dumps(lines(tmp_path / "out")) and " answers again " in run.stderr
+    assert "host_down" in json.dumps(lines(tmp_path / "out")) and " answers again " in stderr
 
 
 def test_a_proxy_that_cannot_reach_a_host_takes_it_down(tmp_path):

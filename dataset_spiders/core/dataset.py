@@ -64,7 +64,8 @@ class DatasetCore:
         self.notes: list[str] = []  # what else the summary should say (classes left as they are, ...)
         self.seen = SeenImages() if s.getbool("DEDUPLICATE_IMAGES") else None
         self.near = NearCopies(s.getint("NEAR_DUPLICATE_DISTANCE")) if s.getbool("NEAR_DUPLICATES") else None
-        self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"))
+        self.learner = PlaceholderLearner(s.getint("PLACEHOLDER_LEARN_THRESHOLD"),
+                                          s.getint("PLACEHOLDER_LEARN_IN_CLASS"))
         self.hosts = HostHealth.from_settings(s)  # which image hosts answer (advisory: never what is kept)
         redis_url = s.get("REDIS_URL") or None
         self.workers: WorkerMode | None = None
@@ -152,7 +153,8 @@ class DatasetCore:
             if self.reselect:
                 await asyncio.to_thread(self._set_aside_everything, self.reselect)
             await asyncio.to_thread(self.provenance.start)
-            found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen, self.near)
+            found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen, self.near,
+                                            self.workers is None)  # workers share the file: no repair
         except OSError as exc:
             self.fail(f"cannot write to {exc.filename or self.disk.root}: {exc.strerror or exc}")
             return False

@@ -60,16 +60,20 @@ def _key_of(obj: Any) -> str | None:
 
 
 def load(
-    disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None, near: NearCopies | None = None
+    disk: DatasetDisk, learner: PlaceholderLearner, seen: SeenImages | None, near: NearCopies | None = None,
+    repair: bool = False,
 ) -> EarlierRuns:
     """Read the manifest (blocking; at start-up, off the reactor).
 
     A line as we write it is indexed from its first bytes; any other line (an older version's,
     a hand edit, junk) is decoded in full and checked, and skipped with a warning if it is not
     a record. A path outside the dataset is never acted on: such a line is dropped here when it
-    is decoded, and ``DatasetDisk.kept_path`` refuses it when it is read back."""
+    is decoded, and ``DatasetDisk.kept_path`` refuses it when it is read back. With ``repair``
+    (a single run holding the dataset), a torn line (a write cut short by a crash or a full disk)
+    is repaired once instead of warned about at every run: see ``repair_torn``."""
     found = EarlierRuns(ManifestIndex(disk.manifest_path))
     offsets = found.index.offsets
+    torn: list[tuple[int, bytes]] = []
     for offset, raw in _lines(disk.manifest_path):
         try:
             key = _key_of(orjson.loads(raw))
@@ -79,7 +83,9 @@ def load(
             offsets[key] = offset
             continue
         record = decode(raw) if len(raw) < MAX_LINE else f"over {MAX_LINE} bytes"
-        if isinstance(record, str):
+        if isinstance(record, str) and repair and record.startswith("not JSON"):
+            torn.append((offset, raw))
+        elif isinstance(record, str):
             _skipped(found, disk.manifest_path, offset, record)
         elif record.path is not None and (disk.absolute(record.path) is None or not is_image_name(record.path)):
             found.ignored += 1
@@ -94,6 +100,8 @@ def load(
         logger.warning("Ignored %d manifest line(s) whose path is outside the dataset", found.ignored)
     if found.skipped > 5:
         logger.warning("%s: skipped %d malformed line(s) in all", disk.manifest_path, found.skipped)
+    if torn:
+        repair_torn(disk, torn)
     if learner.threshold or seen is not None or near is not None:  # a second pass, over each image's last line
         last = set(offsets.values())
         for offset, raw in _lines(disk.manifest_path):
@@ -102,6 +110,32 @@ def load(
             ):
                 _remember(disk, record, learner, seen, near, found.withdraw)
     return found
+
+
+def repair_torn(disk: DatasetDisk, torn: list[tuple[int, bytes]]) -> None:
+    """Set torn manifest lines aside, once: their bytes are appended to
+    ``.quarantine/manifest.torn-lines``, then each is blanked in place (spaces, which every reader
+    skips, so no other line moves) or, at the end of the file, cut off. Blocking; the caller holds
+    the dataset alone."""
+    aside = os.path.join(disk.quarantine_dir, "manifest.torn-lines")
+    os.makedirs(disk.quarantine_dir, exist_ok=True)
+    with open_regular(aside, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "ab", follow=False) as saved:
+        saved.write(b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw in torn))
+        saved.flush()
+        os.fsync(saved.fileno())
+    with open_regular(disk.manifest_path, os.O_RDWR, "r+b", follow=False) as f:
+        end = f.seek(0, os.SEEK_END)
+        for offset, raw in reversed(torn):
+            if offset + len(raw) >= end:
+                f.truncate(offset)  # the last line: cut off, the next line starts where it began
+                end = offset
+            else:
+                f.seek(offset)
+                f.write(b" " * (len(raw) - 1) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    logger.warning("Repaired %s: %d line(s) cut short by a crash or a full disk, set aside to %s", disk.manifest_path,
+                   len(torn), aside)
 
 
 def _lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -137,7 +171,7 @@ def _remember(
         ref = KeptRef(record.id, record.group or "", path, record.url or "")
         learner.note_kept_ref(site, sha256, ref, record.pixels)
     # every copy counts as one more URL serving those bytes, kept or not (duplicate, surplus)
-    for earlier, pixels in learner.observe(site, sha256, record.url or "") or []:
+    for earlier, pixels in learner.observe(site, sha256, record.url or "", record.group or "") or []:
         withdraw[earlier.image_id] = (earlier, sha256, pixels)
     if ref is None:
         return

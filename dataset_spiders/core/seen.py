@@ -71,40 +71,58 @@ class SeenImages:
 
 class PlaceholderLearner:
     """The same bytes served for ``threshold`` or more distinct photo URLs of one site are a
-    placeholder: it is never kept again, and the copies kept before are withdrawn.
+    placeholder: it is never kept again, and the copies kept before are withdrawn. With
+    ``in_class`` (imagenet: 2), that many distinct photo URLs of one site *within one class*
+    suffice: a class lists each photo once, so two of its photos that are byte for byte the same
+    are a stand-in, however each copy was classified (kept, or refused as a duplicate), and a
+    small run learns what a larger one would. (Across classes one photo may be listed in two
+    synsets: there, ``threshold`` URLs are needed.) A photo URL is its path: the same photo on
+    another host of the site (``farm3.static.flickr.com`` and ``farm3.staticflickr.com``) or with
+    another query string is no second photo.
 
     Almost every image is served for one URL and kept once: for those, the URL and the kept copy
     are held as themselves, and a set or a dict is made only when a second one comes (a million
     images would otherwise cost a million sets and a million dicts)."""
 
-    def __init__(self, threshold: int):
+    def __init__(self, threshold: int, in_class: int = 0):
         self.threshold = threshold  # 0: off
-        self.urls: dict[tuple[str, str], str | set[str]] = {}
+        self.in_class = in_class if threshold else 0  # 0: no rule within a class
+        self.urls: dict[tuple[str, str], str | set[str]] = {}  # (site, sha) -> "group\0path" seen
         self.kept: dict[tuple[str, str], _Kept | dict[str, _Kept]] = {}
         self.learned: set[tuple[str, str]] = set()
 
-    def observe(self, site: str, sha256: str, url: str) -> list[_Kept] | None:
-        """Count ``url`` for this content; when that makes it a placeholder, return the kept
-        copies to withdraw (possibly none), else None."""
+    def observe(self, site: str, sha256: str, url: str, group: str = "") -> list[_Kept] | None:
+        """Count ``url`` (of class ``group``) for this content; when that makes it a placeholder,
+        return the kept copies to withdraw (possibly none), else None."""
         if not self.threshold:
             return None
         key = (site, sha256)
         if key in self.learned:
             return []
+        seen_as = f"{group}\0{_photo_path(url)}"
         seen = self.urls.get(key)
         if seen is None:
-            self.urls[key] = seen = url
+            self.urls[key] = seen = seen_as
         elif isinstance(seen, str):
-            if seen != url:
-                self.urls[key] = seen = {seen, url}
+            if seen != seen_as:
+                self.urls[key] = seen = {seen, seen_as}
         else:
-            seen.add(url)
-        if (1 if isinstance(seen, str) else len(seen)) < self.threshold:
+            seen.add(seen_as)
+        if isinstance(seen, str) or not self._enough(seen, seen_as.split("\0", 1)[0]):
             return None
         self.learned.add(key)
         del self.urls[key]
         kept = self.kept.pop(key, {})
         return list(kept.values()) if isinstance(kept, dict) else [kept]
+
+    def _enough(self, seen: set[str], group: str) -> bool:
+        paths = {entry.split("\0", 1)[1] for entry in seen}
+        if len(paths) >= self.threshold:
+            return True
+        if not self.in_class or not group:
+            return False
+        mine = {path for entry in seen for g, path in [entry.split("\0", 1)] if g == group}
+        return len(mine) >= self.in_class
 
     def add_learned(self, site: str, sha256: str) -> None:
         """A placeholder an earlier run learned (from the manifest)."""
@@ -132,3 +150,9 @@ class PlaceholderLearner:
 
 
 _Kept = tuple[KeptRef, "str | None"]  # a kept copy and its pixel digest
+
+
+def _photo_path(url: str) -> str:
+    """A photo URL without its scheme, host and query: which photo of the site it names."""
+    rest = url.split("://", 1)[-1]
+    return "/" + rest.split("/", 1)[1].split("?", 1)[0].split("#", 1)[0] if "/" in rest else url

@@ -76,9 +76,14 @@ class RunReport:
             held = sum(counts.get(o, 0) for o in KEPT_OUTCOMES)
         asked = f" of the {planned} asked for" if planned is not None else ""
         elapsed = time.monotonic() - self.started
-        lines = [f"Summary: {held} image(s) in the dataset{asked} ({counts.get('kept', 0)} downloaded now, "
-                 f"{counts.get('present', 0)} already there) in {elapsed:.0f} s"]
-        lines.append("Outcomes (images): " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none tried"))
+        now = counts.get("kept", 0)
+        # already there: what the dataset held of it before this run (found in class folders, or present)
+        lines = [f"Summary: {held} image(s) in the dataset{asked} ({now} downloaded now, "
+                 f"{max(0, held - now)} already there) in {elapsed:.0f} s"]
+        tried = ", ".join(f"{k} {v}" for k, v in counts.items())
+        lines.append("Outcomes (images): " + (tried or ("none tried: the dataset already holds what was asked"
+                                                        if held and planned is not None and held >= planned
+                                                        else "none tried")))
         masks = outcome_counts(stats, "outcome_mask/")
         if masks:
             lines.append("Outcomes (masks): " + ", ".join(f"{k} {v}" for k, v in masks.items()))

@@ -188,10 +188,10 @@ class DatasetImagesPipeline(ImagesPipeline):
             return  # with workers, the shared decision learns placeholders (core/worker_mode.py)
         learner, site = self.core.learner, site_of(item.url)
         known = learner.is_placeholder(site, item.sha256 or "")
-        withdraw = learner.observe(site, item.sha256 or "", item.url or "")
+        withdraw = learner.observe(site, item.sha256 or "", item.url or "", item.group)
         if withdraw is None:
             return
-        detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}"
+        detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}, or 2 of one class"
         if not known:
             self.core.stats.inc_value("placeholders/learned")
             logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d "

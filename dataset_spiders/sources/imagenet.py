@@ -238,11 +238,13 @@ def iter_url_file(path: str) -> Iterator[tuple[str, Candidate]]:
                 yield wnid.decode("ascii"), Candidate(image_id.decode("ascii"), decode_url_bytes(url))
 
 
-def scan_url_file(path: str, wnids: Collection[str], domains: Collection[str] | None) -> dict[str, list[Candidate]]:
+def scan_url_file(path: str, wnids: Collection[str], domains: Collection[str] | None,
+                  listed: Counter[str] | None = None) -> dict[str, list[Candidate]]:
     """The candidates of the requested classes in file order, deduplicated by URL within a class.
 
     Every requested valid wnid is a key, with an empty list when the file has none (teddy bear is not in fall11).
-    ``domains=None`` keeps every host.
+    ``domains=None`` keeps every host. ``listed``, when given, counts the lines of each class before
+    the host filter (a class the file never names has none: an unknown wnid).
     """
     wanted = {w.encode("ascii"): w for w in wnids if valid_wnid(w)}
     out: dict[str, list[Candidate]] = {w: [] for w in wanted.values()}
@@ -256,6 +258,8 @@ def scan_url_file(path: str, wnids: Collection[str], domains: Collection[str] | 
                 continue
             wnid = wanted[parsed[0]]
             url = decode_url_bytes(parsed[2])
+            if listed is not None:
+                listed[wnid] += 1
             if (test is not None and not _host_in(_host(url), *test)) or url in seen[wnid]:
                 continue
             seen[wnid].add(url)

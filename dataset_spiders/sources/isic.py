@@ -252,3 +252,20 @@ def record_from_description(raw: dict[str, Any]) -> IsicRecord:
     if "isic_id" in raw:
         return v2_record(raw)
     return v1_record(raw, api_url="")
+
+
+#: Search fields the archive retired, and what replaced them (the archive's metadata history:
+#: ``diagnosis`` became ``diagnosis_1``..``diagnosis_5`` in October 2024; ``benign_malignant`` was
+#: deprecated in December 2024 and removed in June 2025, the label now being ``diagnosis_1``).
+RETIRED_FIELDS = {
+    "diagnosis": "diagnosis_1 .. diagnosis_5 (e.g. diagnosis_1:Benign, diagnosis_3:\"Melanoma Invasive\")",
+    "benign_malignant": "diagnosis_1 (diagnosis_1:Benign, diagnosis_1:Malignant, diagnosis_1:Indeterminate)",
+}
+_FIELD = re.compile(r"(?<![\w.])-?([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def retired_fields_hint(query: str | None) -> str:
+    """A hint naming the fields that replaced retired ones a rejected query uses ("" if none)."""
+    used = {m.group(1) for m in _FIELD.finditer(query or "")}
+    hints = [f"{old} was retired; use {new}" for old, new in RETIRED_FIELDS.items() if old in used]
+    return f" ({'; '.join(hints)})" if hints else ""

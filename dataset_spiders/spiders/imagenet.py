@@ -46,12 +46,16 @@ class ImagenetSpider(DatasetSpider):
         "IMAGES_FIRST_BYTE_TIMEOUT": 15,  # silent hosts (hung, black-holed) are given up on this soon
         "HOSTS_DOWN_AFTER": 3,  # ImageNet's lists point at tens of thousands of hosts, many gone
         "IMAGES_RETRY_TIMES": 1,
+        # Pillow's own warning limit (its MAX_IMAGE_PIXELS): every kept photo opens in a default
+        # Pillow without a DecompressionBombWarning; a larger one is too_large
+        "IMAGES_MAX_PIXELS": 89_478_485,
         "IMAGES_MIN_WIDTH": 32,
         "IMAGES_MIN_HEIGHT": 32,
         "DOWNLOAD_MAXSIZE": 64 * 1024 * 1024,
         "DATASET_EXTRA_IN_FLIGHT": 2,
         "DEDUPLICATE_IMAGES": True,
         "PLACEHOLDER_LEARN_THRESHOLD": 3,
+        "PLACEHOLDER_LEARN_IN_CLASS": 2,  # two photos of one class, byte for byte the same: a stand-in
     }
 
     @classmethod
@@ -200,7 +204,9 @@ class ImagenetSpider(DatasetSpider):
             self.core.fail(f"cannot write {self.images_dir}/classes.txt: {exc.strerror or exc}", stop=False)
 
     def read_urls_file(self, classes: list[ClassState]) -> dict[str, list[imagenet.Candidate]]:
-        return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains)
+        self.listed_in_file: Counter[str] = Counter()
+        return imagenet.scan_url_file(self.params.urls_file or "", {c.wnid for c in classes}, self.domains,
+                                      self.listed_in_file)
 
     async def load_candidates(self, state: ClassState, from_file: dict[str, list[imagenet.Candidate]] | None) -> None:
         if self.core.quota.full(state.wnid) and not state.unlisted and len(state.present) <= self.params.per_class:
@@ -219,8 +225,12 @@ class ImagenetSpider(DatasetSpider):
     ) -> None:
         if from_file is not None:
             state.candidates = [c for c in from_file.get(state.wnid, []) if self.usable(c.url)]
-            if not state.candidates:
-                state.no_urls = "the URL list has no usable URL for it"
+            state.listed = self.listed_in_file[state.wnid]
+            if not state.listed:
+                state.unknown = True
+                state.no_urls = "unknown: the URL list has no line for it"
+            elif not state.candidates:
+                state.no_urls = self.none_usable(state.listed)
             return
         url = geturls_url(self.api_url, state.wnid)
         try:
@@ -230,11 +240,23 @@ class ImagenetSpider(DatasetSpider):
             candidates = imagenet.parse_geturls(response.body, state.wnid)
         except (SourceError, imagenet.NoUrls) as exc:
             state.no_urls = str(exc)
+            state.unknown = isinstance(exc, imagenet.NoUrls)
             logger.warning("%s: no URLs: %s", state.wnid, exc)
             return
+        state.listed = len(candidates)
         state.candidates = [c for c in candidates if self.usable(c.url)]
-        if not state.candidates:
-            state.no_urls = f"none of its {len(candidates)} URLs is usable (flickr_only={self.params.flickr_only})"
+        if not candidates:
+            state.unknown = True
+            state.no_urls = f"unknown: {url} lists no URL for it"
+        elif not state.candidates:
+            state.no_urls = self.none_usable(len(candidates))
+
+    def none_usable(self, listed: int) -> str:
+        """Why a class the source lists URLs for has no candidate: the host filter, or bad URLs."""
+        if self.params.flickr_only:
+            return (f"none of its {listed} URLs is on Flickr's hosts (flickr_only=true keeps only those; "
+                    "flickr_only=false tries them all)")
+        return f"none of its {listed} URLs is a usable http(s) URL"
 
     def usable(self, url: str) -> bool:
         try:
@@ -360,8 +382,11 @@ class ImagenetSpider(DatasetSpider):
                 logger.debug("%s: %d/%d", name, kept, wanted)
                 continue
             failures = {k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES}
+            usable = len({c.image_id for c in state.candidates})
+            dropped = (f" ({state.listed - usable} of its {state.listed} URLs not on Flickr's hosts: "
+                       "flickr_only=true)") if self.params.flickr_only and state.listed > usable else ""
             why = state.no_urls or (
-                f"out of candidates after {len({c.image_id for c in state.candidates})} URLs; "
+                f"out of candidates after {usable} URLs{dropped}; "
                 + (", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "no failures")
             )
             logger.debug("%s: only %d/%d images: %s", name, kept, wanted, why)  # the summary says it
@@ -370,6 +395,12 @@ class ImagenetSpider(DatasetSpider):
         full = len(classes) - len(short)
         logger.info("%d of %d classes have %d images", full, len(classes), wanted)
         self.note_classes_not_asked(classes)
+        unknown = [c.wnid for c in classes if c.unknown]
+        if unknown and self.core.fatal_error is None:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            rest = "the other classes were downloaded" if len(unknown) < len(classes) else "no other class was asked"
+            self.core.fail(f"{len(unknown)} unknown wnid(s), for which the source lists no URL: {shown} ({rest})",
+                           stop=False)
         if self.core.fatal_error is None:
             self.fail_if_empty(classes)
         if short and self.params.strict:

@@ -57,7 +57,9 @@ def existing_file(value: object) -> str:
 @dataclass(frozen=True)
 class ImagenetParams:
     wnids: tuple[str, ...] = arg(
-        optional(wnid_list), (), "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes)", shown="none"
+        optional(wnid_list), (), "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes); a wnid the "
+        "source lists no URL for is named at the end, after the others are downloaded, and the exit status is 1",
+        shown="none"
     )
     wnids_file: str | None = arg(
         optional(class_file), None,

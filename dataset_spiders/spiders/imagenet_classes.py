@@ -28,6 +28,8 @@ class ClassState:
     present: set[str] = field(default_factory=set)  # image ids already in the dataset
     unlisted: dict[str, Record] = field(default_factory=dict)  # present, but not in the manifest
     no_urls: str | None = None  # why the source gave no candidates
+    listed: int = 0  # URLs the source lists for it (0: a wnid it does not know)
+    unknown: bool = False  # the source lists nothing for it at all
     loaded: bool = False
 
     spare: deque[imagenet.Candidate] = field(default_factory=deque)  # good but surplus: for top-ups

@@ -191,7 +191,8 @@ class IsicSpider(DatasetSpider):
             if status == 400:
                 message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
                 what = f"the search {query!r}" if query else "the listing"
-                raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}")
+                raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}"
+                                     + isic.retired_fields_hint(query))
             if status in (401, 403):
                 raise SearchRejected(isic_access.refused(status, self.token, "the search"))
             if status != 200:
@@ -201,7 +202,8 @@ class IsicSpider(DatasetSpider):
             except isic.RecordError as exc:
                 raise SourceError(f"the search page {url}: {exc}") from None
             if first and count is not None:
-                logger.info("%d image(s) match %s", count, query or "(everything)")
+                where = f" in collection(s) {', '.join(map(str, p.collections))}" if p.collections else ""
+                logger.info("%d image(s) match %s%s", count, query or "every record", where)
                 await self.plan_from(count, label_filter, results)
             first = False
             if not results and url:
