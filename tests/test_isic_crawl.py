@@ -203,7 +203,9 @@ def test_a_query_the_server_rejects_ends_the_run_with_one_line(isic, out):
     assert run.code == 1
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == (
-        "error: the ISIC API rejected the search 'benign_malignant:benign': Could not parse search query."
+        "error: the ISIC API rejected the search 'benign_malignant:benign': Could not parse search query. "
+        "(benign_malignant was retired; use diagnosis_1 (diagnosis_1:Benign, diagnosis_1:Malignant, "
+        "diagnosis_1:Indeterminate))"
     )
     assert host.log == []
 

@@ -109,7 +109,7 @@ def test_one_ctrl_c_stops_cleanly_and_the_rerun_completes(out):
     assert all(len(run.files(f"Images/{w}")) == 8 for w in classes)
 
 
-def test_a_torn_manifest_line_is_tolerated(out):
+def test_a_torn_manifest_line_is_tolerated_and_repaired(out):
     records = [FakeImage(f"ISIC_{i:07d}") for i in range(4)]
     with ImageHost(records) as host, IsicV2Server(records, host) as api:
         assert crawl("isic", out, f"api_url={api.url}/api/v2", "num_images=2").code == 0
@@ -119,7 +119,8 @@ def test_a_torn_manifest_line_is_tolerated(out):
     assert run.code == 0, run.stderr
     assert len(run.files("Images")) == 4
     lines = (out / "manifest.jsonl").read_text().splitlines()
-    assert lines[2] == '{"id": "ISIC_0000002", "kind": "ima'  # kept as it was, on its own line
+    assert '{"id": "ISIC_0000002", "kind": "ima' not in lines  # repaired once: cut off, set aside in .quarantine
+    assert (out / ".quarantine" / "manifest.torn-lines").read_text() == '{"id": "ISIC_0000002", "kind": "ima\n'
     assert sum(1 for line in lines if '"outcome": "kept"' in line) == 4
 
 

@@ -395,17 +395,16 @@ class ImagenetSpider(DatasetSpider):
         full = len(classes) - len(short)
         logger.info("%d of %d classes have %d images", full, len(classes), wanted)
         self.note_classes_not_asked(classes)
-        unknown = [c.wnid for c in classes if c.unknown]
-        if unknown and self.core.fatal_error is None:
-            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            rest = "the other classes were downloaded" if len(unknown) < len(classes) else "no other class was asked"
-            self.core.fail(f"{len(unknown)} unknown wnid(s), for which the source lists no URL: {shown} ({rest})",
-                           stop=False)
         if self.core.fatal_error is None:
-            self.fail_if_empty(classes)
+            self.fail_if_empty(classes)  # nothing at all: the source itself may be wrong, said first
         if short and self.params.strict:
             self.core.fail(f"strict: {len(short)} class(es) have fewer than {wanted} images: {', '.join(short[:10])}",
                       stop=False)
+        unknown = [c.wnid for c in classes if c.unknown]
+        if unknown and self.core.fatal_error is None:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            self.core.fail(f"{len(unknown)} unknown wnid(s), for which the source lists no URL: {shown} (the other "
+                           "classes were downloaded)", stop=False)
 
     def note_classes_not_asked(self, classes: list[ClassState]) -> None:
         """Class folders an earlier run made that this run did not ask for stay as they are: say so."""
@@ -424,11 +423,12 @@ class ImagenetSpider(DatasetSpider):
     def fail_if_empty(self, classes: list[ClassState]) -> None:
         """Nothing in the dataset for what was asked, or no class got its URLs: that is no success."""
         tried = [c for c in classes if c.loaded]
-        if tried and all(c.no_urls for c in tried):
+        held = sum(self.core.quota.kept[c.wnid] for c in classes)  # classes full before this run are not tried
+        if tried and all(c.no_urls for c in tried) and not held:
             first = tried[0].no_urls or ""
             first = first if first.startswith(tried[0].wnid) else f"{tried[0].wnid}: {first}"
             self.core.fail(f"no class could get its list of URLs ({len(tried)} tried; the first: {first})", stop=False)
-        elif not sum(self.core.quota.kept[c.wnid] for c in classes):
+        elif not held:
             failures: Counter[str] = Counter()
             for state in classes:
                 failures.update({k: v for k, v in self.outcomes[state.wnid].items() if k not in KEPT_OUTCOMES})
