@@ -55,6 +55,12 @@ def read_description(descs_dir: str, key: str) -> IsicRecord | None:
         return None
 
 
+def recorded_split(record: Record, clinical: dict[str, Any] | None, splits: Scheme) -> str:
+    """An image's split: as its manifest line says, or, on a line from before lines said it, the
+    plain rule's (the one rule there was then, so where the image is)."""
+    return record.split if record.split in splits.names() else splits.split_of(record.id, clinical)
+
+
 def archive_order(kept: dict[str, Record]) -> list[str]:
     """The ids in the archive's order: by their place in its listing, then those without one
     (lines written before ``position`` existed) by id."""
@@ -84,7 +90,7 @@ def build_catalog(manifest_path: str, descs_dir: str, splits: Scheme | None = No
             fields |= record.acquisition.keys() | record.clinical.keys()
             rows.append(_fields(key, record))
             if splits is not None:
-                rows[-1][SPLIT_COLUMN] = splits.split_of(key, record.clinical)
+                rows[-1][SPLIT_COLUMN] = recorded_split(kept[key], record.clinical, splits)
     header = FIRST_COLUMNS + sorted(fields)
     if splits is not None and SPLIT_COLUMN not in header:
         header.append(SPLIT_COLUMN)
@@ -130,7 +136,7 @@ def image_rows(
             "copyright_license": described.license if described else None,
         }
         if splits is not None:
-            row[SPLIT_COLUMN] = splits.split_of(key, described.clinical if described else None)
+            row[SPLIT_COLUMN] = recorded_split(kept, described.clinical if described else None, splits)
         if described:
             fields = {**described.acquisition, **described.clinical}
             row.update((k, v) for k, v in fields.items() if k not in row and not reserved(k))
