@@ -159,7 +159,7 @@ def split_archive() -> list[FakeImage]:
     malignant image, 4 malignant patients, 3 indeterminate lesions of no known patient, and an
     image with neither a label nor a group. Under the default seed (0), the plain hash of the
     groups gives val no malignant and no indeterminate image (checked below). One malignant
-    record alone has ``mel_mitotic_index`` (a column that one split only can have)."""
+    record alone has ``mel_mitotic_index`` (tests/test_loading.py: a column in one split only)."""
     groups = [("Benign", f"IP_{p:07d}", None) for p in range(8) for _ in range(2)]
     groups += [("Benign", "IP_0000100", None), ("Malignant", "IP_0000100", None)]
     groups += [("Malignant", f"IP_{p:07d}", None) for p in range(10, 14)]
@@ -189,13 +189,16 @@ def split_folders(run) -> dict[str, str]:
 
 
 def split_columns(folder) -> tuple[dict[str, str], dict[str, str]]:
-    """id -> split, from metadata.csv (whose last column it is) and from Images/metadata.jsonl."""
+    """id -> split, from metadata.csv (whose last column it is) and from the metadata.jsonl files
+    for Hugging Face (Images/metadata.jsonl, or with by_split Images/{split}/metadata.jsonl)."""
     with open(folder / "metadata.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames[-1] == "split"
         from_csv = {row["isic_id"]: row["split"] for row in reader}
-    with open(folder / "Images" / "metadata.jsonl") as f:
-        from_jsonl = {row["isic_id"]: row["split"] for row in map(json.loads, f)}
+    from_jsonl = {}
+    for path in sorted((folder / "Images").glob("**/metadata.jsonl")):
+        with open(path) as f:
+            from_jsonl.update((row["isic_id"], row["split"]) for row in map(json.loads, f))
     return from_csv, from_jsonl
 
 
