@@ -6,8 +6,11 @@
   ``datasets`` library takes the features from the first 10 MB of the file, so a column that is
   null all through them fails the load when a value comes later: the rows that first carry a
   value of some column go first.
+- ``split_metadata``: one ``metadata.jsonl`` per split folder (ISIC's ``by_split``), which is
+  where ``imagefolder`` looks for a split's metadata; all of them with one schema.
 - ``class_folders`` and ``classes_txt``: the class index both loaders assign (sorted folder
-  names), written as ``classes.txt``; ``classes_given_txt`` keeps the order the user gave.
+  names), written as ``classes.txt`` (``label_classes_txt`` for ISIC's label folders);
+  ``classes_given_txt`` keeps the order the user gave.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ CLASSES_NAME = "classes.txt"
 CLASSES_GIVEN_NAME = "classes_given.txt"
 FIRST_COLUMNS = ("file_name", "label")
 _WNID_AT_END = re.compile(r"(?:^|_)(n[0-9]{8})$")
+#: The words Hugging Face's ``datasets`` reads as a split's in a folder's name (data_files.py,
+#: ``SPLIT_KEYWORDS``), whole or set apart by ``-._ `` or digits (``train``, ``val_2``, ``x-test``)
+_HF_SPLIT = re.compile(r"(?:^|[-._ 0-9])(?:train|training|validation|valid|dev|val|test|testing|eval|evaluation)"
+                       r"(?:$|[-._ 0-9])")
 
 
 # --- metadata.jsonl -------------------------------------------------------------------------
@@ -82,10 +89,14 @@ def typed(value: Any, kind: str) -> Any:
     return value
 
 
-def metadata_jsonl(rows: list[dict[str, Any]], leading: Iterable[str] = ()) -> bytes:
+def metadata_jsonl(
+    rows: list[dict[str, Any]], leading: Iterable[str] = (), types: dict[str, str] | None = None
+) -> bytes:
     """The text of ``metadata.jsonl``: ``file_name`` (relative to the file's folder, with ``/``)
-    and ``label`` first, then the ``leading`` columns, then the others sorted; every row every column."""
-    types = column_types(rows)
+    and ``label`` first, then the ``leading`` columns, then the others sorted; every row every
+    column. ``types``: the columns and their types, when they are not these rows' alone (the
+    files of several splits share them)."""
+    types = column_types(rows) if types is None else types
     first = list(dict.fromkeys([*FIRST_COLUMNS, *leading]))
     columns = first + sorted(c for c in types if c not in first)
     lines = []
@@ -93,6 +104,31 @@ def metadata_jsonl(rows: list[dict[str, Any]], leading: Iterable[str] = ()) -> b
         line = {c: typed(row.get(c), types.get(c, "null")) for c in columns}
         lines.append(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
     return "".join(lines).encode("utf-8")
+
+
+def split_metadata(
+    rows: dict[str, list[dict[str, Any]]], leading: Iterable[str] = ()
+) -> tuple[dict[str, bytes], list[str]]:
+    """The ``metadata.jsonl`` of each split folder (``rows`` by split, ``file_name`` relative to
+    the split's folder), and the columns left out of them. ``imagefolder`` refuses splits whose
+    metadata files differ in features, and pyarrow types a column with no value in a file as
+    null: so every file has the same columns, of the types all the rows give them, and a column
+    with a value in some split but none in another is left out of every file (``metadata.csv``
+    keeps it). A column with no value anywhere is null in every file, which loads."""
+    types = column_types([row for split_rows in rows.values() for row in split_rows])
+    valued = [{c for c, t in column_types(split_rows).items() if t != "null"} for split_rows in rows.values()]
+    dropped = sorted(set().union(*valued) - set.intersection(*valued)) if valued else []
+    shared = {c: t for c, t in types.items() if c not in dropped}
+    return {split: metadata_jsonl(split_rows, leading, shared) for split, split_rows in rows.items()}, dropped
+
+
+def unread_splits(names: Iterable[str]) -> list[str]:
+    """The split folders ``imagefolder`` leaves out with ``data_dir``: once a folder is named for
+    one of its splits, it reads those alone (with none so named, it reads every folder as one
+    ``train`` split, and the ``split`` column tells them apart)."""
+    names = list(names)
+    known = [name for name in names if _HF_SPLIT.search(name)]
+    return [name for name in names if name not in known] if known else []
 
 
 def front_first(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
@@ -156,6 +192,13 @@ def classes_txt(folders: Iterable[str], known: dict[str, tuple[str, str | None]]
         wnid, label = known.get(folder, (wnid_of_folder(folder), None))
         lines.append(f"{index}\t{_field(folder)}\t{_field(wnid)}\t{_field(label)}\n")
     return "".join(lines).encode("utf-8")
+
+
+def label_classes_txt(folders: Iterable[str]) -> bytes:
+    """``classes.txt`` of a tree whose class folders are its labels (ISIC's ``by_label`` and
+    ``by_split``): ``index TAB folder``, sorted as the loaders sort, the index being the one they
+    assign; the first two columns of ImageNet's, which has no more to say here."""
+    return "".join(f"{index}\t{_field(folder)}\n" for index, folder in enumerate(sorted(folders))).encode("utf-8")
 
 
 def classes_given_txt(classes: Iterable[tuple[int, str, str | None]]) -> bytes:

@@ -51,6 +51,7 @@ class ImageItem:
     position: int | None = None  # isic: the record's place in the archive's listing
     origin: str | None = None  # "ARCHIVE_URL!MEMBER" when the bytes came from inside an archive (v2 masks)
     variant: str | None = None  # isic: "full" or "thumbnail_256"
+    split: str | None = None  # isic with splits: the image's split
     size_hint: int | None = None  # isic: files.full.size, compared with what arrives (a hint, not a checksum)
     learned: bool = False  # the outcome is a placeholder learned in this crawl
     images: list[dict[str, Any]] = field(default_factory=list)  # IMAGES_RESULT_FIELD
@@ -68,5 +69,5 @@ class ImageItem:
             self.image_id, outcome, self.kind, self.group or None, self.label,
             self.url or (self.image_urls[0] if self.image_urls else None), self.final_url, self.detail or None,
             path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned, phash=self.phash,
-            position=self.position, origin=self.origin, variant=self.variant,
+            position=self.position, origin=self.origin, variant=self.variant, split=self.split,
         )

@@ -209,7 +209,9 @@ def _walk(top: str, kept_paths: dict[str, str], crawling: bool, report: Report, 
                 continue
             if os.path.islink(path):
                 report.problems.append(Problem("", path, "symlink", "a symlink in the image tree (never followed)"))
-            elif name in dirs or (folder == top and name in OUR_FILES):
+            elif name in dirs or (folder == top and name in OUR_FILES) or (
+                os.path.dirname(folder) == top and name == METADATA_NAME  # a split folder's (isic by_split)
+            ):
                 continue
             elif name.rsplit(".", 1)[-1].lower() not in ALL_EXTENSIONS:
                 why = "not an image of the dataset (a temporary or foreign file)"
@@ -253,9 +255,9 @@ def fix(root: str, report: Report, named: list[str] | tuple[str, ...] = ()) -> i
 
 
 def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
-    """Rewrite the ``metadata.jsonl`` (ISIC) and ``classes.txt`` (ImageNet) the runs left, from
+    """Rewrite the ``metadata.jsonl`` and ``classes.txt`` (ISIC, ImageNet) the runs left, from
     the files now there (``runs`` resolved). Blocking; the caller holds the dataset's lock."""
-    from .extensions.isic_catalog import write_image_metadata  # scrapy's signals: only when fixing
+    from .extensions.isic_catalog import has_loader_files, write_loader_files  # scrapy's signals: only when fixing
 
     latest: dict[str, tuple[str, str]] = {}  # images_dir -> (spider, descs_dir) of its latest run
     for run in runs:  # resolved: only folders this command may use are left
@@ -264,8 +266,8 @@ def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
         if images_dir:
             latest[images_dir] = (str(run.get("spider")), descs_dir or "")
     for images_dir, (spider, descs_dir) in latest.items():
-        if spider == "isic" and descs_dir and os.path.lexists(os.path.join(images_dir, METADATA_NAME)):
-            write_image_metadata(disk, images_dir, descs_dir)
+        if spider == "isic" and descs_dir and has_loader_files(images_dir):
+            write_loader_files(disk, images_dir, descs_dir)
         classes = os.path.join(images_dir, CLASSES_NAME)
         if spider == "imagenet" and os.path.isfile(classes) and not os.path.islink(classes):
             disk.write_file(classes, classes_txt(class_folders(images_dir), read_classes_txt(classes)))

@@ -36,11 +36,16 @@ class Run:
         return counts
 
     def files(self, sub: str = "Images") -> dict[str, bytes]:
-        """Every file under ``out/sub``, by path relative to it; not the ``metadata.jsonl`` at its
-        top, which ISIC runs write there for Hugging Face's imagefolder (tests/test_loading.py)."""
+        """Every file under ``out/sub``, by path relative to it; not the files the runs write there
+        for the loaders (tests/test_loading.py): ``classes.txt`` and ``classes_given.txt`` at its
+        top, ``metadata.jsonl`` there or in a split folder."""
         base = self.out / sub
         return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*"))
-                if p.is_file() and p.relative_to(base).as_posix() != "metadata.jsonl"}
+                if p.is_file() and not _for_the_loaders(p.relative_to(base).parts)}
+
+
+def _for_the_loaders(parts: tuple[str, ...]) -> bool:
+    return parts in (("classes.txt",), ("classes_given.txt",)) or (len(parts) <= 2 and parts[-1] == "metadata.jsonl")
 
 
 def crawl_command(spider: str, out: Path, *args: str, settings: dict[str, str] | None = None) -> list[str]:

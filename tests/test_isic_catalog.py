@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from isic_cli.cli.utils import _extract_metadata, get_attributions
 
 from dataset_spiders.core.manifest import ManifestWriter, Record
-from dataset_spiders.extensions.isic_catalog import build_catalog
+from dataset_spiders.extensions.isic_catalog import build_catalog, recorded_split
 from dataset_spiders.sources import splits
 from dataset_spiders.sources.isic import record_from_description
 from tests.conftest import crawl
@@ -154,6 +154,26 @@ def grouped_archive(n: int) -> list[FakeImage]:
     return records
 
 
+def split_archive() -> list[FakeImage]:
+    """26 images in groups: 8 benign patients of 2 images, a patient with a benign then a
+    malignant image, 4 malignant patients, 3 indeterminate lesions of no known patient, and an
+    image with neither a label nor a group. Under the default seed (0), the plain hash of the
+    groups gives val no malignant and no indeterminate image (checked below). One malignant
+    record alone has ``mel_mitotic_index`` (tests/test_loading.py: a column in one split only)."""
+    groups = [("Benign", f"IP_{p:07d}", None) for p in range(8) for _ in range(2)]
+    groups += [("Benign", "IP_0000100", None), ("Malignant", "IP_0000100", None)]
+    groups += [("Malignant", f"IP_{p:07d}", None) for p in range(10, 14)]
+    groups += [("Indeterminate", None, f"IL_{i:07d}") for i in range(3)]
+    groups += [(None, None, None)]
+    records = []
+    for n, (diagnosis, patient, lesion) in enumerate(groups):
+        record = FakeImage(f"ISIC_{n:07d}", diagnosis_1=diagnosis, patient_id=patient, lesion_id=lesion)
+        record.extra_clinical = {"age_approx": 20 + 2 * n, "anatom_site_general": ["head/neck", "palms/soles"][n % 2]}
+        records.append(record)
+    records[21].extra_clinical["mel_mitotic_index"] = "1/mm^2"  # in one split only
+    return records
+
+
 def group_of(record: FakeImage) -> str:
     return record.patient_id or record.lesion_id or record.isic_id
 
@@ -169,13 +189,16 @@ def split_folders(run) -> dict[str, str]:
 
 
 def split_columns(folder) -> tuple[dict[str, str], dict[str, str]]:
-    """id -> split, from metadata.csv (whose last column it is) and from Images/metadata.jsonl."""
+    """id -> split, from metadata.csv (whose last column it is) and from the metadata.jsonl files
+    for Hugging Face (Images/metadata.jsonl, or with by_split Images/{split}/metadata.jsonl)."""
     with open(folder / "metadata.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames[-1] == "split"
         from_csv = {row["isic_id"]: row["split"] for row in reader}
-    with open(folder / "Images" / "metadata.jsonl") as f:
-        from_jsonl = {row["isic_id"]: row["split"] for row in map(json.loads, f)}
+    from_jsonl = {}
+    for path in sorted((folder / "Images").glob("**/metadata.jsonl")):
+        with open(path) as f:
+            from_jsonl.update((row["isic_id"], row["split"]) for row in map(json.loads, f))
     return from_csv, from_jsonl
 
 
@@ -235,3 +258,52 @@ def test_a_groups_split_depends_on_the_seed_and_its_key_alone():
     assert splits.pick((("a", 1), ("b", 3)), 1 << 62) == "b"
     assert splits.pick((("a", 1), ("b", 3)), (1 << 64) - 1) == "b"
     assert splits.scheme([["train", 80]], 0) is None and splits.scheme([["a", 1], ["a", 2]], 0) is None
+
+
+def _label(record: FakeImage) -> str | None:
+    return record.diagnosis_1.lower() if record.diagnosis_1 else None
+
+
+def test_the_ledger_gives_each_split_every_label_its_groups_allow_and_never_moves_a_group():
+    """The archive of the loading tests, under the default seed: the plain rule alone gives val
+    no malignant and no indeterminate image; the ledger gives every split each label that has a
+    group for it, whole groups still, and a group once placed stays where it is."""
+    records = split_archive()
+    scheme = splits.scheme([["train", 60], ["val", 20], ["test", 20]], 0)
+    assert scheme is not None
+    plain = defaultdict(set)
+    for record in records:
+        plain[scheme.split_of(record.isic_id, record.clinical())].add(_label(record))
+    assert not {"malignant", "indeterminate"} & plain["val"]
+    ledger = splits.Ledger(scheme)
+    given = {r.isic_id: ledger.split_of(r.isic_id, r.clinical(), _label(r)) for r in records}
+    held = defaultdict(set)
+    for record in records:
+        held[given[record.isic_id]].add(_label(record))
+    assert all({"benign", "malignant", "indeterminate"} <= held[name] for name in scheme.names())
+    assert_whole_groups(given, {r.isic_id: r for r in records})
+    assert given["ISIC_0000016"] == given["ISIC_0000017"]  # benign then malignant, one patient: one split
+    assert given["ISIC_0000017"] in ledger.holds["malignant"]  # which holds both labels from then on
+    newcomer = {"patient_id": "IP_0009999"}  # every split holds benign: the plain rule
+    assert ledger.split_of("ISIC_0009999", newcomer, "benign") == scheme.split_of("ISIC_0009999", newcomer)
+    # a later run starts from the groups the dataset holds: none moves, whatever comes first now
+    later = splits.Ledger(scheme)
+    for record in records[::2]:
+        later.known(splits.group_key(record.isic_id, record.clinical()), given[record.isic_id], _label(record))
+    again = {r.isic_id: later.split_of(r.isic_id, r.clinical(), _label(r)) for r in reversed(records)}
+    assert all(again[r.isic_id] == given[r.isic_id] for r in records[::2])
+    assert_whole_groups(again, {r.isic_id: r for r in records})
+    # workers meet new groups apart: the plain rule, which needs no one else's
+    apart = splits.Ledger(scheme, stratify=False)
+    assert all(apart.split_of(r.isic_id, r.clinical(), _label(r)) == scheme.split_of(r.isic_id, r.clinical())
+               for r in records)
+
+
+def test_a_line_without_its_split_has_the_plain_rules():
+    scheme = splits.scheme([["train", 80], ["val", 10], ["test", 10]], 3)
+    assert scheme is not None
+    clinical = {"lesion_id": "IL_0000042"}
+    assert recorded_split(Record("ISIC_0000001", "kept", split="test"), clinical, scheme) == "test"
+    assert recorded_split(Record("ISIC_0000001", "kept"), clinical, scheme) == scheme.split_of("ISIC_0000001", clinical)
+    other = Record("ISIC_0000001", "kept", split="holdout")  # no split of this scheme: as if unsaid
+    assert recorded_split(other, clinical, scheme) == scheme.split_of("ISIC_0000001", clinical)

@@ -1,10 +1,14 @@
 """The datasets load as they are: Hugging Face's ``imagefolder`` (the real ``datasets`` library,
-offline, in one subprocess for the whole file) and torchvision's ``ImageFolder`` rule.
+offline, in a subprocess) and torchvision's ``ImageFolder`` (its ``datasets/folder.py`` logic,
+torchvision itself not being installed here).
 
 ISIC: ``images_dir/metadata.jsonl`` lists exactly the image files there, with the manifest's
 label and the metadata as typed features, across re-runs that relabel (move), lose and keep
 images, and after ``scrapy verify --fix``. ImageNet: ``classes.txt`` has the indices the loaders
-assign (sorted folder names), ``classes_given.txt`` the order given.
+assign (sorted folder names), ``classes_given.txt`` the order given. ISIC with splits, as a user
+runs it (the installed command, from a folder of theirs) and loads it: every split holds every
+label the data allow, the same class folders in the same order (``classes.txt``) for torchvision,
+and ``by_split`` loads in Hugging Face with its metadata, label for label the same.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +26,12 @@ import pyarrow.json as paj
 import pytest
 from PIL import Image, ImageOps
 
-from dataset_spiders.imagefolder import ClassIndex, metadata_jsonl
-from tests.conftest import ROOT, clean_env, crawl
-from tests.emulators import FakeSegmentation, ImageHost, IsicV1Server, IsicV2Server, make_archive
+from dataset_spiders.imagefolder import ClassIndex, metadata_jsonl, split_metadata, unread_splits
+from tests.conftest import ROOT, clean_env, crawl, user_run
+from tests.emulators import FakeImage, FakeSegmentation, ImageHost, IsicV1Server, IsicV2Server, make_archive
 from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes
 from tests.test_imagenet_crawl import imagenet
+from tests.test_isic_catalog import split_archive
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
@@ -53,11 +59,40 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def load_with_datasets(tmp: Path, *folders: Path) -> list[dict]:
+#: What a user's script does with a dataset in split folders: ``load_dataset("imagefolder",
+#: data_dir=...)`` gives one split per folder; ``label`` (from the metadata) is cast to a
+#: ClassLabel named by ``classes.txt``. Prints, per split, the features and every row.
+SPLIT_LOADER = r"""
+import json, os, sys
+import datasets
+
+out = {}
+for data_dir in sys.argv[1:]:
+    found = datasets.load_dataset("imagefolder", data_dir=data_dir)
+    index = os.path.join(data_dir, "classes.txt")
+    names = [line.split("\t")[1] for line in open(index).read().splitlines()] if os.path.exists(index) else None
+    indexed = found.cast_column("label", datasets.ClassLabel(names=names)) if names else found
+    out[data_dir] = {}
+    for split, ds in found.items():
+        paths = ds.cast_column("image", datasets.Image(decode=False))
+        rows = []
+        for raw, index in zip(paths, indexed[split]["label"]):
+            row = {k: v for k, v in raw.items() if k != "image"}
+            row.update(path=raw["image"]["path"], index=index)
+            rows.append(row)
+        out[data_dir][split] = {"features": {k: getattr(v, "dtype", type(v).__name__) for k, v in ds.features.items()},
+                                "rows": rows}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def load_with_datasets(tmp: Path, *folders: Path, script: str = LOADER, python: str = sys.executable,
+                       cwd: Path = ROOT) -> list[dict]:
     """The real ``datasets.load_dataset("imagefolder", data_dir=...)`` of each folder, offline."""
     env = clean_env({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp / "hf"),
                      "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
-    proc = subprocess.run([sys.executable, "-c", LOADER, *map(str, folders)], cwd=ROOT, env=env,
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, "-c", script, *map(str, folders)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
@@ -85,6 +120,31 @@ def last_lines(out: Path) -> dict[str, dict]:
 def torchvision_classes(folder: Path) -> list[str]:
     """torchvision's ``find_classes`` (datasets/folder.py), as documented: the sorted names of the folders in root."""
     return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+
+
+TORCHVISION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def image_folder(root: Path, allow_empty: bool = False) -> tuple[list[str], list[tuple[str, int]]]:
+    """torchvision's ``ImageFolder(root, allow_empty=...)``: its classes and its samples (path,
+    class index), as ``datasets/folder.py`` makes them (``find_classes``, then ``make_dataset``):
+    every folder in root is a class, sorted; a class folder with no image raises unless
+    ``allow_empty``."""
+    classes = torchvision_classes(root)
+    if not classes:
+        raise FileNotFoundError(f"Couldn't find any class folder in {root}.")
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples, available = [], set()
+    for target in sorted(class_to_idx):
+        for folder, _, names in sorted(os.walk(root / target, followlinks=True)):
+            for name in sorted(names):
+                if name.lower().endswith(TORCHVISION_EXTENSIONS):
+                    samples.append((os.path.join(folder, name), class_to_idx[target]))
+                    available.add(target)
+    empty = set(class_to_idx) - available
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(sorted(empty))}. ")
+    return classes, samples
 
 
 def read_tsv(path: Path) -> list[list[str]]:
@@ -320,3 +380,157 @@ def test_metadata_columns_get_one_type_each_and_no_column_is_null_through_the_he
     assert [str(table.schema.field(name).type) for name in ("label", "n", "x", "late")] == [
         "string", "string", "double", "bool"]
     assert sorted(line["file_name"] for line in lines) == sorted(row["file_name"] for row in rows)
+
+
+def test_split_metadata_files_share_one_schema():
+    """Hugging Face's imagefolder refuses splits whose metadata files differ in features."""
+    rows = {"train": [{"file_name": "a.jpg", "label": "benign", "x": 1, "only_train": "t", "never": None},
+                      {"file_name": "b.jpg", "label": None, "x": 2}],
+            "val": [{"file_name": "c.jpg", "label": "malignant", "x": 2.5, "never": None}]}
+    files, dropped = split_metadata(rows)
+    assert dropped == ["only_train"]  # a value in one split, none in the other: in no file
+    schemas = {split: paj.read_json(io.BytesIO(data)).schema for split, data in files.items()}
+    assert schemas["train"] == schemas["val"]
+    assert [(f.name, str(f.type)) for f in schemas["val"]] == [
+        ("file_name", "string"), ("label", "string"), ("never", "null"), ("x", "double")]  # ints with a float: floats
+
+def test_split_folders_imagefolder_would_leave_out_are_named():
+    """datasets 5.2 with data_dir: folders named for its splits are its splits, the others are
+    not read; with none so named, every folder is read as one split (tried by hand on copies of a
+    by_split tree: train+holdout gave train alone; alpha, beta, gamma one train split of all)."""
+    assert unread_splits(["train", "val", "test"]) == [] == unread_splits(["alpha", "beta", "gamma"])
+    assert unread_splits(["train", "holdout", "x-test", "dev2", "devil"]) == ["holdout", "devil"]
+# --- ISIC splits, as a user runs them and loads them ----------------------------------------
+
+SPLITS = "train:60,val:20,test:20"
+SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}  # folder -> Hugging Face's split
+LABELLED = ["benign", "indeterminate", "malignant"]
+
+
+@pytest.fixture(scope="module")
+def user_splits(installed, tmp_path_factory) -> dict:
+    """The installed command run by a user from a folder of theirs, with splits, in each layout
+    (``--out-dir`` BySplit, ByLabel, Flat); the three loaded with Hugging Face's imagefolder, by
+    the installed environment's Python, from that folder."""
+    where = tmp_path_factory.mktemp("user")
+    records = split_archive()
+    result: dict = {"where": where, "records": {r.isic_id: r for r in records}}
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        for layout, folder in (("by_split", "BySplit"), ("by_label", "ByLabel"), ("flat", "Flat")):
+            run = user_run(installed, "isic", "--api-url", f"{api.url}/api/v2", "--splits", SPLITS, "--layout", layout,
+                           "--out-dir", folder, cwd=where)
+            assert run.returncode == 0, run.stderr[-3000:]
+            result[layout] = run
+    result["verify"] = user_run(installed, "verify", "BySplit", cwd=where)
+    shutil.copytree(where / "BySplit", where / "Fixed")  # a folder that travels: verify --fix on the copy
+    damaged = where / "Fixed" / "Images" / "train" / "unlabeled" / "ISIC_0000025.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    result["fix"] = user_run(installed, "verify", "--fix", "Fixed", cwd=where)
+    python = str(installed.parent / "python")
+    result["hf"] = load_with_datasets(where, *(where / f / "Images" for f in ("BySplit", "ByLabel")),
+                                      script=SPLIT_LOADER, python=python, cwd=where)
+    result["hf_flat"] = load_with_datasets(where, where / "Flat" / "Images", python=python, cwd=where)[0]
+    return result
+
+
+def group_of(record: FakeImage) -> str:
+    return record.patient_id or record.lesion_id or record.isic_id
+
+
+def test_every_split_holds_every_label_and_the_same_class_folders_in_classes_txt_order(user_splits):
+    images = user_splits["where"] / "BySplit" / "Images"
+    records = user_splits["records"]
+    assert read_tsv(images / "classes.txt") == [["0", "benign"], ["1", "indeterminate"], ["2", "malignant"],
+                                                ["3", "unlabeled"]]
+    classes = [folder for _, folder in read_tsv(images / "classes.txt")]
+    split_of: dict[str, str] = {}
+    for split in SPLIT_DIRS:
+        found, samples = image_folder(images / split, allow_empty=True)
+        assert found == classes  # the same classes, in the same order, in every split
+        held = {classes[index] for _, index in samples}
+        assert set(LABELLED) <= held, f"{split} lacks a label the data allow it"  # stratified
+        for path, index in samples:
+            assert Path(path).parent.name == classes[index]
+            record = records[Path(path).stem]
+            assert classes[index] == (record.diagnosis_1 or "unlabeled").lower()
+            split_of[record.isic_id] = split
+    assert len(split_of) == len(records)
+    by_group: dict[str, set[str]] = {}
+    for isic_id, split in split_of.items():
+        by_group.setdefault(group_of(records[isic_id]), set()).add(split)
+    assert all(len(splits) == 1 for splits in by_group.values()), "a patient or lesion crosses splits"
+    assert split_of["ISIC_0000016"] == split_of["ISIC_0000017"]  # one patient, benign then malignant: one split
+    # the one unlabeled image is in one split (train, under seed 0): the others keep its folder, empty
+    assert [s for s in SPLIT_DIRS if list((images / s / "unlabeled").iterdir())] == ["train"]
+    assert image_folder(images / "train")[0] == classes  # torchvision's defaults load a split with every class
+    for split in ("val", "test"):
+        with pytest.raises(FileNotFoundError, match="unlabeled"):  # and refuse, loudly, one with an empty class
+            image_folder(images / split)
+        note = (f"Note: split {split} holds no unlabeled image: {split}/unlabeled/ is left empty, so that every split "
+                "has the same classes in the same order (classes.txt); torchvision's ImageFolder needs "
+                f"allow_empty=True for {split}")
+        assert note in user_splits["by_split"].stderr.splitlines()
+    assert not (images / "metadata.jsonl").exists()  # a metadata file per split folder instead
+
+
+def test_split_folders_load_in_hugging_face_with_their_metadata_and_torchvisions_indices(user_splits):
+    images = user_splits["where"] / "BySplit" / "Images"
+    loaded = user_splits["hf"][str(images)]
+    assert sorted(loaded) == sorted(SPLIT_DIRS.values())
+    classes = [folder for _, folder in read_tsv(images / "classes.txt")]
+    for folder, split in SPLIT_DIRS.items():
+        features, rows = loaded[split]["features"], loaded[split]["rows"]
+        for column, dtype in {"label": "string", "split": "string", "isic_id": "string", "age_approx": "int64",
+                              "anatom_site_general": "string", "patient_id": "string", "lesion_id": "string",
+                              "diagnosis_1": "string", "attribution": "string"}.items():
+            assert features[column] == dtype, (split, column, features)
+        assert "mel_mitotic_index" not in features  # a value in one split only: no schema all splits share
+        files = {os.path.realpath(p) for p in image_files(images / folder)}
+        assert {os.path.realpath(row["path"]) for row in rows} == files  # every image of the split, once
+        _, samples = image_folder(images / folder, allow_empty=True)
+        torchvision = {os.path.realpath(path): index for path, index in samples}
+        for row in rows:
+            path = Path(row["path"])
+            assert row["split"] == folder and row["isic_id"] == path.stem
+            assert row["label"] == (None if path.parent.name == "unlabeled" else path.parent.name)
+            if row["label"] is not None:  # cast by classes.txt: torchvision's index, in every split
+                assert row["index"] == torchvision[os.path.realpath(path)] == classes.index(row["label"])
+    assert "mel_mitotic_index" in (user_splits["where"] / "BySplit" / "metadata.csv").read_text().splitlines()[0]
+    assert ("Note: the splits' metadata.jsonl leave out 1 column(s) that have a value in some split but none in "
+            "another (mel_mitotic_index): Hugging Face's imagefolder loads splits of one schema only; metadata.csv "
+            "has them") in user_splits["by_split"].stderr.splitlines()
+
+
+def test_label_folders_and_flat_load_with_both_loaders(user_splits):
+    where = user_splits["where"]
+    images = where / "ByLabel" / "Images"
+    classes = [folder for _, folder in read_tsv(images / "classes.txt")]
+    found, samples = image_folder(images)  # torchvision's defaults: no empty folder in one tree
+    assert found == classes == [*LABELLED, "unlabeled"]
+    assert len(samples) == len(user_splits["records"])
+    rows = user_splits["hf"][str(images)]["train"]["rows"]  # one tree: one split, the split a column
+    assert {row["isic_id"]: row["split"] for row in rows} == {
+        Path(line["file_name"]).stem: line["split"] for line in metadata_lines(where / "BySplit" / "Images" / "train")
+    } | {Path(line["file_name"]).stem: line["split"] for folder in ("val", "test")
+         for line in metadata_lines(where / "BySplit" / "Images" / folder)}  # the same splits in every layout
+    for row in rows:
+        assert row["index"] == (None if row["label"] is None else classes.index(row["label"]))
+        assert Path(row["path"]).parent.name == (row["label"] or "unlabeled")
+    flat = user_splits["hf_flat"]
+    assert len(flat["rows"]) == len(user_splits["records"]) and flat["names"] is None
+    assert {row["isic_id"]: row["split"] for row in flat["rows"]} == {row["isic_id"]: row["split"] for row in rows}
+    assert not (where / "Flat" / "Images" / "classes.txt").exists()  # no class folders: nothing to index
+    for layout in ("by_label", "flat"):  # the split column lacks a label: said so
+        assert "Note: split val holds no unlabeled image" in user_splits[layout].stderr.splitlines()
+
+
+def test_verify_takes_the_split_files_for_ours_and_fix_keeps_every_split_alike(user_splits):
+    assert user_splits["verify"].returncode == 0, user_splits["verify"].stdout  # split metadata, empty folders
+    assert "fixed: 1 moved aside" in user_splits["fix"].stdout, user_splits["fix"].stdout + user_splits["fix"].stderr
+    images = user_splits["where"] / "Fixed" / "Images"  # its one unlabeled image damaged, then set aside
+    assert read_tsv(images / "classes.txt") == [["0", "benign"], ["1", "indeterminate"], ["2", "malignant"]]
+    for split in SPLIT_DIRS:
+        assert image_folder(images / split)[0] == LABELLED  # no label folder left that no split holds
+        names = {line["isic_id"] for line in metadata_lines(images / split)}
+        assert names == {p.stem for p in image_files(images / split)}
+    assert "ISIC_0000025" not in {line["isic_id"] for line in metadata_lines(images / "train")}

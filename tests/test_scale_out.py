@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from dataset_spiders.sources import splits
 from tests.conftest import ROOT, clean_env, crawl_command
 from tests.emulators import FakeImage, ImageHost, IsicV2Server, images, make_archive
 from tests.emulators.imagenet import FakePhoto, GeturlsServer, PhotoHosts, make_classes, placeholder_png
 from tests.emulators.server import Request
 from tests.redis_server import RedisServer
 from tests.test_imagenet_crawl import FolderWatcher
+from tests.test_isic_catalog import assert_whole_groups, group_of, grouped_archive
 
 PER_CLASS = 5
 FAST = (0.02, 0.1)
@@ -473,6 +475,38 @@ def test_isic_workers_keep_exactly_n_images_in_total(spawn, redis_server, out):
     assert kept == stems
     with open(out / "metadata.csv", newline="") as f:
         assert sorted(row["isic_id"] for row in csv.DictReader(f)) == sorted(stems)
+
+
+def test_isic_workers_split_whole_groups_and_leave_groups_already_placed_where_they_are(spawn, redis_server, out):
+    """Workers meet new groups apart, so they give them the plain rule (the seed and the group
+    alone: every worker the same split, no Redis needed); the groups an earlier plain run placed
+    by stratifying stay in their splits, and their images added now join them."""
+    records = grouped_archive(36)
+    scheme = splits.scheme([["train", 60], ["val", 20], ["test", 20]], 0)
+    assert scheme is not None
+    settings = settings_for(redis_server, CONCURRENT_REQUESTS="3", CONCURRENT_REQUESTS_PER_DOMAIN="3")
+    with SlowImageHost(records, delay=0.1) as host, IsicV2Server(records, host) as api:
+        args = (f"api_url={api.url}/api/v2", "splits=train:60,val:20,test:20", "layout=by_split")
+        first = subprocess.run(crawl_command("isic", out, *args, "num_images=10"), cwd=ROOT, env=clean_env(),
+                               capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr[-2500:]
+        before = split_of_files(out)
+        run_workers([spawn("isic", out, *args, settings=settings) for _ in range(2)])
+    after = split_of_files(out)
+    assert len(before) == 10 and len(after) == 36
+    assert {i: after[i] for i in before} == before, "a group placed before moved"
+    by_id = {r.isic_id: r for r in records}
+    assert_whole_groups(after, by_id)
+    placed = {group_of(by_id[i]) for i in before}
+    for isic_id, split in after.items():
+        record = by_id[isic_id]
+        if group_of(record) not in placed:
+            assert split == scheme.split_of(isic_id, record.clinical()), isic_id
+
+
+def split_of_files(out: Path) -> dict[str, str]:
+    """id -> split, from a by_split tree ({split}/{label}/{id}.jpg)."""
+    return {p.stem: p.relative_to(out / "Images").parts[0] for p in (out / "Images").glob("*/*/*.jpg")}
 
 
 @pytest.mark.parametrize(("url", "code"), [("http://127.0.0.1:6379/0", 2), ("redis://127.0.0.1:notaport/0", 1)])

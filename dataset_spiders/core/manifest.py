@@ -73,6 +73,7 @@ class Record:
     position: int | None = None  # isic: the record's place in the archive's listing (metadata.csv's row order)
     origin: str | None = None  # where the bytes came from when not a URL alone: "ARCHIVE_URL!MEMBER" (v2 masks)
     variant: str | None = None  # isic: "full" or "thumbnail_256", the file of the record that was fetched
+    split: str | None = None  # isic with splits: the image's split (its group's; see sources/splits.py)
 
     @property
     def key(self) -> Key:
@@ -128,7 +129,7 @@ def decode(raw: bytes) -> Record | str:
         obj["id"], obj["outcome"], kind, obj.get("group"), obj.get("label"), obj.get("url"), obj.get("final_url"),
         obj.get("detail"), obj.get("path"), obj.get("bytes"), obj.get("sha256"), obj.get("width"),
         obj.get("height"), obj.get("pixels"), learned, obj.get("time") if type(obj.get("time")) is float else None,
-        obj.get("phash"), _count(obj.get("position")), obj.get("origin"), obj.get("variant"),
+        obj.get("phash"), _count(obj.get("position")), obj.get("origin"), obj.get("variant"), obj.get("split"),
     )
 
 

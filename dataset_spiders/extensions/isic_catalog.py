@@ -10,18 +10,25 @@ before it existed come after, by id. With ``splits``, a last column ``split``.
 
 Beside the images, ``metadata.jsonl`` is what Hugging Face's ``imagefolder`` loads: one line
 per image file really there under its final name (``file_name`` relative to ``images_dir``),
-its ``label`` and the same fields, one type per column (``dataset_spiders.imagefolder``).
+its ``label`` and the same fields, one type per column (``dataset_spiders.imagefolder``); with
+``layout=by_split``, one in each split folder instead, where ``imagefolder`` reads a split's
+metadata. With label folders (``by_label``, ``by_split``), ``classes.txt`` at the top gives the
+class index the loaders assign, and every split folder holds the same class folders (those
+without an image left empty: a missing folder would shift torchvision's indices); the summary
+notes each label a split lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from scrapy import signals
@@ -30,9 +37,18 @@ from ..core import DatasetCore, manifest, provenance
 from ..core.disk import DatasetDisk, is_image_name, regular_size
 from ..core.files import open_regular, unlink_quietly
 from ..core.manifest import Record
-from ..imagefolder import METADATA_NAME, metadata_jsonl, reserved
-from ..sources.isic import IsicRecord, record_from_description, valid_id
-from ..sources.splits import SPLIT_COLUMN, Scheme, scheme
+from ..imagefolder import (
+    CLASSES_NAME,
+    METADATA_NAME,
+    class_folders,
+    label_classes_txt,
+    metadata_jsonl,
+    reserved,
+    split_metadata,
+    unread_splits,
+)
+from ..sources.isic import LABELS, IsicRecord, record_from_description, valid_id
+from ..sources.splits import SPLIT_COLUMN, UNLABELED, Scheme, scheme
 
 logger = logging.getLogger(__name__)
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
@@ -53,6 +69,12 @@ def read_description(descs_dir: str, key: str) -> IsicRecord | None:
             return record_from_description(json.load(f))
     except (OSError, ValueError, RecursionError):
         return None
+
+
+def recorded_split(record: Record, clinical: dict[str, Any] | None, splits: Scheme) -> str:
+    """An image's split: as its manifest line says, or, on a line from before lines said it, the
+    plain rule's (the one rule there was then, so where the image is)."""
+    return record.split if record.split in splits.names() else splits.split_of(record.id, clinical)
 
 
 def archive_order(kept: dict[str, Record]) -> list[str]:
@@ -84,7 +106,7 @@ def build_catalog(manifest_path: str, descs_dir: str, splits: Scheme | None = No
             fields |= record.acquisition.keys() | record.clinical.keys()
             rows.append(_fields(key, record))
             if splits is not None:
-                rows[-1][SPLIT_COLUMN] = splits.split_of(key, record.clinical)
+                rows[-1][SPLIT_COLUMN] = recorded_split(kept[key], record.clinical, splits)
     header = FIRST_COLUMNS + sorted(fields)
     if splits is not None and SPLIT_COLUMN not in header:
         header.append(SPLIT_COLUMN)
@@ -95,14 +117,14 @@ def build_catalog(manifest_path: str, descs_dir: str, splits: Scheme | None = No
     return out.getvalue(), "\n\n".join(attributions(rows)), len(rows)
 
 
-def runs_scheme(root: str, images_dir: str) -> Scheme | None:
-    """The splits of the latest isic run that filled ``images_dir`` (from ``dataset.json``)."""
-    found = None
+def runs_arguments(root: str, images_dir: str) -> dict[str, Any]:
+    """The arguments of the latest isic run that filled ``images_dir`` (from ``dataset.json``)."""
+    found: dict[str, Any] = {}
     runs, _ = provenance.read_resolved(root, [images_dir])
     for run in runs:
         arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
         if run.get("spider") == "isic" and run["folders"].get("images_dir") == images_dir:
-            found = scheme(arguments.get("splits"), arguments.get("seed"))
+            found = arguments
     return found
 
 
@@ -130,7 +152,7 @@ def image_rows(
             "copyright_license": described.license if described else None,
         }
         if splits is not None:
-            row[SPLIT_COLUMN] = splits.split_of(key, described.clinical if described else None)
+            row[SPLIT_COLUMN] = recorded_split(kept, described.clinical if described else None, splits)
         if described:
             fields = {**described.acquisition, **described.clinical}
             row.update((k, v) for k, v in fields.items() if k not in row and not reserved(k))
@@ -138,27 +160,132 @@ def image_rows(
     return rows
 
 
-def write_image_metadata(disk: DatasetDisk, images_dir: str, descs_dir: str, splits: Scheme | None = None) -> int:
-    """Write ``images_dir/metadata.jsonl`` atomically (remove it when no image is there); returns
-    how many images it lists. ``splits``: those of the run; without, those of the latest run that
-    filled ``images_dir`` (``scrapy verify --fix`` keeps the column). Blocking; the caller holds
-    the dataset's lock."""
-    path = os.path.join(images_dir, METADATA_NAME)
-    if splits is None:
-        splits = runs_scheme(disk.root, os.path.normpath(os.path.abspath(images_dir)))
+@dataclass
+class LoaderFiles:
+    """What ``write_loader_files`` did: how many images the metadata lists, and what the run's
+    summary should say (a label a split lacks, columns the split files leave out)."""
+
+    listed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def write_loader_files(
+    disk: DatasetDisk, images_dir: str, descs_dir: str, splits: Scheme | None = None, layout: str | None = None
+) -> LoaderFiles:
+    """Write what the loaders read, atomically, from the images there: ``metadata.jsonl`` (at the
+    top, or with ``by_split`` in each split folder; removed where no image is listed), and with
+    label folders ``classes.txt`` and the same class folders in every split. ``splits`` and
+    ``layout``: the run's; without, those of the latest run that filled ``images_dir``
+    (``scrapy verify --fix`` keeps them). Blocking; the caller holds the dataset's lock."""
+    if splits is None or layout is None:
+        arguments = runs_arguments(disk.root, os.path.normpath(os.path.abspath(images_dir)))
+        splits = splits or scheme(arguments.get("splits"), arguments.get("seed"))
+        layout = layout or arguments.get("layout") or "flat"
     rows = image_rows(disk, images_dir, descs_dir, splits)
-    if not rows:
-        if os.path.lexists(path):
-            unlink_quietly(path)
-        return 0
+    done = LoaderFiles(len(rows))
     leading = [SPLIT_COLUMN, *FIRST_COLUMNS] if splits is not None else FIRST_COLUMNS
-    disk.write_file(path, metadata_jsonl(rows, leading=leading))
-    csv_path = os.path.join(disk.root, "metadata.csv")
-    if os.path.commonpath([os.path.abspath(images_dir), csv_path]) == os.path.abspath(images_dir):
-        logger.warning("%s holds isic-cli's metadata.csv as well as %s: Hugging Face's imagefolder refuses two "
-                       "metadata files in one tree; name an images_dir apart from out_dir to load it with "
-                       "data_dir", images_dir, METADATA_NAME)
-    return len(rows)
+    top = os.path.join(images_dir, METADATA_NAME)
+    if layout == "by_split" and splits is not None:
+        done.notes += _write_split_metadata(disk, images_dir, rows, splits, leading)
+        if os.path.lexists(top):
+            unlink_quietly(top)  # an earlier version's: with split names imagefolder does not know, rows twice
+    elif rows:
+        disk.write_file(top, metadata_jsonl(rows, leading=leading))
+        csv_path = os.path.join(disk.root, "metadata.csv")
+        if os.path.commonpath([os.path.abspath(images_dir), csv_path]) == os.path.abspath(images_dir):
+            logger.warning("%s holds isic-cli's metadata.csv as well as %s: Hugging Face's imagefolder refuses two "
+                           "metadata files in one tree; name an images_dir apart from out_dir to load it with "
+                           "data_dir", images_dir, METADATA_NAME)
+    elif os.path.lexists(top):
+        unlink_quietly(top)
+    if layout in ("by_label", "by_split"):
+        done.notes += _arrange_classes(disk, images_dir, splits.names() if layout == "by_split" and splits else ())
+    if splits is not None and layout != "by_split":
+        done.notes += _labels_missing(rows, splits)
+    return done
+
+
+def _write_split_metadata(
+    disk: DatasetDisk, images_dir: str, rows: list[dict[str, Any]], splits: Scheme, leading: list[str]
+) -> list[str]:
+    """``{split}/metadata.jsonl`` for each split that has images, one schema for all (see
+    ``imagefolder.split_metadata``); the notes for the summary."""
+    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in splits.names()}
+    for row in rows:
+        split, _, rest = row["file_name"].partition("/")
+        if split in by_split and rest:
+            by_split[split].append({**row, "file_name": rest})
+    files, dropped = split_metadata({name: found for name, found in by_split.items() if found}, leading)
+    for name in splits.names():
+        path = os.path.join(images_dir, name, METADATA_NAME)
+        if name in files:
+            disk.write_file(path, files[name])
+        elif os.path.lexists(path):
+            unlink_quietly(path)
+    notes = []
+    if dropped:
+        shown = ", ".join(dropped[:10]) + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else "")
+        notes.append(f"the splits' {METADATA_NAME} leave out {len(dropped)} column(s) that have a value in some split "
+                     f"but none in another ({shown}): Hugging Face's imagefolder loads splits of one schema only; "
+                     "metadata.csv has them")
+    if unread := unread_splits(splits.names()):
+        notes.append(f"Hugging Face's imagefolder leaves out split folder(s) not named as its splits are (train, "
+                     f"val, test, …) once others are: {', '.join(unread)}; load them with data_files")
+    return notes
+
+
+def _arrange_classes(disk: DatasetDisk, images_dir: str, split_names: tuple[str, ...]) -> list[str]:
+    """``classes.txt`` for the label folders that hold an image; with splits, those same folders
+    in every split, in the loaders' order: a label a split lacks keeps an empty folder there
+    (torchvision indexes every folder, so a missing one would give the others other indices in
+    that split, silently; an empty one makes its default refuse, loudly), and an empty folder of
+    a label no split holds any more goes. The notes for the summary."""
+    tops = {name: os.path.join(images_dir, name) for name in split_names} or {"": images_dir}
+    held = {name: set(class_folders(top)) for name, top in tops.items()}
+    classes = sorted(set().union(*held.values()))
+    notes = []
+    for name, top in tops.items():
+        for label in {*LABELS, UNLABELED} - held[name]:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(top, label))  # only when empty, and never a link; made again below if needed
+        for label in classes if split_names else ():
+            folder = os.path.join(top, label)
+            if label not in held[name] and disk.owns(os.path.join(folder, "x")):
+                os.makedirs(folder, exist_ok=True)
+        lacking = [label for label in classes if label not in held[name]]
+        if lacking:
+            what = "no image" if not held[name] else f"no {' or '.join(lacking)} image"
+            empty = " and ".join(f"{name}/{label}/" for label in lacking)
+            notes.append(f"split {name} holds {what}: {empty} {'is' if len(lacking) == 1 else 'are'} left empty, so "
+                         f"that every split has the same classes in the same order ({CLASSES_NAME}); torchvision's "
+                         f"ImageFolder needs allow_empty=True for {name}")
+    path = os.path.join(images_dir, CLASSES_NAME)
+    if classes:
+        disk.write_file(path, label_classes_txt(classes))
+    elif os.path.lexists(path):
+        unlink_quietly(path)
+    return notes
+
+
+def _labels_missing(rows: list[dict[str, Any]], splits: Scheme) -> list[str]:
+    """A note for each split that lacks a label the dataset has (the ``split`` column)."""
+    held: dict[str, set[str]] = {name: set() for name in splits.names()}
+    for row in rows:
+        held.setdefault(row[SPLIT_COLUMN], set()).add(row["label"] or UNLABELED)
+    labels = sorted(set().union(*held.values()))
+    return [f"split {name} holds no {' or '.join(lacking)} image" for name in splits.names()
+            if (lacking := [label for label in labels if label not in held[name]])]
+
+
+def has_loader_files(images_dir: str) -> bool:
+    """Whether a run left files for the loaders in ``images_dir`` (``scrapy verify --fix`` rewrites them)."""
+    if any(os.path.lexists(os.path.join(images_dir, name)) for name in (METADATA_NAME, CLASSES_NAME)):
+        return True
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(images_dir):
+            if entry.is_dir(follow_symlinks=False) and os.path.lexists(os.path.join(entry.path, METADATA_NAME)):
+                return True
+    return False
 
 
 class IsicCatalog:
@@ -179,11 +306,11 @@ class IsicCatalog:
         params = getattr(spider, "params", None)
         splits = scheme(getattr(params, "splits", None), getattr(params, "seed", None))
         try:
-            await asyncio.to_thread(self.write, core, splits)
+            await asyncio.to_thread(self.write, core, splits, getattr(params, "layout", None) or "flat")
         except OSError as exc:
             core.fail(f"cannot write the catalog: {exc.strerror or exc}", stop=False)
 
-    def write(self, core: DatasetCore, splits: Scheme | None = None) -> None:
+    def write(self, core: DatasetCore, splits: Scheme | None = None, layout: str = "flat") -> None:
         core.writer.flush()  # the lines of the last images are in the file
         if not os.path.isfile(core.disk.manifest_path):
             return
@@ -193,5 +320,6 @@ class IsicCatalog:
         logger.info("metadata.csv and attribution.txt describe %d image(s)", count)
         images_dir = core.folder_names.get("images_dir")
         if images_dir:  # not with no_images: that run leaves the image tree as it is
-            listed = write_image_metadata(core.disk, images_dir, core.folder_names["descs_dir"], splits)
-            logger.info("%s lists %d image(s) in %s", METADATA_NAME, listed, images_dir)
+            done = write_loader_files(core.disk, images_dir, core.folder_names["descs_dir"], splits, layout)
+            logger.info("%s lists %d image(s) in %s", METADATA_NAME, done.listed, images_dir)
+            core.notes += done.notes

@@ -19,6 +19,7 @@ from scrapy.http import Response
 from .. import signals as our_signals
 from ..core.quota import Plan
 from ..core.shared import SharedGone
+from ..extensions.isic_catalog import read_description, recorded_split
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic, splits
@@ -50,6 +51,7 @@ class IsicSpider(DatasetSpider):
         spider.images_dir, spider.descs_dir, spider.seg_dir = (p.folder(n) for n in ("images", "descs", "seg"))
         spider.licenses_asked: set[str] = set()
         spider.token = isic_access.resolve_token(p.token, crawler.settings)
+        spider.ledger = None  # with splits: each group's split, from the dataset on disk, then as met
         if p.per_label:
             spider.target_per = "label"
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)
@@ -88,6 +90,8 @@ class IsicSpider(DatasetSpider):
             return
         if not await self.open_dataset():
             return
+        if p.splits:
+            self.ledger = await asyncio.to_thread(self.read_ledger)
         quota = self.core.quota
         self.listed: set[str] = set()
         try:
@@ -139,6 +143,20 @@ class IsicSpider(DatasetSpider):
             if item is not None:
                 quota.reserve()
                 yield item
+
+    def read_ledger(self) -> splits.Ledger:
+        """The splits of the groups the dataset holds (its kept images, their groups from their
+        descriptions), which never move; new groups are stratified, except with workers, who
+        give them the plain rule (see ``sources/splits.py``). Blocking."""
+        p = self.params
+        ledger = splits.Ledger(splits.Scheme(p.splits, p.seed), stratify=self.core.workers is None)
+        for record in self.core.index.records():
+            if record.kind == "image" and record.kept:
+                described = read_description(self.descs_dir, record.id)
+                clinical = described.clinical if described else None
+                ledger.known(splits.group_key(record.id, clinical), recorded_split(record, clinical, ledger.scheme),
+                             record.label)
+        return ledger
 
     # --- listing ------------------------------------------------------------------------
 
@@ -234,17 +252,18 @@ class IsicSpider(DatasetSpider):
             self.crawler.stats.inc_value("isic/outside_filter")
             logger.warning("%s is labelled %s, outside filter=%s; skipped", record.isic_id, record.label, p.filter)
             return None
-        folder = self.images_dir
-        if p.layout == "by_split":  # {split}/{label}/: no patient or lesion in two splits
-            folder = os.path.join(folder, splits.Scheme(p.splits, p.seed).split_of(record.isic_id, record.clinical))
-        if p.layout in ("by_label", "by_split"):
-            folder = os.path.join(folder, record.label or "unlabeled")
         thumbnail = p.image_size == "thumbnail_256"
         url = record.thumbnail_url if thumbnail else record.image_url
         urls = [] if p.no_images or not url else [url]
         if not urls and not p.no_images:
             return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=Outcome.NO_URL,
                              detail=f"the record has no {'thumbnail_256' if thumbnail else 'image'} URL")
+        split = self.ledger.split_of(record.isic_id, record.clinical, record.label) if self.ledger else None
+        folder = self.images_dir
+        if p.layout == "by_split" and split:  # {split}/{label}/: no patient or lesion in two splits
+            folder = os.path.join(folder, split)
+        if p.layout in ("by_label", "by_split"):
+            folder = os.path.join(folder, record.label or splits.UNLABELED)
         return ImageItem(
             image_id=record.isic_id,
             image_urls=urls,
@@ -257,6 +276,7 @@ class IsicSpider(DatasetSpider):
             description_path=os.path.join(self.descs_dir, f"{record.isic_id}.json"),
             source_id=record.source_id,
             position=position,
+            split=split,
         )
 
     # --- follow-ups: licenses and masks -----------------------------------------------------

@@ -78,7 +78,8 @@ class IsicParams:
         shown="`$ISIC_TOKEN`",
     )
     splits: tuple[tuple[str, int], ...] = arg(
-        split_spec, (), "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two",
+        split_spec, (), "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two, each "
+        "label in every split its lesions and patients allow",
         shown="none",
     )
     seed: int = arg(whole_number(0), 0, "with `splits`: the seed that makes them reproducible")
