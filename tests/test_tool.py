@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 import pty
 import select
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dataset_spiders import DownloadError, download_isic
-from dataset_spiders.cli import build_parser, option_names, spider_models
-from tests.conftest import ROOT, clean_env
+from dataset_spiders.cli import build_parser, default_text, option_names, spider_models
+from tests.conftest import ROOT, clean_env, user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
 
@@ -66,17 +67,60 @@ def _mkdir(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("spider", ["isic", "imagenet"])
-def test_help_lists_every_argument_with_its_meaning_and_default(spider, tmp_path):
-    run = console(spider, "--help", cwd=tmp_path)
+def test_help_lists_every_argument_with_its_meaning_and_default(spider, installed, tmp_path):
+    """The installed command's help, from a folder outside the checkout: a description in words
+    (it was the model's dataclass repr), and for every argument each spelling, what it takes
+    (``N|all``, ``{benign,malignant,indeterminate}``, ``[true|false]``, not ``VALUE``), its
+    meaning, the kind of value in words unless its choices say it, and its default."""
+    run = user_run(installed, spider, "--help", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     text = " ".join(run.stdout.split())  # argparse wraps lines
-    for field in dataclasses.fields(spider_models()[spider]):
-        for name in (field.name, *field.metadata.get("aliases", ())):
-            for option in option_names(name):
-                assert option in text, option
+    model = spider_models()[spider]
+    assert " ".join(inspect.cleandoc(model.__doc__).split()) in text
+    assert "Params(" not in text and "VALUE" not in text.replace("NAME=VALUE", "").replace("--NAME VALUE", "")
+    for field in dataclasses.fields(model):
+        parse = field.metadata["parse"]
+        options = [o for n in (field.name, *field.metadata.get("aliases", ())) for o in option_names(n)]
+        value = f"[{parse.metavar}]" if isinstance(field.default, bool) else parse.metavar
+        assert f"{', '.join(options)} {value}" in text, field.name
+        assert parse.metavar != "VALUE" and (not parse.choices or parse.metavar == "{" + ",".join(parse.choices) + "}")
         meaning = " ".join(field.metadata["help"].replace("`", "").split())
-        assert meaning in text, meaning
-    assert "-s NAME=VALUE" in text and "--verbose" in text
+        kind = "" if parse.choices else f"{parse.kind}; "
+        assert f"{meaning} ({kind}default: {default_text(field)})" in text, field.name
+    assert "-s, --set NAME=VALUE" in text and "--verbose" in text and "examples: dataset-spiders " in text
+
+
+def test_every_command_has_its_own_help_and_the_tool_a_version(installed, tmp_path):
+    """``verify --help`` and ``report --help`` printed Scrapy's usage (``--pdb``, ``--profile``,
+    ``scrapy verify``); there was no ``--version``. Now each command explains itself, a wrong
+    option is one line naming the command, and the options still reach the same code."""
+    from dataset_spiders import __version__
+
+    where = _mkdir(tmp_path / "user")
+    top = user_run(installed, "--help", cwd=where)
+    assert top.returncode == 0 and all(name in top.stdout for name in ("isic", "imagenet", "verify", "report"))
+    version = user_run(installed, "--version", cwd=where)
+    assert version.returncode == 0 and version.stdout.startswith(f"dataset-spiders {__version__} (Scrapy 2.")
+    bare = user_run(installed, cwd=where)
+    assert bare.returncode == 2 and bare.stderr.startswith("error: give a command: isic, imagenet, verify, report")
+    helps = {command: user_run(installed, command, "--help", cwd=where) for command in ("verify", "report")}
+    for command, run in helps.items():
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith(f"usage: dataset-spiders {command} "), run.stdout
+        for scrapys in ("--pdb", "--profile", "--pidfile", "--nolog", "scrapy ", "Global Options"):
+            assert scrapys not in run.stdout, (command, scrapys)
+        for ours in ("DIR", "--images-dir, --images_dir FOLDER", "--seg-dir", "-s, --set NAME=VALUE", "examples:"):
+            assert ours in run.stdout, (command, ours)
+    assert "--fix" in helps["verify"].stdout and "--fix" not in helps["report"].stdout
+    wrong = user_run(installed, "verify", "--pdb", "ISIC", cwd=where)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: verify: unrecognized arguments: --pdb\n")
+    none = user_run(installed, "report", cwd=where)
+    assert (none.returncode, none.stderr) == (2, "error: report: the following arguments are required: DIR\n")
+    bad = user_run(installed, "report", "-s", "REPORT_THUMBNAIL_SIZE=big", "ISIC", cwd=where)  # a setting read
+    assert bad.returncode == 2 and bad.stderr.startswith("error: setting REPORT_THUMBNAIL_SIZE: expected a whole")
+    odd = user_run(installed, "verify", "--fix", "--images-dir", str(where / "elsewhere"), "-L", "DEBUG", "--", "-x",
+                   cwd=where)  # a folder named like an option, after --
+    assert (odd.returncode, odd.stderr.strip()) == (2, "error: no manifest.jsonl in ./-x"), odd.stderr
 
 
 def test_both_spellings_and_settings_reach_the_crawl_command():

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..params import arg, boolean, choice, http_url, int_list, optional, path, text, whole_number
+from ..params import Parser, arg, boolean, choice, http_url, int_list, optional, path, text, whole_number
 from ..sources.isic import LABELS
 
 
@@ -30,6 +30,11 @@ def split_spec(value: object) -> tuple[tuple[str, int], ...]:
 
 @dataclass(frozen=True)
 class IsicParams:
+    """Download images from the ISIC Archive (dermoscopy images of skin lesions) into a verified
+    dataset folder: exactly the number asked, each image decoded in full before it is kept, its
+    description beside it, a manifest line for every image tried and why, a report at the end.
+    Run it again to resume or to add more; nothing kept is downloaded twice."""
+
     num_images: int | None = arg(
         whole_number(1, all_word="all"), None,
         "how many images to keep; failures are topped up from the next matching records",
@@ -78,7 +83,8 @@ class IsicParams:
         shown="`$ISIC_TOKEN`",
     )
     splits: tuple[tuple[str, int], ...] = arg(
-        split_spec, (), "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two",
+        Parser(split_spec, "NAME:WEIGHT,...", "name:weight pairs"), (),
+        "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two",
         shown="none",
     )
     seed: int = arg(whole_number(0), 0, "with `splits`: the seed that makes them reproducible")
@@ -92,7 +98,8 @@ class IsicParams:
         boolean, False, "when `out_dir` holds another selection (or spider): set its images aside to "
         "`.quarantine/` (recorded) and make it this run's; without it such a run stops",
     )
-    api_version: int = arg(lambda v: int(choice("1", "2")(v)), 2, "`2`, or `1` for the legacy Girder API")
+    api_version: int = arg(Parser(lambda v: int(choice("1", "2")(v)), "{1,2}", "one of 1, 2", ("1", "2")), 2,
+                           "`2`, or `1` for the legacy Girder API")
     api_url: str | None = arg(
         optional(http_url), None, "the API base",
         shown="setting `ISIC_API_URL` (v2) or `ISIC_V1_API_URL` (v1)",

@@ -1,6 +1,7 @@
 """The README's argument tables come from the argument models; they must not drift apart."""
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,33 @@ def test_every_test_the_readme_names_exists():
     source = "".join(p.read_text() for p in README.parent.joinpath("tests").rglob("test_*.py"))
     assert names
     assert not {n for n in names if f"def {n}" not in source}
+
+
+def readme_commands(tool: str) -> list[list[str]]:
+    """The words of each ``tool`` command in the README's code blocks (after ``.venv/bin/``, up to
+    a ``&&``, ``|``, ``;`` or ``&``; comments dropped)."""
+    commands = []
+    for block in re.findall(r"```(?:sh|bash)\n(.*?)```", README.read_text(), re.S):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            for i, word in enumerate(words):
+                if word.rsplit("/", 1)[-1] == tool:
+                    rest = words[i + 1:]
+                    end = next((j for j, w in enumerate(rest) if w in ("&&", "|", ";", "&")), len(rest))
+                    commands.append(rest[:end])
+    return commands
+
+
+def test_the_readme_examples_are_commands_that_work_outside_the_checkout():
+    """Each ``dataset-spiders`` example parses as the console command reads it, and none is
+    ``scrapy verify`` or ``scrapy report``, which work only inside the checkout."""
+    from dataset_spiders.cli import build_parser
+
+    examples = readme_commands("dataset-spiders")
+    assert {words[0] for words in examples} >= {"isic", "imagenet", "verify", "report"}
+    for words in examples:
+        try:
+            build_parser().parse_args(words)
+        except SystemExit as exc:
+            pytest.fail(f"dataset-spiders {shlex.join(words)}: exit {exc.code}")
+    assert not [w for w in readme_commands("scrapy") if w[:1] in (["verify"], ["report"])]
