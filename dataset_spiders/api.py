@@ -2,7 +2,9 @@
 
 Each call runs the console command (``cli.py``) in a subprocess: Twisted's reactor cannot be
 started twice in one process, and a notebook's asyncio loop is already running. So a script
-or a Jupyter notebook may call these any number of times. Keyword arguments are the spider
+or a Jupyter notebook may call these any number of times; an interrupted call (KeyboardInterrupt,
+SIGTERM) stops its subprocess and waits for it before re-raising (``children.py``), so the next
+call finds the dataset free. Keyword arguments are the spider
 arguments (``num_images``, ``wnids``...); UPPERCASE ones, or ``settings={...}``, are settings.
 The result is read back from the run's own entry in ``dataset.json``.
 """
@@ -12,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .children import Terminated, running
 from .cli import spider_models
 from .core.provenance import FOLDER_NAMES, read_resolved
 from .secrets import ENV_ARGUMENTS, ENV_SETTINGS, SECRET_ARGUMENTS, SETTING_NAME, secret_setting, url_passwords
@@ -121,20 +123,27 @@ def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] 
     path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
     env = {**{k: v for k, v in os.environ.items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS)},
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **private}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace", env=env)
-    error = None
-    assert proc.stderr is not None
     out = stream or sys.stderr  # a notebook's sys.stderr has no file descriptor: lines are passed on
-    for line in proc.stderr:
+    error = None
+
+    def on_line(line: str) -> None:
+        nonlocal error
         if line.startswith("error: "):
             error = line[len("error: "):].strip()
         if echo:
             out.write(line)
             out.flush()
-    code = proc.wait()
+
+    try:
+        # an interrupt or SIGTERM here stops the child and waits for it before going on (children.py)
+        with running(argv, env, on_line) as child:
+            for line in child.stderr_lines():
+                on_line(line)
+            code = child.wait()
+    except Terminated:  # the caller's own SIGTERM handler returned: the call is over all the same
+        raise DownloadError(f"{spider}: stopped by SIGTERM") from None
     named = [str(Path(str(v)).absolute()) for k, v in arguments.items() if k in FOLDER_NAMES and v]
-    summary = read_summary(out_dir(spider, arguments), proc.pid, code, error, named)
+    summary = read_summary(out_dir(spider, arguments), child.pid, code, error, named)
     if code != 0:
         raise DownloadError(error or f"{spider} exited with status {code}", summary)
     if summary is None:

@@ -1,0 +1,103 @@
+"""The Python API as a user's script meets it (issue 19): an interrupted call ends the crawl it
+started, and the next call works.
+
+A user's script is run by the installed venv's python from a folder outside the checkout. It is
+interrupted (SIGINT, as a notebook's interrupt button or Ctrl-C sends; SIGTERM, as a process
+manager sends) while its crawl downloads; then no process whose command line names the dataset
+is left (``/proc`` is walked), the script ended by the signal, and a second call finishes the
+dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env
+from tests.emulators import IsicV2Server, make_archive
+from tests.test_tool import SlowImageHost
+
+SCRIPT = """
+import sys
+from dataset_spiders import download_isic
+
+summary = download_isic(num_images=int(sys.argv[1]), api_url=sys.argv[2], out_dir=sys.argv[3],
+                        CONCURRENT_REQUESTS=2)
+print("images", summary.images, summary.outcomes)
+"""
+
+
+@pytest.fixture(scope="module")
+def archive():
+    return make_archive(8)
+
+
+@pytest.fixture(scope="module")
+def slow_api(archive) -> Iterator[str]:
+    """The v2 API with an image host that takes 0.4 s per image: a run long enough to interrupt."""
+    with SlowImageHost(archive, delay=0.4) as host, IsicV2Server(archive, host) as api:
+        yield f"{api.url}/api/v2"
+
+
+def user_env() -> dict[str, str]:
+    return {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "ISIC_TOKEN")}
+
+
+def processes_naming(folder: Path) -> dict[int, str]:
+    """Every live process whose command line names ``folder``, by pid (zombies have none)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            words = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if any(str(folder).encode() in word for word in words):
+            found[int(entry)] = b" ".join(words).decode(errors="replace")
+    return found
+
+
+def run_script(installed: Path, home: Path, *args: str) -> subprocess.Popen[str]:
+    script = home / "get.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen([str(installed.parent / "python"), str(script), *args], cwd=home, env=user_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_call_ends_its_crawl_and_the_next_call_works(signum, installed, slow_api, tmp_path):
+    home = tmp_path / "user"
+    home.mkdir()
+    out = home / "Lesions"
+    script = run_script(installed, home, "8", slow_api, str(out))
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "manifest.jsonl").exists() or not [
+                pid for pid, line in processes_naming(out).items() if pid != script.pid]:
+            assert script.poll() is None and time.monotonic() < deadline, script.communicate()
+            time.sleep(0.05)  # until the crawl runs: its process is up and it has begun its manifest
+        os.kill(script.pid, signum)
+        _, err = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert script.returncode == -signum, err[-3000:]  # the script ended by the signal, as it would have
+    left = processes_naming(out)
+    for pid in left:  # (no stray crawl for the other tests to trip on)
+        os.kill(pid, signal.SIGKILL)
+    assert left == {}, left
+    assert "error: interrupted; run the same command again" in err, err[-3000:]  # it stopped gracefully
+    assert ("KeyboardInterrupt" in err) == (signum == signal.SIGINT)
+    again = run_script(installed, home, "8", slow_api, str(out))
+    stdout, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err[-3000:]
+    assert stdout.startswith("images 8 "), stdout
+    assert "in use by process" not in err
+    assert len(list((out / "Images").glob("*.jpg"))) == 8
