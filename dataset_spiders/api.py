@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .children import Terminated, running
-from .cli import spider_models
+from .children import Terminated, package_env, running
+from .cli import asks_for_everything, spider_models
 from .core.provenance import FOLDER_NAMES, read_resolved
 from .secrets import ENV_ARGUMENTS, ENV_SETTINGS, SECRET_ARGUMENTS, SETTING_NAME, secret_setting, url_passwords
 
@@ -118,11 +117,11 @@ def child_command(spider: str, arguments: dict[str, Any], settings: dict[str, An
 def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None, echo: bool,
                stream: TextIO | None = None) -> Summary:
     argv, private = child_command(spider, arguments, settings)
-    # the package as this process imported it (an install, or a checkout on sys.path), first
-    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**{k: v for k, v in os.environ.items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS)},
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **private}
+    if asks_for_everything(spider, {k: v for k, v in arguments.items() if not k.isupper()}):
+        raise DownloadError(f"{spider}: no num_images or per_label: this call would download every matching image "
+                            "(without filter, query or collections, the whole archive); give all=True to mean it, "
+                            "or num_images=N (dry_run=True says how many match)")
+    env = {k: v for k, v in package_env(private).items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS) or k in private}
     out = stream or sys.stderr  # a notebook's sys.stderr has no file descriptor: lines are passed on
     error = None
 

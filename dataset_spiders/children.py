@@ -29,6 +29,14 @@ STOP_GRACE = 10.0  # seconds a crawl has after SIGINT to finish or drop what is 
 FORCE_GRACE = 5.0  # then after a second SIGINT, before the process group is killed
 
 
+def package_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a child that runs this package: the package as this process imported
+    it (an install, or a checkout on sys.path) first on its path, output unbuffered, ``extra``."""
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(extra or {})}
+
+
 class Terminated(BaseException):
     """SIGTERM arrived while a child ran (raised in the main thread, so the child is stopped);
     the caller gets the signal again once the child is gone."""

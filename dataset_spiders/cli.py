@@ -223,6 +223,73 @@ def dataset_command_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def asks_for_everything(spider: str, arguments: dict[str, Any]) -> bool:
+    """Whether an ``isic`` run of these arguments would download every matching image without
+    saying so: no ``num_images`` (``num_images=all`` says so), no ``per_label``, not ``all``, not
+    a dry run (which fetches no image). On the whole archive that is hundreds of thousands of
+    images, so the console asks first and the Python API refuses. Arguments that do not parse:
+    False (the crawl names what is wrong, as for any run)."""
+    from .params import ArgumentError, parse_args
+
+    if spider != "isic":
+        return False
+    try:
+        params = parse_args(spider_models()[spider], arguments)
+    except ArgumentError:
+        return False
+    return arguments.get("num_images") is None and params.per_label is None and not params.all and not params.dry_run
+
+
+def confirm_everything(parser: Parser, argv: list[str], arguments: dict[str, Any]) -> None:
+    """A bare ``dataset-spiders isic``: on a terminal, what the whole selection is (the dry run's
+    numbers, from a child) and a question, default no (no: exit 1); elsewhere one line, exit 2,
+    as a script cannot answer and should say ``--all``."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        parser.error("no --num-images or --per-label: this run would download every matching image (without "
+                     "--filter, --query or --collections, the whole archive); give --all to mean it, or "
+                     "--num-images N (--dry-run says how many match)", "isic")
+    from .params import parse_args
+    from .spiders.look_ahead import size_text
+
+    whole = measure_everything(argv)
+    params = parse_args(spider_models()["isic"], arguments)
+    count, wanted, expected = whole.get("count"), whole.get("wanted"), whole.get("expected")
+    said = f"{count} image(s) match {whole.get('selection')}" if count is not None else (
+        f"the API does not say how many images match {whole.get('selection', 'the selection')}")
+    about = f" (about {size_text(expected)})" if isinstance(expected, (int, float)) else ""
+    into = whole.get("folder") or params.folder("images")
+    what = (f"Save the descriptions of all {wanted if count is not None else 'the'} matching records (no images) "
+            f"into {params.folder('descs')}" if params.no_images else
+            f"Download all {wanted if count is not None else 'the'} images{about} into {into}")
+    sys.stderr.write(f"isic: no --num-images or --per-label: {said}.\n{what}? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        print("Nothing downloaded (give --num-images N for fewer, or --all to skip this question).",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def measure_everything(argv: list[str]) -> dict[str, Any]:
+    """The isic dry run of these options, run as a child (this process's reactor is for the crawl
+    itself): its numbers, or {} if it said nothing we can read. A dry run that fails has said
+    why on stderr: its exit status is ours. An interrupt stops it (``children.py``)."""
+    import json
+
+    from .children import package_env, running
+    from .spiders.look_ahead import DRY_RUN_ENV
+
+    command = [sys.executable, "-m", "dataset_spiders", *argv, "--dry-run", "--loglevel=WARNING"]
+    with running(command, package_env({DRY_RUN_ENV: "json"}), capture_stdout=True, stderr=False) as child:
+        code = child.wait()
+    if code != 0:
+        sys.exit(code)
+    try:
+        found = json.loads("".join(child.stdout).strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ["SCRAPY_SETTINGS_MODULE"] = SETTINGS_MODULE  # the project's settings, from any folder
@@ -230,12 +297,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv:
         parser.error(f"give a command: {', '.join(COMMANDS)} (dataset-spiders --help says what each does)")
     args = parser.parse_args(argv)
-    from scrapy.cmdline import execute
-
     if args.command in spider_models():
-        sys.argv = scrapy_argv(args, spider_models()[args.command])  # dataset.json records the run as this
+        model = spider_models()[args.command]
+        arguments = {f.name: getattr(args, f.name) for f in dataclasses.fields(model)
+                     if getattr(args, f.name) is not None}
+        if asks_for_everything(args.command, arguments):
+            try:
+                confirm_everything(parser, argv, arguments)
+            except KeyboardInterrupt:  # at the question, or during the dry run (stopped, waited for)
+                print(file=sys.stderr)
+                sys.exit(130)
+        sys.argv = scrapy_argv(args, model)  # dataset.json records the run as this
     else:
         sys.argv = dataset_command_argv(args)
+    from scrapy.cmdline import execute
+
     execute(sys.argv)
 
 

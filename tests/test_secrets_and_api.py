@@ -291,7 +291,7 @@ def test_python_api_values_cannot_become_options(isic_api, archive, installed, t
     with pytest.raises(DownloadError, match=r"^isic: no_images: expected true or false, got '-sredis_url="):
         download_isic(num_images=2, api_url=isic_api, no_images="-sREDIS_URL=redis://127.0.0.1:9/0", echo=False)
     assert not elsewhere.exists() and not (tmp_path / "ISIC").exists()
-    benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", echo=False)
+    benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", all=True, echo=False)
     assert sorted(p.name for p in benign.images_dir.glob("*.jpg")) == sorted(
         f"{img.isic_id}.jpg" for img in archive if img.diagnosis_1 != "Malignant")
     for settings in ({"-L": "DEBUG"}, {"lower_case": "1"}, {"TWO WORDS": "1"}, {"OK=NOT": "1"}):

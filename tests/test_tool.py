@@ -187,28 +187,9 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(archive, tmp_path):
 
 def on_a_terminal(command: list[str], cwd: Path, timeout: float = 90) -> str:
     """Run ``command`` with a pseudo-terminal as its stderr; everything it wrote there."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(command, cwd=cwd, env=clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}),
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    assert proc.returncode == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    session = terminal_session(command, cwd, clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}), timeout=timeout)
+    assert session.code == 0
+    return session.screen
 
 
 def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_path):
@@ -230,7 +211,7 @@ def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_p
 
 
 def test_a_run_failing_before_its_first_image_leaves_nothing_behind(tmp_path):
-    run = console("isic", "--api-url", "http://127.0.0.1:9/api/v2", "-s", "RETRY_TIMES=0", cwd=tmp_path)
+    run = console("isic", "--all", "--api-url", "http://127.0.0.1:9/api/v2", "-s", "RETRY_TIMES=0", cwd=tmp_path)
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot fetch the search page http://127.0.0.1:9/api/v2/")
@@ -282,3 +263,80 @@ def test_a_run_that_will_not_fit_on_the_disk_stops_at_start(isic, tmp_path):
         assert too_big.returncode == 1
         assert "error: not enough disk space: the run expects to write about 1.7 MB into" in too_big.stderr
         assert os.listdir(small) == []  # it stopped before its first image: nothing left
+
+
+@dataclasses.dataclass
+class Session:
+    code: int
+    screen: str  # everything written to the terminal, the answer's echo included
+
+
+def terminal_session(command: list[str], cwd: Path, env: dict[str, str], answer: str | None = None,
+                     timeout: float = 90) -> Session:
+    """Run ``command`` with a pseudo-terminal as its stderr (and its stdin when it is to be
+    answered: ``answer`` is typed when it asks ``[y/N]``)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL if answer is None else follower,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if answer is not None and b"[y/N] " in b"".join(chunks):
+                os.write(leader, answer.encode() + b"\n")
+                answer = None
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return Session(proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
+
+
+def answer_on_a_terminal(command: list[str], answer: str, cwd: Path) -> Session:
+    """``command`` run as a user at a terminal (from ``cwd``, without the checkout on the path),
+    who types ``answer`` when it asks."""
+    env = {k: v for k, v in clean_env({"COLUMNS": "120"}).items() if k != "PYTHONPATH"}
+    return terminal_session(command, cwd, env, answer)
+
+
+def test_a_bare_isic_asks_before_the_whole_archive_on_a_terminal_and_refuses_elsewhere(installed, tmp_path):
+    """``dataset-spiders isic`` with no count used to start on the whole archive without a word.
+    Now, on a terminal, it says how many images and how many bytes (the dry run's numbers) and
+    asks, default no; off a terminal (a script, CI) it refuses in one line without ``--all``."""
+    records = make_archive(5)
+    size = sum(len(r.body) for r in records)
+    where = _mkdir(tmp_path / "user")
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        url = f"{api.url}/api/v2"
+        piped = user_run(installed, "isic", "--api-url", url, cwd=where)
+        assert piped.returncode == 2 and len(piped.stderr.splitlines()) == 1, piped.stderr
+        assert piped.stderr.startswith("error: isic: no --num-images or --per-label: this run would download every "
+                                       "matching image") and "give --all to mean it" in piped.stderr
+        assert os.listdir(where) == [] and api.requests_for("/api/v2/") == []  # refused before anything
+        no = answer_on_a_terminal([str(installed), "isic", "--api-url", url], "n", cwd=where)
+        question = (f"isic: no --num-images or --per-label: 5 image(s) match everything.\r\n"
+                    f"Download all 5 images (about {size / 1024:.0f} KB) into {where / 'ISIC' / 'Images'}? [y/N] ")
+        assert question in no.screen, no.screen
+        assert no.code == 1 and "Nothing downloaded" in no.screen and os.listdir(where) == []
+        assert api.requests_for("/api/v2/images/search/") and host.log == []  # measured, no image fetched
+        yes = answer_on_a_terminal([str(installed), "isic", "--api-url", url], "y", cwd=where)
+        assert yes.code == 0 and question in yes.screen and "Summary: 5 image(s)" in yes.screen, yes.screen
+        assert len(list((where / "ISIC" / "Images").glob("*.jpg"))) == 5
+        said = user_run(installed, "isic", "--all", "--api-url", url, "--out-dir", "All", cwd=where)
+        assert said.returncode == 0 and len(list((where / "All" / "Images").glob("*.jpg"))) == 5, said.stderr
+        counted = user_run(installed, "isic", "--num-images", "all", "--api-url", url, "--out-dir", "All", cwd=where)
+        assert counted.returncode == 0, counted.stderr  # num_images=all says it too
+        dry = user_run(installed, "isic", "--dry-run", "--api-url", url, cwd=where)
+        assert dry.returncode == 0 and dry.stdout.startswith("Dry run: isic: 5 image(s) match everything")
+    both = user_run(installed, "isic", "--all", "--num-images", "2", cwd=where)
+    assert (both.returncode, both.stderr) == (2, "error: isic: all: not with num_images or per_label (it asks for "
+                                                 "every matching image)\n")

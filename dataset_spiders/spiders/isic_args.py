@@ -38,7 +38,11 @@ class IsicParams:
     num_images: int | None = arg(
         whole_number(1, all_word="all"), None,
         "how many images to keep; failures are topped up from the next matching records",
-        shown="all",
+        shown="every matching image, once confirmed (`all`)",
+    )
+    all: bool = arg(
+        boolean, False, "every matching image, said outright: without it (or `num_images`, `per_label`) "
+        "`dataset-spiders isic` asks first on a terminal and refuses elsewhere, and the Python API refuses"
     )
     offset: int = arg(whole_number(0), 0, "skip the first K matching records (the archive's stable order)")
     filter: str | None = arg(
@@ -106,6 +110,8 @@ class IsicParams:
     )
 
     def __post_init__(self) -> None:
+        if self.all and (self.num_images is not None or self.per_label is not None):
+            raise ValueError("all: not with num_images or per_label (it asks for every matching image)")
         if self.per_label is not None and (self.num_images is not None or self.offset):
             raise ValueError("per_label: not with num_images or offset (it asks for N of each label)")
         if self.masks_required and not self.segmentation:

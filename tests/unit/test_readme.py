@@ -42,15 +42,24 @@ def readme_commands(tool: str) -> list[list[str]]:
 
 
 def test_the_readme_examples_are_commands_that_work_outside_the_checkout():
-    """Each ``dataset-spiders`` example parses as the console command reads it, and none is
-    ``scrapy verify`` or ``scrapy report``, which work only inside the checkout."""
-    from dataset_spiders.cli import build_parser
+    """Each ``dataset-spiders`` example parses as the console command reads it and would not stop
+    at the question a bare ``isic`` asks (so it works in a script too), and no example is a
+    ``scrapy`` command, which works only inside the checkout."""
+    import dataclasses
+
+    from dataset_spiders.cli import asks_for_everything, build_parser, spider_models
 
     examples = readme_commands("dataset-spiders")
     assert {words[0] for words in examples} >= {"isic", "imagenet", "verify", "report"}
     for words in examples:
         try:
-            build_parser().parse_args(words)
+            args = build_parser().parse_args(words)
         except SystemExit as exc:
+            if exc.code == 0 and "--help" in words:
+                continue
             pytest.fail(f"dataset-spiders {shlex.join(words)}: exit {exc.code}")
-    assert not [w for w in readme_commands("scrapy") if w[:1] in (["verify"], ["report"])]
+        if args.command == "isic":
+            given = {f.name: getattr(args, f.name) for f in dataclasses.fields(spider_models()["isic"])
+                     if getattr(args, f.name) is not None}
+            assert not asks_for_everything("isic", given), f"dataset-spiders {shlex.join(words)} would ask"
+    assert readme_commands("scrapy") == []

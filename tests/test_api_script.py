@@ -1,5 +1,5 @@
 """The Python API as a user's script meets it (issue 19): an interrupted call ends the crawl it
-started, and the next call works.
+started and the next call works; a call without a count does not start on the whole archive.
 
 A user's script is run by the installed venv's python from a folder outside the checkout. It is
 interrupted (SIGINT, as a notebook's interrupt button or Ctrl-C sends; SIGTERM, as a process
@@ -101,3 +101,32 @@ def test_an_interrupted_call_ends_its_crawl_and_the_next_call_works(signum, inst
     assert stdout.startswith("images 8 "), stdout
     assert "in use by process" not in err
     assert len(list((out / "Images").glob("*.jpg"))) == 8
+
+
+COUNTLESS = """
+import sys
+from dataset_spiders import DownloadError, download_isic
+
+try:
+    download_isic(api_url=sys.argv[1], out_dir="Whole", echo=False)
+except DownloadError as exc:
+    print("DownloadError:", exc)
+summary = download_isic(api_url=sys.argv[1], out_dir="Whole", all=True, echo=False)
+print("images", summary.images)
+"""
+
+
+def test_a_call_without_a_count_wants_all_true(installed, slow_api, tmp_path):
+    """The API is never on a terminal, so it cannot ask: without ``num_images`` or ``per_label``
+    it raises, before starting anything, unless ``all=True`` says the whole selection is meant."""
+    home = tmp_path / "user"
+    home.mkdir()
+    (home / "get.py").write_text(COUNTLESS)
+    done = subprocess.run([str(installed.parent / "python"), str(home / "get.py"), slow_api], cwd=home,
+                          env=user_env(), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("DownloadError: isic: no num_images or per_label: this call would download every matching "
+                        "image (without filter, query or collections, the whole archive); give all=True to mean it, "
+                        "or num_images=N (dry_run=True says how many match)")
+    assert lines[1] == "images 8"
