@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import parent_progress as progress
 from .children import Terminated, package_env, running
 from .cli import asks_for_everything, spider_models
 from .core.provenance import FOLDER_NAMES, read_resolved
@@ -121,33 +122,53 @@ def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] 
         raise DownloadError(f"{spider}: no num_images or per_label: this call would download every matching image "
                             "(without filter, query or collections, the whole archive); give all=True to mean it, "
                             "or num_images=N (dry_run=True says how many match)")
-    env = {k: v for k, v in package_env(private).items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS) or k in private}
-    out = stream or sys.stderr  # a notebook's sys.stderr has no file descriptor: lines are passed on
-    error = None
-
-    def on_line(line: str) -> None:
-        nonlocal error
-        if line.startswith("error: "):
-            error = line[len("error: "):].strip()
-        if echo:
-            out.write(line)
-            out.flush()
-
     try:
-        # an interrupt or SIGTERM here stops the child and waits for it before going on (children.py)
-        with running(argv, env, on_line) as child:
-            for line in child.stderr_lines():
-                on_line(line)
-            code = child.wait()
+        code, error, pid = run_child(argv, private, echo, stream or sys.stderr)
     except Terminated:  # the caller's own SIGTERM handler returned: the call is over all the same
         raise DownloadError(f"{spider}: stopped by SIGTERM") from None
     named = [str(Path(str(v)).absolute()) for k, v in arguments.items() if k in FOLDER_NAMES and v]
-    summary = read_summary(out_dir(spider, arguments), child.pid, code, error, named)
+    summary = read_summary(out_dir(spider, arguments), pid, code, error, named)
     if code != 0:
         raise DownloadError(error or f"{spider} exited with status {code}", summary)
     if summary is None:
         raise DownloadError(f"{spider}: the run left no entry in dataset.json")
     return summary
+
+
+def run_child(argv: list[str], private: dict[str, str], echo: bool, out: TextIO) -> tuple[int, str | None, int]:
+    """Run the console command ``argv`` (``private``: what its environment adds); its exit
+    status, its ``error:`` line and its pid. Its stderr is passed on to ``out`` when ``echo``
+    (a notebook's sys.stderr has no file descriptor, so lines are passed on, not the descriptor),
+    its progress drawn as a bar where one can be seen (``parent_progress.py``); an interrupt or
+    SIGTERM stops it and waits for it before going on (``children.py``)."""
+    bar_class = progress.bar_class(out) if echo else None
+    env = {k: v for k, v in package_env(private).items()
+           if k not in (ENV_SETTINGS, ENV_ARGUMENTS, progress.ENV) or k in private}
+    if bar_class is not None:
+        env[progress.ENV] = "json"
+    view = progress.ParentBar(bar_class, out)
+    error = None
+
+    def on_line(line: str) -> None:
+        nonlocal error
+        numbers = progress.numbers_of(line)
+        if numbers is not None:  # (never shown as a line: drawn, or dropped with echo=False)
+            if bar_class is not None:
+                view.show(numbers)
+            return
+        if line.startswith("error: "):
+            error = line[len("error: "):].strip()
+        if echo:
+            view.write(line)
+
+    try:
+        with running(argv, env, on_line) as child:
+            for line in child.stderr_lines():
+                on_line(line)
+            code = child.wait()
+    finally:
+        view.close()
+    return code, error, child.pid
 
 
 def out_dir(spider: str, arguments: dict[str, Any]) -> Path:

@@ -15,13 +15,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.conftest import clean_env, looking_every
 from tests.emulators import IsicV2Server, make_archive
-from tests.test_tool import SlowImageHost
+from tests.test_tool import SlowImageHost, terminal_session
 
 SCRIPT = """
 import sys
@@ -130,3 +131,42 @@ def test_a_call_without_a_count_wants_all_true(installed, slow_api, tmp_path):
                         "image (without filter, query or collections, the whole archive); give all=True to mean it, "
                         "or num_images=N (dry_run=True says how many match)")
     assert lines[1] == "images 8"
+
+
+def test_the_api_asks_its_crawl_for_progress_numbers_only_where_it_can_draw_them(installed, slow_api, tmp_path):
+    """A user's script at a terminal: its crawl is given ``DATASET_SPIDERS_PROGRESS=json`` (the
+    numbers the API draws as a bar) and no ``progress-json:`` line reaches the screen; the same
+    script writing to a file: the crawl is not asked (its own ``Progress:`` lines pass through)."""
+    home = tmp_path / "user"
+    home.mkdir()
+    (home / "get.py").write_text(SCRIPT)
+    python = str(installed.parent / "python")
+    with progress_asked_of(home / "Tty") as terminal:
+        session = terminal_session([python, str(home / "get.py"), "8", slow_api, str(home / "Tty")], home,
+                                   user_env())
+    assert session.code == 0, session.screen[-3000:]
+    assert terminal == ["json"] and "progress-json" not in session.screen
+    assert "Summary: 8 image(s)" in session.screen
+    with progress_asked_of(home / "Piped") as piped:
+        run = subprocess.run([python, str(home / "get.py"), "8", slow_api, str(home / "Piped")], cwd=home,
+                             env=user_env(), capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert piped == [None] and "progress-json" not in run.stderr
+
+
+@contextmanager
+def progress_asked_of(out: Path) -> Iterator[list[str | None]]:
+    """While the block runs, the DATASET_SPIDERS_PROGRESS in the environment of the first crawl
+    process whose command line names ``out`` (in the list yielded, once seen)."""
+    seen: list[str | None] = []
+
+    def look() -> None:
+        for pid, line in processes_naming(out).items() if not seen else ():
+            if "dataset_spiders" in line:
+                with suppress(OSError):
+                    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+                    seen.append(dict(p.partition("=")[::2] for p in pairs if "=" in p).get("DATASET_SPIDERS_PROGRESS"))
+                    return
+
+    with looking_every(0.02, look):
+        yield seen
