@@ -9,7 +9,9 @@ still leaving no partial file), waits ``FORCE_GRACE``, then kills the group; it 
 child, then re-raises. SIGTERM is taken over only while a child runs and only in the main
 thread, then delivered again as it would have come (the caller ends as it would have). Without
 this, an interrupted notebook cell left its crawl running under PID 1, holding the dataset's
-lock, and the next call failed with "ISIC is in use by process ...".
+lock, and the next call failed with "ISIC is in use by process ...". What no code of the caller
+sees (SIGKILL, a kernel restarted) the child sees itself: it asks for SIGINT when its parent
+dies (``end_with_the_parent``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,12 +32,31 @@ STOP_GRACE = 10.0  # seconds a crawl has after SIGINT to finish or drop what is 
 FORCE_GRACE = 5.0  # then after a second SIGINT, before the process group is killed
 
 
+PARENT_ENV = "DATASET_SPIDERS_PARENT"  # the pid of the process that started this console command
+
+
 def package_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment for a child that runs this package: the package as this process imported
-    it (an install, or a checkout on sys.path) first on its path, output unbuffered, ``extra``."""
+    """This environment for a child that runs this package's console command: the package as this
+    process imported it (an install, or a checkout on sys.path) first on its path, output
+    unbuffered, this process's pid (``end_with_the_parent``), ``extra``."""
     home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(extra or {})}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, PARENT_ENV: str(os.getpid()), **(extra or {})}
+
+
+def end_with_the_parent() -> None:
+    """In a console command started by ``package_env``'s caller: SIGINT (a graceful stop) when
+    that process dies, even by SIGKILL, when no code of it can stop us (a notebook's kernel
+    restarted, a ``kill -9``). Linux (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        if os.getppid() != int(parent):  # it died before we asked
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class Terminated(BaseException):

@@ -293,6 +293,9 @@ def measure_everything(argv: list[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ["SCRAPY_SETTINGS_MODULE"] = SETTINGS_MODULE  # the project's settings, from any folder
+    from .children import end_with_the_parent
+
+    end_with_the_parent()  # (started by the Python API, or by the question of a bare isic)
     parser = build_parser()
     if not argv:
         parser.error(f"give a command: {', '.join(COMMANDS)} (dataset-spiders --help says what each does)")

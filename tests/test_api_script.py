@@ -3,9 +3,9 @@ started and the next call works; a call without a count does not start on the wh
 
 A user's script is run by the installed venv's python from a folder outside the checkout. It is
 interrupted (SIGINT, as a notebook's interrupt button or Ctrl-C sends; SIGTERM, as a process
-manager sends) while its crawl downloads; then no process whose command line names the dataset
-is left (``/proc`` is walked), the script ended by the signal, and a second call finishes the
-dataset.
+manager sends; SIGKILL, as a restarted kernel gets) while its crawl downloads; then no process
+whose command line names the dataset is left (``/proc`` is walked), the script ended by the
+signal, and a second call finishes the dataset.
 """
 
 from __future__ import annotations
@@ -40,10 +40,18 @@ def archive():
 
 
 @pytest.fixture(scope="module")
-def slow_api(archive) -> Iterator[str]:
-    """The v2 API with an image host that takes 0.4 s per image: a run long enough to interrupt."""
+def slow_world(archive) -> Iterator[tuple[SlowImageHost, str]]:
     with SlowImageHost(archive, delay=0.4) as host, IsicV2Server(archive, host) as api:
-        yield f"{api.url}/api/v2"
+        yield host, f"{api.url}/api/v2"
+
+
+@pytest.fixture
+def slow_api(slow_world) -> Iterator[str]:
+    """The v2 API with an image host that takes 0.4 s per image: a run long enough to interrupt."""
+    host, url = slow_world
+    host.delay = 0.4
+    yield url
+    host.delay = 0.4
 
 
 def user_env() -> dict[str, str]:
@@ -74,29 +82,66 @@ def run_script(installed: Path, home: Path, *args: str) -> subprocess.Popen[str]
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_call_ends_its_crawl_and_the_next_call_works(signum, installed, slow_api, tmp_path):
+    """SIGINT and SIGTERM are caught: the crawl is stopped and waited for before the script ends."""
     home = tmp_path / "user"
     home.mkdir()
     out = home / "Lesions"
-    script = run_script(installed, home, "8", slow_api, str(out))
+    err = interrupt_mid_crawl(installed, home, slow_api, out, signum)
+    left = processes_naming(out)
+    end_all(left)
+    assert left == {}, left
+    assert "error: interrupted; run the same command again" in err, err[-3000:]  # it stopped gracefully
+    assert ("KeyboardInterrupt" in err) == (signum == signal.SIGINT)
+    second_call_finishes(installed, home, slow_api, out)
+
+
+def test_a_killed_caller_s_crawl_stops_by_itself(installed, slow_world, slow_api, tmp_path):
+    """SIGKILL cannot be caught (a notebook's kernel restarted, a ``kill -9``): the crawl gets
+    SIGINT as its parent dies (PR_SET_PDEATHSIG) and stops gracefully by itself, in seconds, not
+    after the 12 s its downloads would take."""
+    home = tmp_path / "user"
+    home.mkdir()
+    out = home / "Lesions"
+    slow_world[0].delay = 3.0
+    interrupt_mid_crawl(installed, home, slow_api, out, signal.SIGKILL)
+    deadline = time.monotonic() + 6
+    while processes_naming(out) and time.monotonic() < deadline:
+        time.sleep(0.1)  # nobody waits for the crawl: it stops on its own
+    left = processes_naming(out)
+    end_all(left)
+    assert left == {}, left
+    slow_world[0].delay = 0.4
+    second_call_finishes(installed, home, slow_api, out)
+
+
+def interrupt_mid_crawl(installed: Path, home: Path, api: str, out: Path, signum: int) -> str:
+    """Start the user's script, send it ``signum`` once its crawl runs (its process is up and it
+    has begun its manifest); what the script wrote on stderr. It must end by the signal."""
+    script = run_script(installed, home, "8", api, str(out))
     try:
         deadline = time.monotonic() + 60
         while not (out / "manifest.jsonl").exists() or not [
                 pid for pid, line in processes_naming(out).items() if pid != script.pid]:
             assert script.poll() is None and time.monotonic() < deadline, script.communicate()
-            time.sleep(0.05)  # until the crawl runs: its process is up and it has begun its manifest
+            time.sleep(0.05)
         os.kill(script.pid, signum)
         _, err = script.communicate(timeout=60)
     finally:
         if script.poll() is None:
             script.kill()
     assert script.returncode == -signum, err[-3000:]  # the script ended by the signal, as it would have
-    left = processes_naming(out)
-    for pid in left:  # (no stray crawl for the other tests to trip on)
-        os.kill(pid, signal.SIGKILL)
-    assert left == {}, left
-    assert "error: interrupted; run the same command again" in err, err[-3000:]  # it stopped gracefully
-    assert ("KeyboardInterrupt" in err) == (signum == signal.SIGINT)
-    again = run_script(installed, home, "8", slow_api, str(out))
+    return err
+
+
+def end_all(pids: dict[int, str]) -> None:
+    """(No stray crawl for the other tests to trip on.)"""
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def second_call_finishes(installed: Path, home: Path, api: str, out: Path) -> None:
+    again = run_script(installed, home, "8", api, str(out))
     stdout, err = again.communicate(timeout=90)
     assert again.returncode == 0, err[-3000:]
     assert stdout.startswith("images 8 "), stdout

@@ -23,8 +23,8 @@ while True:
 
 POLITE = """
 import sys, time
-print("ready", file=sys.stderr, flush=True)
 try:
+    print("ready", file=sys.stderr, flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     print("stopping cleanly", file=sys.stderr, flush=True)
