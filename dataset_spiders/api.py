@@ -118,7 +118,7 @@ def child_command(spider: str, arguments: dict[str, Any], settings: dict[str, An
 def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None, echo: bool,
                stream: TextIO | None = None) -> Summary:
     argv, private = child_command(spider, arguments, settings)
-    if asks_for_everything(spider, {k: v for k, v in arguments.items() if not k.isupper()}):
+    if asks_for_everything(spider, {k: _text(k, v) for k, v in arguments.items() if not k.isupper()}):  # as sent
         raise DownloadError(f"{spider}: no num_images or per_label: this call would download every matching image "
                             "(without filter, query or collections, the whole archive); give all=True to mean it, "
                             "or num_images=N (dry_run=True says how many match)")

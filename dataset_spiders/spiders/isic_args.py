@@ -38,7 +38,7 @@ class IsicParams:
     num_images: int | None = arg(
         whole_number(1, all_word="all"), None,
         "how many images to keep; failures are topped up from the next matching records",
-        shown="every matching image, once confirmed (`all`)",
+        shown="every matching image (see `all`)",
     )
     all: bool = arg(
         boolean, False, "every matching image, said outright: without it (or `num_images`, `per_label`) "
