@@ -42,14 +42,15 @@ def readme_commands(tool: str) -> list[list[str]]:
 
 
 def test_the_readme_examples_are_commands_that_work_outside_the_checkout():
-    """Each ``dataset-spiders`` example parses as the console command reads it and would not stop
-    at the question a bare ``isic`` asks (so it works in a script too), and no example is a
-    ``scrapy`` command, which works only inside the checkout."""
+    """Each ``dataset-spiders`` example (and each one ``--help`` ends with) parses as the console
+    command reads it and would not stop at the question a bare ``isic`` asks (so it works in a
+    script too), and no example is a ``scrapy`` command, which works only inside the checkout."""
     import dataclasses
 
-    from dataset_spiders.cli import asks_for_everything, build_parser, spider_models
+    from dataset_spiders.cli import EXAMPLES, asks_for_everything, build_parser, spider_models
 
-    examples = readme_commands("dataset-spiders")
+    shown = [shlex.split(line, comments=True)[1:] for lines in EXAMPLES.values() for line in lines]
+    examples = readme_commands("dataset-spiders") + shown
     assert {words[0] for words in examples} >= {"isic", "imagenet", "verify", "report"}
     for words in examples:
         try:
