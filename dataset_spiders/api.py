@@ -2,7 +2,9 @@
 
 Each call runs the console command (``cli.py``) in a subprocess: Twisted's reactor cannot be
 started twice in one process, and a notebook's asyncio loop is already running. So a script
-or a Jupyter notebook may call these any number of times. Keyword arguments are the spider
+or a Jupyter notebook may call these any number of times; an interrupted call (KeyboardInterrupt,
+SIGTERM) stops its subprocess and waits for it before re-raising (``children.py``), so the next
+call finds the dataset free. Keyword arguments are the spider
 arguments (``num_images``, ``wnids``...); UPPERCASE ones, or ``settings={...}``, are settings.
 The result is read back from the run's own entry in ``dataset.json``.
 """
@@ -11,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .cli import spider_models
+from . import parent_progress as progress
+from .children import Terminated, package_env, running
+from .cli import asks_for_everything, spider_models
 from .core.provenance import FOLDER_NAMES, read_resolved
 from .secrets import ENV_ARGUMENTS, ENV_SETTINGS, SECRET_ARGUMENTS, SETTING_NAME, secret_setting, url_passwords
 
@@ -116,30 +118,57 @@ def child_command(spider: str, arguments: dict[str, Any], settings: dict[str, An
 def run_spider(spider: str, arguments: dict[str, Any], settings: dict[str, Any] | None, echo: bool,
                stream: TextIO | None = None) -> Summary:
     argv, private = child_command(spider, arguments, settings)
-    # the package as this process imported it (an install, or a checkout on sys.path), first
-    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**{k: v for k, v in os.environ.items() if k not in (ENV_SETTINGS, ENV_ARGUMENTS)},
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **private}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace", env=env)
-    error = None
-    assert proc.stderr is not None
-    out = stream or sys.stderr  # a notebook's sys.stderr has no file descriptor: lines are passed on
-    for line in proc.stderr:
-        if line.startswith("error: "):
-            error = line[len("error: "):].strip()
-        if echo:
-            out.write(line)
-            out.flush()
-    code = proc.wait()
+    if asks_for_everything(spider, {k: _text(k, v) for k, v in arguments.items() if not k.isupper()}):  # as sent
+        raise DownloadError(f"{spider}: no num_images or per_label: this call would download every matching image "
+                            "(without filter, query or collections, the whole archive); give all=True to mean it, "
+                            "or num_images=N (dry_run=True says how many match)")
+    try:
+        code, error, pid = run_child(argv, private, echo, stream or sys.stderr)
+    except Terminated:  # the caller's own SIGTERM handler returned: the call is over all the same
+        raise DownloadError(f"{spider}: stopped by SIGTERM") from None
     named = [str(Path(str(v)).absolute()) for k, v in arguments.items() if k in FOLDER_NAMES and v]
-    summary = read_summary(out_dir(spider, arguments), proc.pid, code, error, named)
+    summary = read_summary(out_dir(spider, arguments), pid, code, error, named)
     if code != 0:
         raise DownloadError(error or f"{spider} exited with status {code}", summary)
     if summary is None:
         raise DownloadError(f"{spider}: the run left no entry in dataset.json")
     return summary
+
+
+def run_child(argv: list[str], private: dict[str, str], echo: bool, out: TextIO) -> tuple[int, str | None, int]:
+    """Run the console command ``argv`` (``private``: what its environment adds); its exit
+    status, its ``error:`` line and its pid. Its stderr is passed on to ``out`` when ``echo``
+    (a notebook's sys.stderr has no file descriptor, so lines are passed on, not the descriptor),
+    its progress drawn as a bar where one can be seen (``parent_progress.py``); an interrupt or
+    SIGTERM stops it and waits for it before going on (``children.py``)."""
+    bar_class = progress.bar_class(out) if echo else None
+    env = {k: v for k, v in package_env(private).items()
+           if k not in (ENV_SETTINGS, ENV_ARGUMENTS, progress.ENV) or k in private}
+    if bar_class is not None:
+        env[progress.ENV] = "json"
+    view = progress.ParentBar(bar_class, out)
+    error = None
+
+    def on_line(line: str) -> None:
+        nonlocal error
+        numbers = progress.numbers_of(line)
+        if numbers is not None:  # (never shown as a line: drawn, or dropped with echo=False)
+            if bar_class is not None:
+                view.show(numbers)
+            return
+        if line.startswith("error: "):
+            error = line[len("error: "):].strip()
+        if echo:
+            view.write(line)
+
+    try:
+        with running(argv, env, on_line) as child:
+            for line in child.stderr_lines():
+                on_line(line)
+            code = child.wait()
+    finally:
+        view.close()
+    return code, error, child.pid
 
 
 def out_dir(spider: str, arguments: dict[str, Any]) -> Path:

@@ -1,16 +1,24 @@
 """Spider arguments as one typed, validated model: errors and documentation from one place.
 
 A spider's ``Params`` is a frozen dataclass whose fields carry an ``arg(...)`` description:
-how to parse the text a user typed after ``-a``, a default and a help line. ``parse_args``
-turns ``-a`` strings into the model or raises ``ArgumentError`` with one line naming the
-argument; ``markdown_table`` renders the same fields for the README.
+how to parse the text a user typed after ``-a`` (a ``Parser``, which also says what kind of
+value it takes, for ``--help``), a default and a help line. ``parse_args`` turns ``-a`` strings
+into the model or raises ``ArgumentError`` with one line naming the argument;
+``markdown_table`` renders the same fields for the README, ``cli.py`` for ``--help``.
+
+(pydantic models, with scrapy-spider-metadata's ``Args``, were weighed and not taken: every
+field here has parsing of its own, ``all`` for a count, an empty value for "not given", ``yes``
+and ``on`` for true, comma lists, class files read and checked, so each would need a validator
+of ours anyway; pydantic's errors are several lines where ours are one naming the argument; and
+two runtime dependencies would come for what fits in this file.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -24,7 +32,22 @@ class ArgumentError(ValueError):
         super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
 
-def arg(parse: Callable[[Any], Any], default: Any, help: str, *, aliases: tuple[str, ...] = (), shown: str = "") -> Any:
+@dataclass(frozen=True)
+class Parser(Generic[T]):
+    """Turns what a user gave for an argument into its type, or raises ValueError; ``metavar``
+    and ``kind`` say what it takes, for ``--help`` (``N|all``, "a whole number >= 1, or all"),
+    ``choices`` the only values it accepts, if so (shown as ``{a,b}``)."""
+
+    parse: Callable[[Any], T]
+    metavar: str
+    kind: str
+    choices: tuple[str, ...] = ()
+
+    def __call__(self, value: Any) -> T:
+        return self.parse(value)
+
+
+def arg(parse: Parser[Any], default: Any, help: str, *, aliases: tuple[str, ...] = (), shown: str = "") -> Any:
     """A model field: ``parse`` turns the user's value into the field's type or raises ValueError."""
     meta = {"parse": parse, "help": help, "aliases": aliases, "shown": shown}
     return dataclasses.field(default=default, metadata=meta)
@@ -76,7 +99,7 @@ def _text(value: Any) -> str:
     return value
 
 
-def whole_number(minimum: int = 0, *, all_word: str | None = None) -> Callable[[Any], int | None]:
+def whole_number(minimum: int = 0, *, all_word: str | None = None) -> Parser[int | None]:
     """A whole number >= minimum; ``all_word`` (e.g. 'all') may stand for no limit (None)."""
 
     def parse(value: Any) -> int | None:
@@ -94,10 +117,11 @@ def whole_number(minimum: int = 0, *, all_word: str | None = None) -> Callable[[
             raise ValueError(f"expected a whole number >= {minimum}, got {number}")
         return number
 
-    return parse
+    kind = f"a whole number >= {minimum}" + (f", or {all_word}" if all_word else "")
+    return Parser(parse, f"N|{all_word}" if all_word else "N", kind)
 
 
-def boolean(value: Any) -> bool:
+def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = _text(value).strip().lower()
@@ -108,37 +132,42 @@ def boolean(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-def choice(*options: str) -> Callable[[Any], str]:
+boolean = Parser(_boolean, "true|false", "a flag: alone it means true")
+
+
+def choice(*options: str) -> Parser[str]:
     def parse(value: Any) -> str:
         text = _text(value).strip().lower()
         if text not in options:
             raise ValueError(f"expected one of {', '.join(options)}, got {_text(value)!r}")
         return text
 
-    return parse
+    return Parser(parse, "{" + ",".join(options) + "}", f"one of {', '.join(options)}", options)
 
 
-def optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+def optional(parse: Parser[T]) -> Parser[T | None]:
     """``parse``, except that an empty value means 'not given'."""
 
     def wrapped(value: Any) -> T | None:
         return None if value is None or _text(value).strip() == "" else parse(value)
 
-    return wrapped
+    return Parser(wrapped, parse.metavar, parse.kind, parse.choices)
 
 
-def text(value: Any) -> str:
-    return _text(value)
+text = Parser(_text, "TEXT", "text")
 
 
-def path(value: Any) -> str:
+def _path(value: Any) -> str:
     value = _text(value).strip()
     if not value:
         raise ValueError("expected a folder path, got an empty value")
     return value
 
 
-def http_url(value: Any) -> str:
+path = Parser(_path, "DIR", "a folder")
+
+
+def _http_url(value: Any) -> str:
     value = _text(value).strip()
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -146,7 +175,10 @@ def http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
-def int_list(value: Any) -> tuple[int, ...]:
+http_url = Parser(_http_url, "URL", "an http(s):// URL")
+
+
+def _int_list(value: Any) -> tuple[int, ...]:
     if isinstance(value, (list, tuple)):
         items = [str(v) for v in value]
     else:
@@ -157,3 +189,6 @@ def int_list(value: Any) -> tuple[int, ...]:
             raise ValueError(f"expected comma-separated whole numbers, got {item!r}")
         numbers.append(int(item))
     return tuple(dict.fromkeys(numbers))
+
+
+int_list = Parser(_int_list, "ID,...", "comma-separated whole numbers")

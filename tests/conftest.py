@@ -9,7 +9,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +136,22 @@ def user_run(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
     environment = {k: v for k, v in clean_env(env).items() if k != "PYTHONPATH"}
     return subprocess.run([str(exe), *args], cwd=cwd, env=environment, capture_output=True, text=True,
                           timeout=timeout, input=stdin)
+
+
+@contextlib.contextmanager
+def looking_every(seconds: float, look: Callable[[], None]) -> Iterator[None]:
+    """``look()`` in a thread every ``seconds`` while the block runs: a run watched from outside."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            look()
+            done.wait(seconds)
+
+    watcher = threading.Thread(target=loop, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

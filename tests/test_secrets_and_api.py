@@ -17,7 +17,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dataset_spiders import DownloadError, download_isic
-from tests.conftest import clean_env, user_run
+from tests.conftest import clean_env, looking_every, user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 from tests.redis_server import RedisServer
 from tests.test_tool import SlowImageHost
@@ -113,30 +112,22 @@ def watching(roots: list[Path], parent: int | None = None) -> Iterator[Watched]:
     """Look every 10 ms at ``root/.lock`` of each root and at the command lines of the processes
     below ``parent`` (this process by default), until the block ends."""
     seen = Watched()
-    done = threading.Event()
 
     def look() -> None:
-        while not done.is_set():
-            for root in roots:
-                lock = root / ".lock"
-                try:
-                    mode, text = stat.S_IMODE(lock.lstat().st_mode), lock.read_text(errors="replace")
-                except OSError:
-                    continue
-                seen.locks.setdefault(root, []).append((mode, text))
-            for pid in descendants(parent or os.getpid()):
-                with suppress(OSError):
-                    seen.command_lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                                              .decode(errors="replace"))
-            done.wait(0.01)
+        for root in roots:
+            lock = root / ".lock"
+            try:
+                mode, text = stat.S_IMODE(lock.lstat().st_mode), lock.read_text(errors="replace")
+            except OSError:
+                continue
+            seen.locks.setdefault(root, []).append((mode, text))
+        for pid in descendants(parent or os.getpid()):
+            with suppress(OSError):
+                seen.command_lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                                          .decode(errors="replace"))
 
-    watcher = threading.Thread(target=look, daemon=True)
-    watcher.start()
-    try:
+    with looking_every(0.01, look):
         yield seen
-    finally:
-        done.set()
-        watcher.join()
 
 
 def user_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -291,7 +282,7 @@ def test_python_api_values_cannot_become_options(isic_api, archive, installed, t
     with pytest.raises(DownloadError, match=r"^isic: no_images: expected true or false, got '-sredis_url="):
         download_isic(num_images=2, api_url=isic_api, no_images="-sREDIS_URL=redis://127.0.0.1:9/0", echo=False)
     assert not elsewhere.exists() and not (tmp_path / "ISIC").exists()
-    benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", echo=False)
+    benign = download_isic(api_url=isic_api, query="-diagnosis_1:Malignant", out_dir="Benign", all=True, echo=False)
     assert sorted(p.name for p in benign.images_dir.glob("*.jpg")) == sorted(
         f"{img.isic_id}.jpg" for img in archive if img.diagnosis_1 != "Malignant")
     for settings in ({"-L": "DEBUG"}, {"lower_case": "1"}, {"TWO WORDS": "1"}, {"OK=NOT": "1"}):

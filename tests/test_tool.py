@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 import pty
 import select
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dataset_spiders import DownloadError, download_isic
-from dataset_spiders.cli import build_parser, option_names, spider_models
-from tests.conftest import ROOT, clean_env
+from dataset_spiders.cli import build_parser, default_text, option_names, spider_models
+from tests.conftest import ROOT, clean_env, user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
 
@@ -66,17 +67,60 @@ def _mkdir(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("spider", ["isic", "imagenet"])
-def test_help_lists_every_argument_with_its_meaning_and_default(spider, tmp_path):
-    run = console(spider, "--help", cwd=tmp_path)
+def test_help_lists_every_argument_with_its_meaning_and_default(spider, installed, tmp_path):
+    """The installed command's help, from a folder outside the checkout: a description in words
+    (it was the model's dataclass repr), and for every argument each spelling, what it takes
+    (``N|all``, ``{benign,malignant,indeterminate}``, ``[true|false]``, not ``VALUE``), its
+    meaning, the kind of value in words unless its choices say it, and its default."""
+    run = user_run(installed, spider, "--help", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     text = " ".join(run.stdout.split())  # argparse wraps lines
-    for field in dataclasses.fields(spider_models()[spider]):
-        for name in (field.name, *field.metadata.get("aliases", ())):
-            for option in option_names(name):
-                assert option in text, option
+    model = spider_models()[spider]
+    assert " ".join(inspect.cleandoc(model.__doc__).split()) in text
+    assert "Params(" not in text and "VALUE" not in text.replace("NAME=VALUE", "").replace("--NAME VALUE", "")
+    for field in dataclasses.fields(model):
+        parse = field.metadata["parse"]
+        options = [o for n in (field.name, *field.metadata.get("aliases", ())) for o in option_names(n)]
+        value = f"[{parse.metavar}]" if isinstance(field.default, bool) else parse.metavar
+        assert f"{', '.join(options)} {value}" in text, field.name
+        assert parse.metavar != "VALUE" and (not parse.choices or parse.metavar == "{" + ",".join(parse.choices) + "}")
         meaning = " ".join(field.metadata["help"].replace("`", "").split())
-        assert meaning in text, meaning
-    assert "-s NAME=VALUE" in text and "--verbose" in text
+        kind = "" if parse.choices else f"{parse.kind}; "
+        assert f"{meaning} ({kind}default: {default_text(field)})" in text, field.name
+    assert "-s, --set NAME=VALUE" in text and "--verbose" in text and "examples: dataset-spiders " in text
+
+
+def test_every_command_has_its_own_help_and_the_tool_a_version(installed, tmp_path):
+    """``verify --help`` and ``report --help`` printed Scrapy's usage (``--pdb``, ``--profile``,
+    ``scrapy verify``); there was no ``--version``. Now each command explains itself, a wrong
+    option is one line naming the command, and the options still reach the same code."""
+    from dataset_spiders import __version__
+
+    where = _mkdir(tmp_path / "user")
+    top = user_run(installed, "--help", cwd=where)
+    assert top.returncode == 0 and all(name in top.stdout for name in ("isic", "imagenet", "verify", "report"))
+    version = user_run(installed, "--version", cwd=where)
+    assert version.returncode == 0 and version.stdout.startswith(f"dataset-spiders {__version__} (Scrapy 2.")
+    bare = user_run(installed, cwd=where)
+    assert bare.returncode == 2 and bare.stderr.startswith("error: give a command: isic, imagenet, verify, report")
+    helps = {command: user_run(installed, command, "--help", cwd=where) for command in ("verify", "report")}
+    for command, run in helps.items():
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith(f"usage: dataset-spiders {command} "), run.stdout
+        for scrapys in ("--pdb", "--profile", "--pidfile", "--nolog", "scrapy ", "Global Options"):
+            assert scrapys not in run.stdout, (command, scrapys)
+        for ours in ("DIR", "--images-dir, --images_dir FOLDER", "--seg-dir", "-s, --set NAME=VALUE", "examples:"):
+            assert ours in run.stdout, (command, ours)
+    assert "--fix" in helps["verify"].stdout and "--fix" not in helps["report"].stdout
+    wrong = user_run(installed, "verify", "--pdb", "ISIC", cwd=where)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: verify: unrecognized arguments: --pdb\n")
+    none = user_run(installed, "report", cwd=where)
+    assert (none.returncode, none.stderr) == (2, "error: report: the following arguments are required: DIR\n")
+    bad = user_run(installed, "report", "-s", "REPORT_THUMBNAIL_SIZE=big", "ISIC", cwd=where)  # a setting read
+    assert bad.returncode == 2 and bad.stderr.startswith("error: setting REPORT_THUMBNAIL_SIZE: expected a whole")
+    odd = user_run(installed, "verify", "--fix", "--images-dir", str(where / "elsewhere"), "-L", "DEBUG", "--", "-x",
+                   cwd=where)  # a folder named like an option, after --
+    assert (odd.returncode, odd.stderr.strip()) == (2, "error: no manifest.jsonl in ./-x"), odd.stderr
 
 
 def test_both_spellings_and_settings_reach_the_crawl_command():
@@ -143,28 +187,9 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(archive, tmp_path):
 
 def on_a_terminal(command: list[str], cwd: Path, timeout: float = 90) -> str:
     """Run ``command`` with a pseudo-terminal as its stderr; everything it wrote there."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(command, cwd=cwd, env=clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}),
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    assert proc.returncode == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    session = terminal_session(command, cwd, clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}), timeout=timeout)
+    assert session.code == 0
+    return session.screen
 
 
 def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_path):
@@ -186,7 +211,7 @@ def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_p
 
 
 def test_a_run_failing_before_its_first_image_leaves_nothing_behind(tmp_path):
-    run = console("isic", "--api-url", "http://127.0.0.1:9/api/v2", "-s", "RETRY_TIMES=0", cwd=tmp_path)
+    run = console("isic", "--all", "--api-url", "http://127.0.0.1:9/api/v2", "-s", "RETRY_TIMES=0", cwd=tmp_path)
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot fetch the search page http://127.0.0.1:9/api/v2/")
@@ -238,3 +263,80 @@ def test_a_run_that_will_not_fit_on_the_disk_stops_at_start(isic, tmp_path):
         assert too_big.returncode == 1
         assert "error: not enough disk space: the run expects to write about 1.7 MB into" in too_big.stderr
         assert os.listdir(small) == []  # it stopped before its first image: nothing left
+
+
+@dataclasses.dataclass
+class Session:
+    code: int
+    screen: str  # everything written to the terminal, the answer's echo included
+
+
+def terminal_session(command: list[str], cwd: Path, env: dict[str, str], answer: str | None = None,
+                     timeout: float = 90) -> Session:
+    """Run ``command`` with a pseudo-terminal as its stderr (and its stdin when it is to be
+    answered: ``answer`` is typed when it asks ``[y/N]``)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL if answer is None else follower,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if answer is not None and b"[y/N] " in b"".join(chunks):
+                os.write(leader, answer.encode() + b"\n")
+                answer = None
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return Session(proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
+
+
+def answer_on_a_terminal(command: list[str], answer: str, cwd: Path) -> Session:
+    """``command`` run as a user at a terminal (from ``cwd``, without the checkout on the path),
+    who types ``answer`` when it asks."""
+    env = {k: v for k, v in clean_env({"COLUMNS": "120"}).items() if k != "PYTHONPATH"}
+    return terminal_session(command, cwd, env, answer)
+
+
+def test_a_bare_isic_asks_before_the_whole_archive_on_a_terminal_and_refuses_elsewhere(installed, tmp_path):
+    """``dataset-spiders isic`` with no count used to start on the whole archive without a word.
+    Now, on a terminal, it says how many images and how many bytes (the dry run's numbers) and
+    asks, default no; off a terminal (a script, CI) it refuses in one line without ``--all``."""
+    records = make_archive(5)
+    size = sum(len(r.body) for r in records)
+    where = _mkdir(tmp_path / "user")
+    with ImageHost(records) as host, IsicV2Server(records, host) as api:
+        url = f"{api.url}/api/v2"
+        piped = user_run(installed, "isic", "--api-url", url, cwd=where)
+        assert piped.returncode == 2 and len(piped.stderr.splitlines()) == 1, piped.stderr
+        assert piped.stderr.startswith("error: isic: no --num-images or --per-label: this run would download every "
+                                       "matching image") and "give --all to mean it" in piped.stderr
+        assert os.listdir(where) == [] and api.requests_for("/api/v2/") == []  # refused before anything
+        no = answer_on_a_terminal([str(installed), "isic", "--api-url", url], "n", cwd=where)
+        question = (f"isic: no --num-images or --per-label: 5 image(s) match everything.\r\n"
+                    f"Download all 5 images (about {size / 1024:.0f} KB) into {where / 'ISIC' / 'Images'}? [y/N] ")
+        assert question in no.screen, no.screen
+        assert no.code == 1 and "Nothing downloaded" in no.screen and os.listdir(where) == []
+        assert api.requests_for("/api/v2/images/search/") and host.log == []  # measured, no image fetched
+        yes = answer_on_a_terminal([str(installed), "isic", "--api-url", url], "y", cwd=where)
+        assert yes.code == 0 and question in yes.screen and "Summary: 5 image(s)" in yes.screen, yes.screen
+        assert len(list((where / "ISIC" / "Images").glob("*.jpg"))) == 5
+        said = user_run(installed, "isic", "--all", "--api-url", url, "--out-dir", "All", cwd=where)
+        assert said.returncode == 0 and len(list((where / "All" / "Images").glob("*.jpg"))) == 5, said.stderr
+        counted = user_run(installed, "isic", "--num-images", "all", "--api-url", url, "--out-dir", "All", cwd=where)
+        assert counted.returncode == 0, counted.stderr  # num_images=all says it too
+        dry = user_run(installed, "isic", "--dry-run", "--api-url", url, cwd=where)
+        assert dry.returncode == 0 and dry.stdout.startswith("Dry run: isic: 5 image(s) match everything")
+    both = user_run(installed, "isic", "--all", "--num-images", "2", cwd=where)
+    assert (both.returncode, both.stderr) == (2, "error: isic: all: not with num_images or per_label (it asks for "
+                                                 "every matching image)\n")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..params import arg, boolean, choice, http_url, optional, path, whole_number
+from ..params import Parser, arg, boolean, choice, http_url, optional, path, whole_number
 from ..sources.class_files import read_class_file
 from ..sources.imagenet import valid_wnid
 from ..sources.url_lists import check_url_list
@@ -56,13 +56,18 @@ def existing_file(value: object) -> str:
 
 @dataclass(frozen=True)
 class ImagenetParams:
+    """Download N images for each ImageNet class (WordNet id) from the geturls API or a URL list
+    such as fall11_urls.txt into one folder per class: exactly N valid images each where the URLs
+    allow, each decoded in full, no "photo unavailable" placeholders, no duplicates, a manifest
+    line for every URL tried and why. Run it again to resume; nothing kept is downloaded twice."""
+
     wnids: tuple[str, ...] = arg(
-        optional(wnid_list), (), "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes); a wnid the "
-        "source lists no URL for is named at the end, after the others are downloaded, and the exit status is 1",
-        shown="none"
+        optional(Parser(wnid_list, "WNID,...", "wnids: n and 8 digits")), (),
+        "comma-separated wnids, or `ilsvrc1000` (the 1000 ILSVRC-2012 classes); a wnid the source lists no URL "
+        "for is named at the end, after the others are downloaded, and the exit status is 1", shown="none",
     )
     wnids_file: str | None = arg(
-        optional(class_file), None,
+        optional(Parser(class_file, "FILE", "a file, or - for standard input")), None,
         "a class file: wnids, `label,wnid`, wnid TAB label, synset_words.txt, map_clsloc.txt, Keras's "
         "imagenet_class_index.json or a CSV with a `synid`/`wnid` column (README); `-` reads standard input",
         shown="none",
@@ -77,7 +82,7 @@ class ImagenetParams:
     seed: int | None = arg(optional(whole_number(0)), None, "with `num_classes`: the random seed", shown="none")
     per_class: int = arg(whole_number(1), 10, "images to keep per class")
     urls_file: str | None = arg(
-        optional(url_list), None,
+        optional(Parser(url_list, "FILE", "a file, or - for standard input")), None,
         "a URL list such as `fall11_urls.txt`, `.gz`, or alone in a `.tgz`/`.tar`: `<wnid>_<n>` TAB URL",
         shown="none: the geturls API",
     )

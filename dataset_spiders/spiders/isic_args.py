@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..params import arg, boolean, choice, http_url, int_list, optional, path, text, whole_number
+from ..params import Parser, arg, boolean, choice, http_url, int_list, optional, path, text, whole_number
 from ..sources.isic import LABELS
 
 
@@ -30,10 +30,19 @@ def split_spec(value: object) -> tuple[tuple[str, int], ...]:
 
 @dataclass(frozen=True)
 class IsicParams:
+    """Download images from the ISIC Archive (dermoscopy images of skin lesions) into a verified
+    dataset folder: exactly the number asked, each image decoded in full before it is kept, its
+    description beside it, a manifest line for every image tried and why, a report at the end.
+    Run it again to resume or to add more; nothing kept is downloaded twice."""
+
     num_images: int | None = arg(
         whole_number(1, all_word="all"), None,
         "how many images to keep; failures are topped up from the next matching records",
-        shown="all",
+        shown="every matching image (see `all`)",
+    )
+    all: bool = arg(
+        boolean, False, "every matching image, said outright: without it (or `num_images`, `per_label`) "
+        "`dataset-spiders isic` asks first on a terminal and refuses elsewhere, and the Python API refuses"
     )
     offset: int = arg(whole_number(0), 0, "skip the first K matching records (the archive's stable order)")
     filter: str | None = arg(
@@ -78,7 +87,8 @@ class IsicParams:
         shown="`$ISIC_TOKEN`",
     )
     splits: tuple[tuple[str, int], ...] = arg(
-        split_spec, (), "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two, each "
+        Parser(split_spec, "NAME:WEIGHT,...", "name:weight pairs"), (),
+        "`train:80,val:10,test:10`: a split for every image, no lesion or patient in two, each "
         "label in every split its lesions and patients allow",
         shown="none",
     )
@@ -93,13 +103,16 @@ class IsicParams:
         boolean, False, "when `out_dir` holds another selection (or spider): set its images aside to "
         "`.quarantine/` (recorded) and make it this run's; without it such a run stops",
     )
-    api_version: int = arg(lambda v: int(choice("1", "2")(v)), 2, "`2`, or `1` for the legacy Girder API")
+    api_version: int = arg(Parser(lambda v: int(choice("1", "2")(v)), "{1,2}", "one of 1, 2", ("1", "2")), 2,
+                           "`2`, or `1` for the legacy Girder API")
     api_url: str | None = arg(
         optional(http_url), None, "the API base",
         shown="setting `ISIC_API_URL` (v2) or `ISIC_V1_API_URL` (v1)",
     )
 
     def __post_init__(self) -> None:
+        if self.all and (self.num_images is not None or self.per_label is not None):
+            raise ValueError("all: not with num_images or per_label (it asks for every matching image)")
         if self.per_label is not None and (self.num_images is not None or self.offset):
             raise ValueError("per_label: not with num_images or offset (it asks for N of each label)")
         if self.masks_required and not self.segmentation:

@@ -11,6 +11,7 @@ the ILSVRC-2012 training images' average).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GB, MB, KB = 1 << 30, 1 << 20, 1 << 10
+DRY_RUN_ENV = "DATASET_SPIDERS_DRY_RUN"  # "json": the isic dry run's numbers as one JSON object, for a program
 SIZE_SLACK = 20  # the API's size of a selection is believed within 1/20 to 20 times the records' own sizes
 
 
@@ -113,6 +115,10 @@ async def isic_dry_run(spider: IsicSpider) -> None:
     wanted, expected = isic_expected(spider, count, size)
     p = spider.params
     selection = isic.v2_query(p.filter, p.query) or "everything" if p.api_version == 2 else p.filter or "everything"
+    if os.environ.get(DRY_RUN_ENV) == "json":  # the console, about to ask before a whole selection (cli.py)
+        say(json.dumps({"count": count, "size": size, "wanted": wanted, "expected": expected,
+                        "selection": selection, "folder": p.folder("images")}))
+        return
     if count is None:
         say(f"Dry run: isic (API v{p.api_version}) at {spider.api_url}: this API does not say how many images "
             f"match {selection}; the run would keep {wanted if wanted is not None else 'every one'}")
