@@ -16,6 +16,7 @@ REMOTE_CONTROL_ENABLED = False  # Scrapy 2.19 would otherwise listen on a local 
 LOG_LEVEL = "INFO"
 PROGRESS = "auto"  # ours: `auto` (a bar on a terminal, else lines), `bar`, `lines` or `off`; always on stderr
 PROGRESS_INTERVAL = 5  # ours: seconds between progress lines when stderr is not a terminal
+PROGRESS_STALL_AFTER = 5  # ours: seconds without an image recorded before progress says what the run waits on
 REPORT_HTML = True  # ours: write out_dir/report.html at the end of every run
 DISK_SPACE_CHECK = True  # ours: stop at start, with one line, when what the run expects to write will not fit
 IMAGENET_AVERAGE_IMAGE_BYTES = 110_000  # ours: the bytes an ImageNet image is expected to take (disk check, dry run)

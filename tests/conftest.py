@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
+import select
 import shutil
+import struct
 import subprocess
 import sys
 import sysconfig
+import termios
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +136,32 @@ def user_run(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
     environment = {k: v for k, v in clean_env(env).items() if k != "PYTHONPATH"}
     return subprocess.run([str(exe), *args], cwd=cwd, env=environment, capture_output=True, text=True,
                           timeout=timeout, input=stdin)
+
+
+def terminal_run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 90,
+                 columns: int = 0) -> tuple[int, str]:
+    """Run ``command`` with a pseudo-terminal as its stderr (``columns`` wide; 0: a new terminal's
+    0 by 0); its exit status and everything it wrote there."""
+    leader, follower = pty.openpty()
+    if columns:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=follower)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=10)
+    os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+

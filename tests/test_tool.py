@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from dataset_spiders import DownloadError, download_isic
 from dataset_spiders.cli import build_parser, option_names, spider_models
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, terminal_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
 
@@ -143,28 +140,9 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(archive, tmp_path):
 
 def on_a_terminal(command: list[str], cwd: Path, timeout: float = 90) -> str:
     """Run ``command`` with a pseudo-terminal as its stderr; everything it wrote there."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(command, cwd=cwd, env=clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}),
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    assert proc.returncode == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    code, screen = terminal_run(command, cwd, clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}), timeout)
+    assert code == 0
+    return screen
 
 
 def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_path):
