@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.files import STAGING_DIR, atomic_write
 from ..outcomes import KEPT_OUTCOMES
-from .gather import Gathered, gather, last_run
+from .gather import Gathered, gather, last_run, run_downloaded, run_seconds
 from .page import render
 from .thumbs import contact_sheet
 
@@ -27,11 +27,14 @@ def numbers(got: Gathered) -> dict[str, Any]:
     in_dataset = sum(got.groups[name].kept for name in got.groups)
     tried = sum(got.outcomes.values())
     hosts = sorted(got.hosts.items(), key=lambda item: (-item[1].tried, item[0]))
+    seconds, downloaded = run_seconds(run), run_downloaded(run)
     return {
         "root": got.root,
         "spider": run.get("spider"),
         "by": got.by,
-        "run": {key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")}
+        "run": {**{key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")},
+                "seconds": seconds, "downloaded": downloaded,
+                "images_per_second": round(downloaded / seconds, 3) if seconds and downloaded is not None else None}
         if run else None,
         "runs": len(got.runs),
         "folders_not_looked_at": got.outside,
@@ -46,6 +49,7 @@ def numbers(got: Gathered) -> dict[str, Any]:
             "skipped_lines": got.skipped,
         },
         "outcomes": dict(got.outcomes.most_common()),
+        "failed": {outcome: [{"id": f.id, "url": f.url} for f in named] for outcome, named in got.failed.items()},
         "masks": dict(got.masks.most_common()),
         "groups": [
             {"name": name, "label": tally.label, "tried": tally.tried, "kept": tally.kept, "target": got.group_target,
