@@ -9,11 +9,15 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import clean_env, terminal_run, user_run
 from tests.emulators import FakePhoto, ImageHost, IsicV2Server, make_archive
-from tests.emulators.dead_hosts import DirectHost, write_url_list
+from tests.emulators.dead_hosts import DirectHost, SilentNameServer, write_url_list
 from tests.test_tool import SlowImageHost
 
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[\w.]+\] [A-Z]+: ")
@@ -142,3 +146,36 @@ def test_the_python_apis_child_reports_progress_as_json_lines(installed, tmp_pat
     assert (last["kept"], last["target"], last["failed"], last["groups"]) == (12, 12, 1, None), last
     assert last["bytes"] > 0 and all(n["kept"] <= 12 for n in said)
     assert "Summary: 12 image(s) in the dataset of the 12 asked for" in run.stderr
+
+
+def test_no_idle_tail_after_the_last_image(installed, tmp_path):
+    """The class's first two candidates are on names whose name server never answers (the system
+    resolver gives up after 6 s); the good ones fill the class meanwhile. Those lookups are no
+    longer needed: the command ends right after its summary, not when the resolver gives up."""
+    dns = SilentNameServer(tmp_path / "dns")
+    if why := dns.refusal():
+        pytest.skip(why)
+    with dns, DirectHost(6, delay=0.1) as host:
+        silent = [f"http://photos-{n}.silent-dns.example/{n}.jpg" for n in "ab"]
+        listed = write_url_list(tmp_path / "urls.txt", {TENCH: [*silent, *host.urls]})
+        command = dns.command([str(installed), "imagenet", "--urls-file", str(listed), "--wnids", TENCH,
+                               "--per-class", "3", "--flickr-only=false"])
+        environment = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+        started = time.monotonic()
+        proc = subprocess.Popen(command, cwd=outside(tmp_path), env=environment, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        said, summary_at = [], None
+        for line in proc.stderr or ():
+            said.append(line)
+            if line.startswith("Summary: ") and summary_at is None:
+                summary_at = time.monotonic()
+        code = proc.wait(timeout=30)
+        ended = time.monotonic()
+        queries = dns.queries
+    assert code == 0 and summary_at is not None, "".join(said)
+    assert "Summary: 3 image(s) in the dataset of the 3 asked for" in "".join(said)
+    assert queries >= 2  # the two names were looked up, and never answered
+    lines = (tmp_path / "user" / "ImageNet" / "manifest.jsonl").read_text().splitlines()
+    manifest = [json.loads(line) for line in lines]
+    assert {line["url"] for line in manifest if line["outcome"] == "surplus"} >= set(silent)
+    assert ended - summary_at < 1.5, f"{ended - summary_at:.1f} s after the summary ({ended - started:.1f} s in all)"
