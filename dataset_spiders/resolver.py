@@ -1,4 +1,4 @@
-"""Name lookups that never hold the end of a run (``DNS_RESOLVER``).
+"""Name lookups that never hold the end of a run (``TWISTED_DNS_RESOLVER``).
 
 Scrapy's resolver looks a name up with ``socket.gethostbyname`` in the reactor's thread pool,
 and when the reactor stops Twisted joins every thread of that pool. A lookup the run no longer

@@ -47,7 +47,7 @@ IMAGES_CONNECT_TIMEOUT = 10  # ours: seconds to connect to an image host (per at
 IMAGES_FIRST_BYTE_TIMEOUT = 30  # ours: seconds from the start to the first byte of the answer; 0: none
 DNS_TIMEOUT = 10  # a name that does not resolve in 10 s is as dead as a refused connection (Scrapy's: 60)
 # Scrapy's CachingThreadedResolver, its lookups in daemon threads (resolver.py): none holds the exit
-DNS_RESOLVER = "dataset_spiders.resolver.DaemonThreadResolver"
+TWISTED_DNS_RESOLVER = "dataset_spiders.resolver.DaemonThreadResolver"
 # ours: host health (core/hosts.py). A host whose connections fail this many times in a row (no
 # answer at all: DNS, refused, connect or first-byte timeout, a proxy's 502/504) is down: its
 # candidates are recorded host_down without a request until a probe, HOSTS_DOWN_FOR seconds later,

@@ -37,4 +37,4 @@ def test_the_resolver_is_scrapys_with_its_own_pool_sized_and_timed_by_the_settin
     assert isinstance(pool, DaemonThreads) and pool.max == 7
     resolver.install_on_reactor()  # the rest of the reactor is the reactor's
     assert installed == [resolver]
-    assert settings["DNS_RESOLVER"] == "dataset_spiders.resolver.DaemonThreadResolver"
+    assert settings["TWISTED_DNS_RESOLVER"] == "dataset_spiders.resolver.DaemonThreadResolver"
