@@ -273,13 +273,8 @@ class Progress:
         self.stream.flush()
 
     def draw(self, n: dict[str, Any]) -> None:
-        if self.bar is None:
-            self.open_bar()
-        bar = self.bar
         total = n["target"]
-        bar.bar_format = BAR_FORMAT if total else BAR_FORMAT_NO_TOTAL
-        bar.total = total
-        bar.n = n["kept"]
+        bar_format = BAR_FORMAT if total else BAR_FORMAT_NO_TOTAL
         per_s, bytes_s = self.rates()
         quiet = None if n["done"] else self.stalled_for(n)
         if n["done"]:
@@ -287,7 +282,7 @@ class Progress:
             parts = [f"{average:.1f} img/s" if average is not None else None, f"{n['failed']} failed",
                      f"{n['bytes'] / MB:.1f} MB", *self._classes_and_hosts(n), self._ending(n)]
         elif quiet is not None:  # what it waits on first, where a narrow terminal still shows it
-            bar.bar_format = BAR_FORMAT_STALLED
+            bar_format = BAR_FORMAT_STALLED if total else BAR_FORMAT_NO_TOTAL
             parts = [self.waiting(quiet), f"{n['failed']} failed", f"{n['bytes'] / MB:.1f} MB",
                      *self._classes_and_hosts(n)]
         else:
@@ -296,20 +291,28 @@ class Progress:
             parts = [f"{per_s:.1f} img/s" if per_s is not None else "? img/s",
                      f"ETA {format_seconds(eta)}" if eta is not None else None,
                      f"{n['failed']} failed", f"{n['bytes'] / MB:.1f} MB{speed}", *self._classes_and_hosts(n)]
-        bar.set_postfix_str(", ".join(p for p in parts if p), refresh=False)
+        postfix = ", ".join(p for p in parts if p)
+        if self.bar is None:
+            self.open_bar(n["kept"], total, bar_format, postfix)
+            return
+        bar = self.bar
+        bar.bar_format, bar.total, bar.n = bar_format, total, n["kept"]
+        bar.set_postfix_str(postfix, refresh=False)
         bar.refresh()
 
-    def open_bar(self) -> None:
-        """The bar, and the console log handlers writing above it from now on."""
+    def open_bar(self, kept: int, total: int | None, bar_format: str, postfix: str) -> None:
+        """The bar, drawn at once as it is, and the console log handlers writing above it from now on."""
         from tqdm import tqdm  # only on a terminal
 
         # a terminal that says it is 0 by 0 (a new pseudo-terminal) would show nothing: 100 by 24
         width, height = terminal_size(self.stream)
-        self.bar = tqdm(total=None, unit="img", file=self.stream, dynamic_ncols=bool(width),
+        self.bar = tqdm(total=total, initial=kept, unit="img", file=self.stream, dynamic_ncols=bool(width),
                         ncols=None if width else 100, nrows=None if height else 24, leave=True, desc="images",
-                        bar_format=BAR_FORMAT_NO_TOTAL, mininterval=0)
+                        bar_format=bar_format, postfix=postfix, mininterval=0, delay=1e-9)  # not drawn yet
         # the clock of the run, not of the bar: [elapsed] counts from the spider's start
         self.bar.start_t = self.bar.last_print_t = self.bar._time() - (time.monotonic() - self.started)
+        self.bar.delay = 0  # drawn from now on (and closed with its last state left on the screen)
+        self.bar.refresh()
         for handler in logging.getLogger().handlers:
             if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
                     and _same_stream(handler.stream, self.stream)):
