@@ -95,7 +95,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         here, at once, in front of them."""
         if request.meta.get(RETRY_LATER_META):
             return None
-        return super().process_exception(request, exception, spider)
+        return super().process_exception(request, exception)
 
     def pause_host(self, request: Request, seconds: float, why: str = "Retry-After") -> None:
         """Hold the request's download slot for ``seconds``: queued requests wait, others go on."""
