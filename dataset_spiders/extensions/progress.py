@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -212,14 +213,15 @@ class Progress:
         for name, left, why in core.hosts.paused_now(now)[:HOSTS_NAMED]:
             held = f", {_count(queued[name], 'request')} held" if queued.get(name) else ""
             pause = "its Retry-After" if why == "Retry-After" else "backing off"
-            parts.append(f"{name} paused {format_seconds(left)} more ({pause}{held})")
+            parts.append(f"{name} paused {format_seconds(math.ceil(left))} more ({pause}{held})")
         if listing:
             parts.append(f"{_count(listing, 'request')} to the source")
         if not parts:
             down = [core.hosts.probe_due(h) for h in core.hosts.down_hosts()]
             due = [t - now for t in down if t is not None]
             if due:
-                parts.append(f"{_count(len(down), 'host')} down, the next probe in {format_seconds(max(0, min(due)))}")
+                probe = format_seconds(math.ceil(max(0, min(due))))
+                parts.append(f"{_count(len(down), 'host')} down, the next probe in {probe}")
             else:
                 parts.append("nothing in flight")
         return f"waiting {format_seconds(quiet)}: " + "; ".join(parts)
