@@ -16,6 +16,7 @@ REMOTE_CONTROL_ENABLED = False  # Scrapy 2.19 would otherwise listen on a local 
 LOG_LEVEL = "INFO"
 PROGRESS = "auto"  # ours: `auto` (a bar on a terminal, else lines), `bar`, `lines` or `off`; always on stderr
 PROGRESS_INTERVAL = 5  # ours: seconds between progress lines when stderr is not a terminal
+PROGRESS_STALL_AFTER = 5  # ours: seconds without an image recorded before progress says what the run waits on
 REPORT_HTML = True  # ours: write out_dir/report.html at the end of every run
 DISK_SPACE_CHECK = True  # ours: stop at start, with one line, when what the run expects to write will not fit
 IMAGENET_AVERAGE_IMAGE_BYTES = 110_000  # ours: the bytes an ImageNet image is expected to take (disk check, dry run)
@@ -45,6 +46,8 @@ IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request, the whole download; 0 m
 IMAGES_CONNECT_TIMEOUT = 10  # ours: seconds to connect to an image host (per attempt, after DNS); 0: the above
 IMAGES_FIRST_BYTE_TIMEOUT = 30  # ours: seconds from the start to the first byte of the answer; 0: none
 DNS_TIMEOUT = 10  # a name that does not resolve in 10 s is as dead as a refused connection (Scrapy's: 60)
+# Scrapy's CachingThreadedResolver, its lookups in daemon threads (resolver.py): none holds the exit
+TWISTED_DNS_RESOLVER = "dataset_spiders.resolver.DaemonThreadResolver"
 # ours: host health (core/hosts.py). A host whose connections fail this many times in a row (no
 # answer at all: DNS, refused, connect or first-byte timeout, a proxy's 502/504) is down: its
 # candidates are recorded host_down without a request until a probe, HOSTS_DOWN_FOR seconds later,

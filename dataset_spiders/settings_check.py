@@ -92,6 +92,7 @@ OURS: dict[str, Rule] = {
     "DATASET_CONTACT": Rule("get", _printable, "a URL or an e-mail address (no control characters)"),
     "PROGRESS": Rule("get", lambda value: str(value).lower() in PROGRESS, "one of auto, bar, lines, off"),
     "PROGRESS_INTERVAL": number(0),
+    "PROGRESS_STALL_AFTER": number(0),
     "REPORT_HTML": BOOLEAN,
     "DISK_SPACE_CHECK": BOOLEAN,
     "IMAGENET_AVERAGE_IMAGE_BYTES": whole(0),

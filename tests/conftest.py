@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
+import select
 import shutil
+import struct
 import subprocess
 import sys
 import sysconfig
+import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +161,36 @@ def looking_every(seconds: float, look: Callable[[], None]) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
+
+
+def terminal_run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 90,
+                 columns: int = 0, answer: str | None = None) -> tuple[int, str]:
+    """Run ``command`` with a pseudo-terminal as its stderr (``columns`` wide; 0: a new terminal's
+    0 by 0), and as its stdin when it is to be answered (``answer`` is typed when it asks
+    ``[y/N]``); its exit status and everything written to the terminal (the answer's echo too)."""
+    leader, follower = pty.openpty()
+    if columns:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL if answer is None else follower,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if answer is not None and b"[y/N] " in b"".join(chunks):
+                os.write(leader, answer.encode() + b"\n")
+                answer = None
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=10)
+    os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+

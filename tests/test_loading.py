@@ -417,8 +417,8 @@ def user_splits(installed, tmp_path_factory) -> dict:
     result: dict = {"where": where, "records": {r.isic_id: r for r in records}}
     with ImageHost(records) as host, IsicV2Server(records, host) as api:
         for layout, folder in (("by_split", "BySplit"), ("by_label", "ByLabel"), ("flat", "Flat")):
-            run = user_run(installed, "isic", "--api-url", f"{api.url}/api/v2", "--splits", SPLITS, "--layout", layout,
-                           "--out-dir", folder, cwd=where)
+            run = user_run(installed, "isic", "--all", "--api-url", f"{api.url}/api/v2", "--splits", SPLITS,
+                           "--layout", layout, "--out-dir", folder, cwd=where)
             assert run.returncode == 0, run.stderr[-3000:]
             result[layout] = run
     result["verify"] = user_run(installed, "verify", "BySplit", cwd=where)

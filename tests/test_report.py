@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,10 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from dataset_spiders.report import summarize
-from tests.conftest import ROOT, crawl
+from tests.conftest import ROOT, crawl, user_run
 from tests.emulators import GeturlsServer, ImageHost, IsicV2Server, PhotoHosts, images, make_archive, make_classes
 from tests.test_imagenet_crawl import imagenet
+from tests.test_tool import SlowImageHost
 
 LABELS = {"n00000000": "tench", "n00000001": "goldfish", "n00000002": "great white shark", "n00000003": "tiger shark"}
 SHORT = "n00000003"  # only 3 good URLs for 5 wanted
@@ -375,3 +377,37 @@ def test_the_report_renders_in_a_headless_browser(imagenet_out, tmp_path):
     green = sum(n for c, n in colours.items() if all(abs(a - b) < 12 for a, b in zip(c, kept_colour, strict=True)))
     assert green > 500, "the outcome chart's kept bar is not drawn"
     assert len(colours) > 2000, "no photo thumbnails (too few colours)"
+
+
+def test_the_report_names_the_first_failures_of_each_kind_and_the_runs_duration_and_rate(installed, tmp_path):
+    """Seven 404s and an HTML page: the page names the first five 404s (id and URL) and says two
+    more, names the HTML page, and says how long the run took and how many images a second it
+    kept; summarize() gives the same numbers."""
+    archive = make_archive(32)
+    gone = [3, 5, 8, 11, 14, 17, 20]
+    for i in gone:
+        archive[i].behaviour = "404"
+    archive[7].behaviour = "html"
+    where = tmp_path / "user"
+    where.mkdir()
+    with SlowImageHost(archive, delay=0.1) as host, IsicV2Server(archive, host) as api:
+        run = user_run(installed, "isic", "--num-images", "20", "--api-url", f"{api.url}/api/v2", cwd=where)
+        crawled = user_run(installed, "report", "ISIC", cwd=where)
+    assert run.returncode == 0 and crawled.returncode == 0, run.stderr + crawled.stderr
+    manifest = [json.loads(line) for line in (where / "ISIC" / "manifest.jsonl").read_text().splitlines()]
+    failed = [line for line in manifest if line["outcome"] == "http_404"]  # in manifest order
+    assert sorted(line["id"] for line in failed) == [archive[i].isic_id for i in gone]
+    page = (where / "ISIC" / "report.html").read_text()
+    section = page[page.index("Failed images, by kind"):]
+    section = section[:section.index("</table>")]
+    for line in failed[:5]:
+        assert line["id"] in section and line["url"] in section, line
+    for line in failed[5:]:
+        assert line["id"] not in section
+    assert "and 2 more" in section and archive[7].isic_id in section
+    numbers = summarize(where / "ISIC")
+    took = numbers["run"]
+    assert took["downloaded"] == 20 and 0 < took["seconds"] < 60
+    assert abs(took["images_per_second"] - 20 / took["seconds"]) < 0.01
+    assert numbers["failed"]["http_404"] == [{"id": line["id"], "url": line["url"]} for line in failed[:5]]
+    assert re.search(r"it took <b>[\d.]+ s</b> and downloaded 20 image\(s\), <b>[\d.]+ images/s</b>", page)

@@ -82,11 +82,13 @@ def test_imagenet_messages_say_what_happened(installed, tmp_path):
     with PhotoHosts(both) as hosts:
         args = ("imagenet", "--urls-file", str(listed), "--per-class", "4")
         first = user_run(installed, *args, "--wnids", f"{WNID},n01443537", cwd=tmp_path, env=hosts.proxy_env())
+        page = (tmp_path / "ImageNet" / "report.html").read_text()
         again = user_run(installed, *args, "--wnids", f"{WNID},n01443537", cwd=tmp_path, env=hosts.proxy_env())
         unknown = user_run(installed, *args, "--wnids", f"{WNID},n09999999", cwd=tmp_path, env=hosts.proxy_env())
     assert first.returncode == 0, first.stderr
     assert "Short: n01443537 (goldfish): 2/4: out of candidates after 2 URLs (3 of its 5 URLs not on Flickr's " \
            "hosts: flickr_only=true)" in first.stderr
+    assert "3 of its 5 URLs not on Flickr&#x27;s hosts: flickr_only=true" in page  # the report's why short
     assert again.returncode == 0, again.stderr
     assert "Summary: 6 image(s) in the dataset of the 8 asked for (0 downloaded now, 6 already there)" in again.stderr
     assert unknown.returncode == 1

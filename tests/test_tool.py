@@ -8,18 +8,15 @@ import asyncio
 import dataclasses
 import inspect
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from dataset_spiders import DownloadError, download_isic
 from dataset_spiders.cli import build_parser, default_text, option_names, spider_models
-from tests.conftest import ROOT, clean_env, user_run
+from tests.conftest import ROOT, clean_env, terminal_run, user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
 
@@ -187,9 +184,9 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(archive, tmp_path):
 
 def on_a_terminal(command: list[str], cwd: Path, timeout: float = 90) -> str:
     """Run ``command`` with a pseudo-terminal as its stderr; everything it wrote there."""
-    session = terminal_session(command, cwd, clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}), timeout=timeout)
-    assert session.code == 0
-    return session.screen
+    code, screen = terminal_run(command, cwd, clean_env({"COLUMNS": "120", "PYTHONPATH": str(ROOT)}), timeout)
+    assert code == 0
+    return screen
 
 
 def test_the_default_log_is_quiet_and_the_summary_shows_at_any_level(isic, tmp_path):
@@ -273,32 +270,8 @@ class Session:
 
 def terminal_session(command: list[str], cwd: Path, env: dict[str, str], answer: str | None = None,
                      timeout: float = 90) -> Session:
-    """Run ``command`` with a pseudo-terminal as its stderr (and its stdin when it is to be
-    answered: ``answer`` is typed when it asks ``[y/N]``)."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL if answer is None else follower,
-                            stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-            if answer is not None and b"[y/N] " in b"".join(chunks):
-                os.write(leader, answer.encode() + b"\n")
-                answer = None
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    return Session(proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
+    """Run ``command`` at a pseudo-terminal (``conftest.terminal_run``), answering ``answer``."""
+    return Session(*terminal_run(command, cwd, env, timeout, answer=answer))
 
 
 def answer_on_a_terminal(command: list[str], answer: str, cwd: Path) -> Session:

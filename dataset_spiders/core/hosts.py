@@ -14,6 +14,10 @@ requests at once: a probe, not a flood.
 It is advisory: it decides what to try, never what is kept. With workers (``REDIS_URL``) the
 down hosts are shared through Redis (``core/worker_mode.py``), so a host one worker found down
 is down for all.
+
+It also keeps what the run is waiting on, for progress to say when nothing has come for a while:
+each image download in the handler (its host, since when, whether the host has begun to answer)
+and each host paused for its ``Retry-After`` (until when).
 """
 
 from __future__ import annotations
@@ -61,6 +65,26 @@ class HostState:
 
 
 @dataclass
+class Flight:
+    """One image download in the handler (waiting for a slot, connecting, or receiving)."""
+
+    host: str
+    since: float  # monotonic time it reached the handler
+    answered_at: float | None = None  # monotonic time its host began to answer (headers)
+
+
+@dataclass
+class Waiting:
+    """The image downloads in flight on one host, as progress shows them."""
+
+    host: str
+    downloads: int
+    silent: int  # of them, not answered yet
+    silent_for: float  # seconds the longest-waiting silent one has waited (0: none is silent)
+    receiving_for: float  # seconds the longest answered one has been receiving (0: none)
+
+
+@dataclass
 class HostHealth:
     """The hosts of one crawl (see the module docstring). ``down_after`` 0: health is off
     (nothing is ever down); ``unproven`` 0: no cap for hosts that have not answered yet."""
@@ -71,6 +95,8 @@ class HostHealth:
     hosts: dict[str, HostState] = field(default_factory=dict)
     cost: Counter[str] = field(default_factory=Counter)  # host -> candidates it cost (host_down)
     shared: Any = None  # with workers: publishes and reads down hosts (worker_mode.SharedHosts)
+    flights: dict[int, Flight] = field(default_factory=dict)  # what the run waits on: downloads in the handler
+    pauses: dict[str, tuple[float, str]] = field(default_factory=dict)  # download slot -> (until, why)
 
     @classmethod
     def from_settings(cls, settings: Any) -> HostHealth:
@@ -206,3 +232,44 @@ class HostHealth:
         """Every host that was down in this run: (host, candidates it cost, why), costliest first."""
         rows = [(h, self.cost[h], s.why_down) for h, s in self.hosts.items() if s.why_down]
         return sorted(rows, key=lambda row: (-row[1], row[0]))
+
+    # --- what the run waits on (for progress) -----------------------------------------------
+
+    def flight_started(self, key: int, host: str) -> None:
+        """An image download reached the handler (``key``: the request's id while it is there)."""
+        self.flights[key] = Flight(host, time.monotonic())
+
+    def flight_answered(self, key: int) -> None:
+        found = self.flights.get(key)
+        if found is not None and found.answered_at is None:
+            found.answered_at = time.monotonic()
+
+    def flight_ended(self, key: int) -> None:
+        self.flights.pop(key, None)
+
+    def in_flight(self, now: float | None = None) -> list[Waiting]:
+        """The downloads in flight by host, the longest silent first."""
+        now = time.monotonic() if now is None else now
+        by_host: dict[str, Waiting] = {}
+        for flight in self.flights.values():
+            found = by_host.get(flight.host)
+            if found is None:
+                found = by_host[flight.host] = Waiting(flight.host, 0, 0, 0.0, 0.0)
+            found.downloads += 1
+            if flight.answered_at is None:
+                found.silent += 1
+                found.silent_for = max(found.silent_for, now - flight.since)
+            else:
+                found.receiving_for = max(found.receiving_for, now - flight.answered_at)
+        return sorted(by_host.values(), key=lambda w: (-w.silent_for, -w.downloads, w.host))
+
+    def paused(self, name: str, until: float, why: str) -> None:
+        """Requests to download slot ``name`` (a host name) wait until ``until`` (monotonic): ``why``."""
+        self.pauses[name] = (until, why)
+
+    def paused_now(self, now: float | None = None) -> list[tuple[str, float, str]]:
+        """The hosts paused now: (name, seconds left, why), the longest first."""
+        now = time.monotonic() if now is None else now
+        for name in [n for n, (until, _) in self.pauses.items() if until <= now]:
+            del self.pauses[name]
+        return sorted(((n, until - now, why) for n, (until, why) in self.pauses.items()), key=lambda p: -p[1])

@@ -1,7 +1,8 @@
 """``dataset.json``: where a dataset came from, one entry per run, appended, written atomically.
 
 Each run records its command and arguments, what it selected and its target, the sources,
-the folders, the versions of the software, its start and end and its exit status. ``verify``
+the folders, the versions of the software, its start and end (and how many seconds it took) and
+its exit status. ``verify``
 reads it back for what the manifest does not say: where the image folders are and how many
 images an ImageNet class may hold. A run with no end was killed.
 """
@@ -78,6 +79,7 @@ class Provenance:
         self.root = root
         self.staging_dir = staging_dir
         self.set_aside = set_aside  # moves an unreadable dataset.json to .quarantine
+        self.clock = time.monotonic()  # `started` and `ended` say the second; `seconds` says how long, exactly
         self.run = {
             "run_id": uuid.uuid4().hex,
             "command": redacted_command(list(sys.argv)),  # as Scrapy left it; the crawl command gives it whole
@@ -100,8 +102,10 @@ class Provenance:
         self._write()
 
     def end(self, exit_status: int, error: str | None, results: dict[str, Any] | None = None) -> None:
-        """Record how the run ended (and what came of it). Blocking (a small file, once)."""
-        self.run.update(ended=now(), exit_status=exit_status, error=error, **(results or {}))
+        """Record how the run ended, how long it took (``seconds``, from the start recorded) and
+        what came of it. Blocking (a small file, once)."""
+        self.run.update(ended=now(), seconds=round(time.monotonic() - self.clock, 3), exit_status=exit_status,
+                        error=error, **(results or {}))
         self._write()
 
     def _write(self) -> None:

@@ -206,6 +206,8 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         watch = self._watches.get(id(request))
         if watch is not None:
             watch.headers()
+            if self._health is not None:
+                self._health.flight_answered(id(request))
 
     async def _fetch(self, request: Request) -> Response:
         async with self._caps.slot(request):
@@ -266,11 +268,15 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         if self._health is not None:
             self._health.refuse_if_down(host_of(request.url))  # HostDown: not asked
         watch = self._watches[id(request)] = _Watch(self, request)
+        if self._health is not None:
+            self._health.flight_started(id(request), watch.host)  # what progress says a stall waits on
         try:
             return await self._within_group(request)
         finally:
             watch.close()
             self._watches.pop(id(request), None)
+            if self._health is not None:
+                self._health.flight_ended(id(request))
 
     async def _within_group(self, request: Request) -> Response:
         """The download, cancelled once its group (an exact count) is full."""

@@ -21,6 +21,9 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.http import Response
 from scrapy.utils.asyncio import call_later
 
+from ..core import DatasetCore
+from ..core.hosts import HostHealth
+
 logger = logging.getLogger(__name__)
 
 PAUSE_STATUSES = frozenset({429, 503})
@@ -55,6 +58,14 @@ class RetryAfterMiddleware(RetryMiddleware):
         self.backoff_max = settings.getfloat("RETRY_BACKOFF_MAX")
         self._paused_until: dict[str, float] = {}
         self._strikes: dict[str, int] = {}  # host slot -> 429/503s without Retry-After since its last success
+        self.health: HostHealth | None = None  # the crawl's host health (from_crawler), told of each pause
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> RetryAfterMiddleware:
+        middleware = super().from_crawler(crawler)
+        core = crawler.get_extension(DatasetCore)  # extensions are built before the downloader
+        middleware.health = core.hosts if core is not None else None
+        return middleware
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Request | Response:
         if response.status in PAUSE_STATUSES and not request.meta.get("dont_retry"):
@@ -84,7 +95,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         here, at once, in front of them."""
         if request.meta.get(RETRY_LATER_META):
             return None
-        return super().process_exception(request, exception, spider)
+        return super().process_exception(request, exception)
 
     def pause_host(self, request: Request, seconds: float, why: str = "Retry-After") -> None:
         """Hold the request's download slot for ``seconds``: queued requests wait, others go on."""
@@ -97,6 +108,8 @@ class RetryAfterMiddleware(RetryMiddleware):
         if until <= self._paused_until.get(key, 0):
             return
         self._paused_until[key] = until
+        if self.health is not None:
+            self.health.paused(key, until, why)  # progress says what a stalled run waits on
         if slot.latercall:
             slot.latercall.cancel()
         # The downloader holds a slot's queue while ``latercall`` is set, and calls

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.files import STAGING_DIR, atomic_write
 from ..outcomes import KEPT_OUTCOMES
-from .gather import Gathered, gather, last_run
+from .gather import Gathered, gather, last_run, run_downloaded, run_seconds
 from .page import render
 from .thumbs import contact_sheet
 
@@ -27,11 +27,14 @@ def numbers(got: Gathered) -> dict[str, Any]:
     in_dataset = sum(got.groups[name].kept for name in got.groups)
     tried = sum(got.outcomes.values())
     hosts = sorted(got.hosts.items(), key=lambda item: (-item[1].tried, item[0]))
+    seconds, downloaded = run_seconds(run), run_downloaded(run)
     return {
         "root": got.root,
         "spider": run.get("spider"),
         "by": got.by,
-        "run": {key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")}
+        "run": {**{key: run.get(key) for key in ("command", "arguments", "started", "ended", "exit_status", "error")},
+                "seconds": seconds, "downloaded": downloaded,
+                "images_per_second": round(downloaded / seconds, 3) if seconds and downloaded is not None else None}
         if run else None,
         "runs": len(got.runs),
         "folders_not_looked_at": got.outside,
@@ -46,11 +49,13 @@ def numbers(got: Gathered) -> dict[str, Any]:
             "skipped_lines": got.skipped,
         },
         "outcomes": dict(got.outcomes.most_common()),
+        "failed": {outcome: [{"id": f.id, "url": f.url} for f in named] for outcome, named in got.failed.items()},
         "masks": dict(got.masks.most_common()),
         "groups": [
             {"name": name, "label": tally.label, "tried": tally.tried, "kept": tally.kept, "target": got.group_target,
              "failures": dict(tally.failures.most_common()),
-             "short_reasons": [[outcome, n] for outcome, n in got.short_reasons(name)]}
+             "short_reasons": [[outcome, n] for outcome, n in got.short_reasons(name)],
+             "shortfall": _shortfall(run, name)}
             for name, tally in got.groups.items()
         ],
         "hosts": [{"host": host, "tried": t.tried, "kept": t.kept, "failures": dict(t.failures.most_common())}
@@ -59,6 +64,15 @@ def numbers(got: Gathered) -> dict[str, Any]:
                               if t.failures.get("host_down")), key=lambda h: (-h["candidates"], h["host"])),
         "sizes": {"bytes": got.sizes.as_dict(), "width": got.widths.as_dict(), "height": got.heights.as_dict()},
     }
+
+
+def _shortfall(run: dict[str, Any], name: str) -> str | None:
+    """Why the last run said this class ended short, in its own words (its summary's ``Short:``
+    line: the failures, or the URLs ``flickr_only`` dropped, or an unknown wnid), or None."""
+    for text in run.get("shortfalls") or []:
+        if isinstance(text, str) and (text.startswith(f"{name}: ") or text.startswith(f"{name} (")):
+            return text.split(": ", 2)[-1][:500] if text.count(": ") >= 2 else text[:500]
+    return None
 
 
 def summarize(root: str | os.PathLike[str], named: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

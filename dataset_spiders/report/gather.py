@@ -11,12 +11,14 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..core import manifest, provenance
@@ -28,6 +30,7 @@ from .classes import asked_classes
 
 IN_DATASET = frozenset({Outcome.KEPT, Outcome.PRESENT})  # what the dataset holds, for the counts
 NOT_A_REASON = frozenset({Outcome.SURPLUS})  # a surplus image came when its class was full: never why it is short
+FAILED_SHOWN = 5  # images named per kind of failure (the manifest has them all)
 MAX_HOSTS = 5000  # distinct hosts counted one by one; the rest are pooled (a URL list may name millions)
 OTHER_HOSTS = "(other hosts)"
 NO_HOST = "(no url)"
@@ -95,6 +98,14 @@ class Sample:
 
 
 @dataclass
+class Failed:
+    """A failed image named on the page: its id and the URL it was fetched from."""
+
+    id: str
+    url: str | None
+
+
+@dataclass
 class Gathered:
     """Everything the report shows, counted in one streaming pass (plus the sample to draw)."""
 
@@ -112,6 +123,7 @@ class Gathered:
     widths: Histogram = field(default_factory=lambda: Histogram(PIXEL_EDGES))
     heights: Histogram = field(default_factory=lambda: Histogram(PIXEL_EDGES))
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    failed: dict[str, list[Failed]] = field(default_factory=dict)  # the first FAILED_SHOWN of each kind
     skipped: int = 0  # lines naming a path outside the dataset: never counted, never opened
 
     @property
@@ -130,6 +142,29 @@ class Gathered:
 
 def last_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return runs[-1] if runs else {}
+
+
+def run_seconds(run: dict[str, Any]) -> float | None:
+    """How long a run took: its ``seconds`` (recorded at its end since they were), else from its
+    ``started`` and ``ended`` (to the second); None for a run with no end (killed, or running)."""
+    seconds = run.get("seconds")
+    if type(seconds) in (int, float) and math.isfinite(seconds) and seconds >= 0:
+        return float(seconds)
+    try:
+        started, ended = (datetime.strptime(str(run[key]), "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "ended"))
+    except (KeyError, ValueError):
+        return None
+    took = (ended - started).total_seconds()
+    return took if took >= 0 else None
+
+
+def run_downloaded(run: dict[str, Any]) -> int | None:
+    """The images a run downloaded and kept (its ``outcomes``' ``kept``), or None if not recorded."""
+    outcomes = run.get("outcomes")
+    if not isinstance(outcomes, dict):
+        return None
+    kept = outcomes.get(Outcome.KEPT, 0)
+    return kept if type(kept) is int and kept >= 0 else None
 
 
 def gather(root: str, per_group: int = 12, max_total: int = 600, named: list[str] | tuple[str, ...] = ()) -> Gathered:
@@ -197,6 +232,10 @@ def _count(got: Gathered, record: Record, each: int, max_total: int) -> None:
         got.masks[record.outcome] += 1
         return
     got.outcomes[record.outcome] += 1
+    if record.outcome not in IN_DATASET and record.outcome not in KEPT_OUTCOMES | NOT_A_REASON:
+        named = got.failed.setdefault(record.outcome, [])
+        if len(named) < FAILED_SHOWN:
+            named.append(Failed(record.id, record.url))
     name = _group_of(record, got.by)
     tally = got.groups.setdefault(name, Tally())
     tally.add(record.outcome)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..secrets import hidden_arguments, redacted_command, scrub
 from . import charts
-from .gather import IN_DATASET, NOT_A_REASON, Gathered, last_run
+from .gather import FAILED_SHOWN, IN_DATASET, NOT_A_REASON, Gathered, last_run, run_downloaded, run_seconds
 from .text import escape
 from .thumbs import Thumb
 
@@ -39,6 +39,7 @@ nav a{margin-right:12px}td,th,code,pre{overflow-wrap:anywhere}
 """
 MAX_HOST_ROWS = 100
 MAX_RUN_ROWS = 20
+MAX_URL = 300  # characters of a failed image's URL shown
 STATUS = {0: "0: the run did its job", 1: "1: the run could not do its job", 2: "2: a bad argument or input"}
 
 
@@ -50,7 +51,8 @@ def render(got: Gathered, sheet: dict[str, list[Thumb]], summary: dict[str, Any]
         f"{escape(time.strftime('%Y-%m-%d %H:%M:%S %z'))} from its manifest, dataset.json and kept files</p>",
         f'<nav><a href="#asked">what was asked</a><a href="#outcomes">outcomes</a><a href="#groups">by {word}</a>'
         '<a href="#hosts">hosts</a><a href="#sizes">sizes</a><a href="#sheet">contact sheet</a></nav>',
-        *_outside(got), _asked(got), _outcomes(got, summary), _groups(got, summary), _hosts(summary), _sizes(got),
+        *_outside(got), _asked(got, summary), _outcomes(got, summary), _groups(got, summary), _hosts(summary),
+        _sizes(got),
         _sheet(got, sheet),
     ]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -69,7 +71,7 @@ def _outside(got: Gathered) -> list[str]:
             "Run <code>dataset-spiders report DIR --images-dir FOLDER</code> to include such a folder.</p>"]
 
 
-def _asked(got: Gathered) -> str:
+def _asked(got: Gathered, summary: dict[str, Any]) -> str:
     run = last_run(got.runs)
     if not run:
         return '<h2 id=asked>What was asked</h2><p class=none>no dataset.json: the runs are not recorded</p>'
@@ -89,7 +91,8 @@ def _asked(got: Gathered) -> str:
     parts = [
         "<h2 id=asked>What was asked</h2>",
         f"<p>The last of {len(got.runs)} run(s), <b>{escape(str(run.get('spider') or '?'))}</b>, "
-        f"started {escape(str(run.get('started')))}, ended {escape(str(run.get('ended')))}:</p>",
+        f"started {escape(str(run.get('started')))}, ended {escape(str(run.get('ended')))}"
+        f"{_took(summary['run'])}:</p>",
         f"<pre>{escape(line)}</pre>",
         f"<table>{rows}<tr><th>target</th><td>{escape(_target(got))}</td></tr>"
         f"<tr><th>exit status</th><td class={cls}>{escape(said)}</td></tr>"
@@ -99,11 +102,70 @@ def _asked(got: Gathered) -> str:
         shown = got.runs[-MAX_RUN_ROWS:]
         runs = "".join(
             f"<tr><td>{escape(str(r.get('started')))}</td><td>{escape(str(r.get('ended')))}</td>"
+            f"<td class=n>{_duration(run_seconds(r))}</td><td class=n>{_downloaded(r)}</td>"
             f"<td>{escape(str(r.get('spider')))}</td><td class=n>{escape(str(r.get('exit_status')))}</td>"
             f"<td>{escape(scrub(str(r.get('error') or '')))}</td></tr>" for r in shown)
         parts.append(f"<h3>Runs (the last {len(shown)})</h3><table><tr><th>started</th><th>ended</th>"
+                     "<th class=n>took</th><th class=n>downloaded</th>"
                      f"<th>spider</th><th class=n>exit</th><th>error</th></tr>{runs}</table>")
     return "\n".join(parts)
+
+
+def _took(run: dict[str, Any]) -> str:
+    """How long the run took and how fast it downloaded, for the sentence that names it."""
+    seconds = run.get("seconds")
+    if seconds is None:
+        return ""
+    took = f"; it took <b>{_duration(seconds)}</b>"
+    downloaded, rate = run.get("downloaded"), run.get("images_per_second")
+    if downloaded is None:
+        return took
+    took += f" and downloaded {downloaded:,} image(s)"
+    return took + (f", <b>{rate:,.1f} images/s</b>" if rate is not None and downloaded else "")
+
+
+def _duration(seconds: float | None) -> str:
+    """``2 h 05 min``, ``3 min 07 s``, ``12.4 s``; an empty string when not known."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def _downloaded(run: dict[str, Any]) -> str:
+    downloaded = run_downloaded(run)
+    return "" if downloaded is None else f"{downloaded:,}"
+
+
+def _failed(got: Gathered) -> str:
+    """The first few failed images of each kind, with their URLs: where a reader starts looking."""
+    if not got.failed:
+        return ""
+    rows = []
+    for outcome, named in sorted(got.failed.items(), key=lambda item: (-got.outcomes[item[0]], item[0])):
+        cells = "<br>".join(f"<code>{escape(f.id)}</code> {_url(f.url)}" for f in named)
+        more = got.outcomes[outcome] - len(named)
+        tail = f"<br><span class=muted>and {more:,} more</span>" if more > 0 else ""
+        rows.append(f'<tr><td><span style="color:{charts.color(outcome)}">{escape(outcome)}</span></td>'
+                    f"<td class=n>{got.outcomes[outcome]:,}</td><td>{cells}{tail}</td></tr>")
+    return (f"<h3>Failed images, by kind</h3><p class=muted>The first {FAILED_SHOWN} of each kind, in manifest "
+            "order, each under its last manifest line; <code>manifest.jsonl</code> has every one, with the "
+            "reason in its <code>detail</code>.</p><table><tr><th>outcome</th><th class=n>images</th>"
+            f"<th>the first (id, URL)</th></tr>{''.join(rows)}</table>")
+
+
+def _url(url: str | None) -> str:
+    """A URL from the manifest as text (never a link: the page names nothing outside itself),
+    its password hidden, cut at ``MAX_URL`` characters."""
+    if not url:
+        return "<span class=none>(no URL)</span>"
+    url = scrub(url)
+    shown = url if len(url) <= MAX_URL else url[:MAX_URL] + "…"
+    return f"<code>{escape(shown)}</code>"
 
 
 def _target(got: Gathered) -> str:
@@ -133,6 +195,8 @@ def _outcomes(got: Gathered, summary: dict[str, Any]) -> str:
         '<span style="background:#ef6c00"></span>gone (HTTP 4xx)<span style="background:#7b1fa2"></span>'
         'may mend on a re-run<span style="background:#c62828"></span>refused or broken</p>',
     ]
+    if failed := _failed(got):
+        parts.append(failed)
     if masks:
         parts.append(f"<p>Masks: {masks}.</p>")
     if got.skipped:
@@ -151,7 +215,9 @@ def _groups(got: Gathered, summary: dict[str, Any]) -> str:
         reasons = [tuple(r) for r in group["short_reasons"]]
         is_short = target is not None and group["kept"] < target
         short += is_short
-        if is_short:
+        if is_short and group.get("shortfall"):  # the run's own words: failures, flickr_only, unknown
+            why = escape(group["shortfall"])
+        elif is_short:
             idle = "nothing tried: no URLs for it?" if not group["tried"] else "no failure recorded: too few candidates"
             why = _reasons(reasons) if reasons else idle
         else:

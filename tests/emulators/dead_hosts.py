@@ -10,6 +10,7 @@ h.url_for("/1.jpg")``) running in threads of this process, as the other emulator
     BlackHole       accepts TCP connections, reads the requests, never sends a byte
     Unconnectable   connect() hangs: a listening socket whose accept queue is full (SYNs dropped)
     Refusing        a bound port nothing listens on: connection refused at once
+    SilentNameServer  a name server that never answers (lookups wait out the resolver's timeout)
     DirectHost      serves images at its own address (no proxy); ``delay`` before each answer
     SlowHost        a DirectHost whose answers (headers included) come after ``delay`` seconds
     FlappingHost    a DirectHost that refuses connections while down (``down()``/``up()``, ``down_for``)
@@ -28,7 +29,9 @@ import errno
 import hashlib
 import itertools
 import selectors
+import shlex
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -341,6 +344,77 @@ def resolves(host: str) -> bool:
     except socket.gaierror:
         return False
     return True
+
+
+# -- a name server that never answers ------------------------------------------------------------
+class SilentNameServer(_Peer):
+    """A name server that reads every query and answers none: a host whose name's servers are gone, so
+    the system resolver waits out its timeout (``RES_OPTIONS``: ``timeout:6 attempts:1``, 6 s) before
+    it gives up. UDP port 53 on a loopback address of its own, so it needs root. :meth:`command`
+    runs a command in a mount namespace of its own whose ``/etc/resolv.conf`` names only this server
+    (``unshare -m``, a bind mount: root too); :meth:`refusal` says why it cannot run here, or None.
+    Counts ``queries`` (datagrams received)."""
+
+    def __init__(self, folder: Path, host: str | None = None) -> None:
+        super().__init__(host)
+        self.resolv_conf = Path(folder) / "resolv.conf"
+        self.queries = 0
+        self._sock: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refusal(self) -> str | None:
+        """Why a command cannot be given this name server here (not root, no ``unshare``), or None."""
+        try:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.bind((loopback_address(), 53))
+            probe.close()
+        except OSError as exc:
+            return f"cannot listen on UDP port 53: {exc}"
+        self.resolv_conf.parent.mkdir(parents=True, exist_ok=True)
+        self.resolv_conf.write_text("nameserver 127.0.0.1\n")
+        try:
+            done = subprocess.run(self.command(["true"]), capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run in a mount namespace of its own: {exc}"
+        return None if done.returncode == 0 else f"cannot bind-mount /etc/resolv.conf: {done.stderr.strip()}"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run with this server as its only name server."""
+        mount = f'mount --bind {shlex.quote(str(self.resolv_conf))} /etc/resolv.conf && exec "$@"'
+        return ["unshare", "-m", "sh", "-c", mount, "sh", *argv]
+
+    def start(self) -> Self:
+        if not self._started:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind((self.host, 53))
+            self._sock.settimeout(0.1)
+            self.port, self._started = 53, True
+            self.resolv_conf.parent.mkdir(parents=True, exist_ok=True)
+            self.resolv_conf.write_text(f"nameserver {self.host}\noptions timeout:6 attempts:1\n")
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._swallow, daemon=True)
+            self._thread.start()
+        return self
+
+    def _swallow(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.queries += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._thread, self._started = None, None, False
 
 
 # -- photo hosts at their own address -----------------------------------------------------------

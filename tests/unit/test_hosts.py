@@ -92,3 +92,26 @@ def test_host_down_is_an_outcome_a_re_run_tries_again():
     outcome, detail = classify(HostDown("http://h:80", "3 connection failures in a row"))
     assert outcome == Outcome.HOST_DOWN and "http://h:80 is down" in detail
     assert is_transient(Outcome.HOST_DOWN) and not is_permanent(Outcome.HOST_DOWN)
+
+
+def test_what_the_run_waits_on_is_each_hosts_downloads_and_pauses(clock):
+    """Progress says what a stalled run waits on from this: downloads in flight by host (silent
+    ones for how long, answered ones receiving for how long) and hosts paused until when."""
+    health = HostHealth()
+    health.flight_started(1, "http://slow:80")
+    health.flight_started(2, "http://slow:80")
+    clock.now += 4
+    health.flight_started(3, "http://quick:80")
+    health.flight_answered(3)
+    health.flight_answered(3)  # headers once per attempt: the first answer counts
+    health.paused("pausing.example", clock.now + 12, "Retry-After")
+    clock.now += 2
+    waits = health.in_flight()
+    assert [(w.host, w.downloads, w.silent, w.silent_for, w.receiving_for) for w in waits] == [
+        ("http://slow:80", 2, 2, 6.0, 0.0), ("http://quick:80", 1, 0, 0.0, 2.0)]
+    assert health.paused_now() == [("pausing.example", 10.0, "Retry-After")]
+    health.flight_ended(1)
+    health.flight_ended(2)
+    health.flight_ended(3)
+    clock.now += 10
+    assert health.in_flight() == [] and health.paused_now() == [] and health.pauses == {}
