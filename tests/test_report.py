@@ -363,17 +363,17 @@ def test_the_report_renders_in_a_headless_browser(imagenet_out, tmp_path):
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,5000",
          (imagenet_out / "report.html").as_uri()],
         capture_output=True, timeout=90, check=False,
     )
     assert shot.exists(), "chromium wrote no screenshot"
     with Image.open(shot) as png:
-        assert png.format == "PNG" and png.size == (1280, 2000)
+        assert png.format == "PNG" and png.size == (1280, 5000)  # tall enough for the contact sheet
         im = png.convert("RGB")
-    colours = Counter({colour: n for n, colour in im.getcolors(maxcolors=1280 * 2000) or []})
+    colours = Counter({colour: n for n, colour in im.getcolors(maxcolors=1280 * 5000) or []})
     white = sum(n for c, n in colours.items() if min(c) > 245)
-    assert white < 0.97 * 1280 * 2000, "the page is blank"
+    assert white < 0.97 * 1280 * 5000, "the page is blank"
     kept_colour = (0x2E, 0x7D, 0x32)  # the kept bar's
     green = sum(n for c, n in colours.items() if all(abs(a - b) < 12 for a, b in zip(c, kept_colour, strict=True)))
     assert green > 500, "the outcome chart's kept bar is not drawn"
