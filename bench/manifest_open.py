@@ -36,9 +36,9 @@ CHILD_MANIFEST = """
 import json, resource, sys, time
 import orjson
 sys.path.insert(0, sys.argv[1])
-from dataset_spiders.core import earlier
-from dataset_spiders.core.disk import DatasetDisk
-from dataset_spiders.core.seen import PlaceholderLearner, SeenImages
+from dataset_spiders.dataset import earlier
+from dataset_spiders.dataset.disk import DatasetDisk
+from dataset_spiders.dataset.identity import PlaceholderLearner, SeenImages
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = rss()
 t0 = time.perf_counter()

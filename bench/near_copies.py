@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import throughput_lib as lib
 
-from dataset_spiders.core.near import NearCopies
-from dataset_spiders.core.seen import KeptRef
-from dataset_spiders.pipelines.checks import Limits, Placeholders, examine
+from dataset_spiders.dataset.identity import KeptRef
+from dataset_spiders.dataset.near_copies import NearCopies
+from dataset_spiders.dataset.validation import Limits, Placeholders, examine
 
 
 def check_all(bodies: list[bytes], limits: Limits) -> float:

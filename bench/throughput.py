@@ -183,7 +183,7 @@ def ours_command(python: Path, per_class: int) -> list[str]:
             "-s", f"DATASET_MAX_IN_FLIGHT={-(-CONCURRENCY // CLASSES)}"]
 
 
-#: The settings that turn host health off (core/hosts.py): every dead URL asked, as before it.
+#: The settings that turn host health off (dataset/hosts.py): every dead URL asked, as before it.
 HEALTH_OFF = ["-s", "HOSTS_DOWN_AFTER=0", "-s", "HOSTS_UNPROVEN_CONCURRENCY=0", "-s", "HOSTS_STALL_AFTER=0",
               "-s", "IMAGES_CONNECT_TIMEOUT=0", "-s", "IMAGES_FIRST_BYTE_TIMEOUT=0", "-s", "IMAGES_DOWNLOAD_TIMEOUT=15"]
 

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from . import parent_progress as progress
 from .children import Terminated, package_env, running
 from .cli import asks_for_everything, spider_models
-from .core.provenance import FOLDER_NAMES, read_resolved
+from .dataset.provenance import FOLDER_NAMES, read_resolved
 from .secrets import ENV_ARGUMENTS, ENV_SETTINGS, SECRET_ARGUMENTS, SETTING_NAME, secret_setting, url_passwords
 
 

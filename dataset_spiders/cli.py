@@ -250,7 +250,7 @@ def confirm_everything(parser: Parser, argv: list[str], arguments: dict[str, Any
                      "--filter, --query or --collections, the whole archive); give --all to mean it, or "
                      "--num-images N (--dry-run says how many match)", "isic")
     from .params import parse_args
-    from .spiders.look_ahead import size_text
+    from .spiders.preflight import size_text
 
     whole = measure_everything(argv)
     params = parse_args(spider_models()["isic"], arguments)
@@ -277,7 +277,7 @@ def measure_everything(argv: list[str]) -> dict[str, Any]:
     import json
 
     from .children import package_env, running
-    from .spiders.look_ahead import DRY_RUN_ENV
+    from .spiders.preflight import DRY_RUN_ENV
 
     command = [sys.executable, "-m", "dataset_spiders", *argv, "--dry-run", "--loglevel=WARNING"]
     with running(command, package_env({DRY_RUN_ENV: "json"}), capture_stdout=True, stderr=False) as child:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.manifest import Key, Record
-from .core.seen import KeptRef
+from .dataset.identity import KeptRef
+from .dataset.manifest import Key, Record
 
 
 @dataclass

@@ -102,7 +102,7 @@ class GroupFull(IgnoreRequest):
 
 
 class HostDown(Exception):
-    """A request not made: its host is down (``core/hosts.py``); the message names it and why."""
+    """A request not made: its host is down (``dataset/hosts.py``); the message names it and why."""
 
     def __init__(self, host: str, why: str):
         super().__init__(f"{host} is down ({why}); not asked")

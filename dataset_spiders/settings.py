@@ -37,6 +37,8 @@ DATASET_EXTRA_IN_FLIGHT = 0  # ours: candidates in flight beyond what a class st
 
 # --- Many workers on one dataset (ours; README "Scaling out") ------------------------------
 REDIS_URL = None  # e.g. redis://host:6379/0: every crawl given the same URL and out_dir works on one dataset
+# ours: the decisions in Redis behind the core's one seam (dataset/decisions.py says what they are); with REDIS_URL
+DATASET_WORKER_MODE = "dataset_spiders.scaleout.decisions.WorkerMode"
 DATASET_LEASE = 5.0  # seconds: a worker that stops renewing its lease for this long has its share given back
 REDIS_RETRY_FOR = 60.0  # seconds Redis may be out of reach (workers pause and retry) before a worker stops, exit 1
 
@@ -46,9 +48,9 @@ IMAGES_DOWNLOAD_TIMEOUT = 60  # ours: per image request, the whole download; 0 m
 IMAGES_CONNECT_TIMEOUT = 10  # ours: seconds to connect to an image host (per attempt, after DNS); 0: the above
 IMAGES_FIRST_BYTE_TIMEOUT = 30  # ours: seconds from the start to the first byte of the answer; 0: none
 DNS_TIMEOUT = 10  # a name that does not resolve in 10 s is as dead as a refused connection (Scrapy's: 60)
-# Scrapy's CachingThreadedResolver, its lookups in daemon threads (resolver.py): none holds the exit
-TWISTED_DNS_RESOLVER = "dataset_spiders.resolver.DaemonThreadResolver"
-# ours: host health (core/hosts.py). A host whose connections fail this many times in a row (no
+# Scrapy's CachingThreadedResolver, its lookups in daemon threads (downloader/resolver.py): none holds the exit
+TWISTED_DNS_RESOLVER = "dataset_spiders.downloader.resolver.DaemonThreadResolver"
+# ours: host health (dataset/hosts.py). A host whose connections fail this many times in a row (no
 # answer at all: DNS, refused, connect or first-byte timeout, a proxy's 502/504) is down: its
 # candidates are recorded host_down without a request until a probe, HOSTS_DOWN_FOR seconds later,
 # finds it back (the wait doubles after each failed probe). 0: off (isic, one host); imagenet: 3
@@ -66,9 +68,9 @@ RETRY_BACKOFF_MAX = 60.0  # ours: the longest such back-off, in seconds
 ISIC_MAX_IDLE_PAGES = 3  # ours: listing pages in a row with no new record end the listing (exit 1); 0: never
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "dataset_spiders.middlewares.retry_after.RetryAfterMiddleware": 550,
+    "dataset_spiders.downloader.retries.RetryAfterMiddleware": 550,
     # images ask for no transfer encoding; sees an encoded body before HttpCompression (590) inflates it
-    "dataset_spiders.middlewares.encoded_images.EncodedImagesMiddleware": 595,
+    "dataset_spiders.downloader.encoded_images.EncodedImagesMiddleware": 595,
 }
 DOWNLOAD_MAXSIZE = 1024 * 1024 * 1024  # bytes; a larger body is `too_large`
 DOWNLOAD_WARNSIZE = 0  # ISIC TIFFs are large by nature; no warning per file
@@ -81,8 +83,8 @@ IMAGES_ENCODED_MAXSIZE = 64 * 1024 * 1024
 # until it is complete); a download that does not fit waits for room, never fails. 0: off
 IMAGES_MEMORY_BUDGET = 2 * 1024 * 1024 * 1024
 DOWNLOAD_HANDLERS = {  # keeps image downloads within that budget; also cancels surplus downloads
-    "http": "dataset_spiders.middlewares.cancel_when_full.CancelWhenFullDownloadHandler",
-    "https": "dataset_spiders.middlewares.cancel_when_full.CancelWhenFullDownloadHandler",
+    "http": "dataset_spiders.downloader.handler.CancelWhenFullDownloadHandler",
+    "https": "dataset_spiders.downloader.handler.CancelWhenFullDownloadHandler",
 }
 
 # --- Images -------------------------------------------------------------------------------
@@ -92,7 +94,7 @@ ITEM_PIPELINES = {
     "dataset_spiders.pipelines.record.RecordOutcomesPipeline": 900,  # manifest line, stats, quota slot
 }
 EXTENSIONS = {
-    "dataset_spiders.core.DatasetCore": 0,  # the dataset's state, handed to every stage
+    "dataset_spiders.dataset.DatasetCore": 0,  # the dataset's state, handed to every stage
     "dataset_spiders.extensions.report.RunReport": 500,  # at the end: report.html and the summary on stderr
     "dataset_spiders.extensions.progress.Progress": 550,  # a bar on a terminal, a line every few seconds elsewhere
     "dataset_spiders.extensions.isic_catalog.IsicCatalog": 600,  # isic runs only

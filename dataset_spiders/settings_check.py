@@ -105,6 +105,8 @@ OURS: dict[str, Rule] = {
     "DATASET_MAX_IN_FLIGHT": whole(1),
     "DATASET_EXTRA_IN_FLIGHT": whole(0),
     "REDIS_URL": REDIS,
+    "DATASET_WORKER_MODE": Rule("get", lambda value: isinstance(value, str) and bool(value.strip()),
+                                "the dotted path of a class"),
     "DATASET_LEASE": number(0, above=True),
     "REDIS_RETRY_FOR": number(0),
     "IMAGES_DOWNLOAD_TIMEOUT": number(0),

@@ -86,7 +86,7 @@ def test_a_crawl_or_a_fix_started_during_a_crawl_is_refused_and_the_first_finish
 
 
 def test_verify_beside_a_running_crawl_calls_unrecorded_images_pending_not_junk(out):
-    from dataset_spiders.core.lock import DatasetLock
+    from dataset_spiders.dataset.lock import DatasetLock
 
     records = make_archive(3)
     with ImageHost(records) as host, IsicV2Server(records, host) as api:

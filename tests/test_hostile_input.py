@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_spiders.core.manifest import Record
+from dataset_spiders.dataset.manifest import Record
 from tests.conftest import user_run
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 from tests.emulators.challenge_archives import LAYOUT_2018, ChallengeArchives, make_zip

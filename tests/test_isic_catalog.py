@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 
 from isic_cli.cli.utils import _extract_metadata, get_attributions
 
-from dataset_spiders.core.manifest import ManifestWriter, Record
-from dataset_spiders.extensions.isic_catalog import build_catalog, recorded_split
+from dataset_spiders.dataset.isic_files import build_catalog, recorded_split
+from dataset_spiders.dataset.manifest import ManifestWriter, Record
 from dataset_spiders.sources import splits
 from dataset_spiders.sources.isic import record_from_description
 from tests.conftest import crawl

@@ -8,7 +8,7 @@ import json
 import os
 import zipfile
 
-from dataset_spiders.verify import verify
+from dataset_spiders.dataset.verify import verify
 from tests.conftest import crawl
 from tests.emulators import ImageHost, IsicV2Server, images, make_archive
 from tests.emulators.challenge_archives import LAYOUT_2016, LAYOUT_2018, ChallengeArchives, make_zip

@@ -26,7 +26,7 @@ import pyarrow.json as paj
 import pytest
 from PIL import Image, ImageOps
 
-from dataset_spiders.imagefolder import ClassIndex, metadata_jsonl, split_metadata, unread_splits
+from dataset_spiders.dataset.loaders import ClassIndex, metadata_jsonl, split_metadata, unread_splits
 from tests.conftest import ROOT, clean_env, crawl, user_run
 from tests.emulators import FakeImage, FakeSegmentation, ImageHost, IsicV1Server, IsicV2Server, make_archive
 from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes

@@ -14,7 +14,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
-from ..core import DatasetCore
+from ..dataset import DatasetCore
 from ..logs import quiet_scrapy
 from ..params import ArgumentError, parse_args
 from ..secrets import protect, scrub, take_environment

@@ -8,7 +8,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from ..core.disk import FolderError
+from ..dataset.disk import FolderError
 from ..report import NotADataset, write_report
 from ..settings_check import OURS, refuse_bad_settings
 from .verify import add_folder_options

@@ -14,11 +14,11 @@ import sys
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from ..core.disk import DatasetDisk, FolderError
-from ..core.lock import DatasetBusy, DatasetLock
-from ..core.provenance import read_resolved
+from ..dataset.disk import DatasetDisk, FolderError
+from ..dataset.lock import DatasetBusy, DatasetLock
+from ..dataset.provenance import read_resolved
+from ..dataset.verify import Report, fix, refuse_special_files, verify
 from ..settings_check import refuse_bad_settings
-from ..verify import Report, fix, refuse_special_files, verify
 
 NAMED_OPTIONS = ("--images-dir", "--descs-dir", "--seg-dir")
 

@@ -35,9 +35,9 @@ from typing import Any, TextIO
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
-from ..core import DatasetCore
-from ..core.hosts import Waiting
-from ..middlewares.encoded_images import IMAGE_META
+from ..dataset import DatasetCore
+from ..dataset.hosts import Waiting
+from ..downloader.encoded_images import IMAGE_META
 from ..outcomes import KEPT_OUTCOMES, Outcome
 
 logger = logging.getLogger(__name__)

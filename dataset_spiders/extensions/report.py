@@ -14,7 +14,7 @@ import time
 from typing import Any, TextIO
 
 from .. import signals as our_signals
-from ..core import DatasetCore
+from ..dataset import DatasetCore
 from ..outcomes import KEPT_OUTCOMES
 
 logger = logging.getLogger(__name__)

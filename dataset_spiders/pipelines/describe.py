@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from ..core import DatasetCore
+from ..dataset import DatasetCore
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES
 

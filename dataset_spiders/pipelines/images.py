@@ -26,16 +26,16 @@ from scrapy.pipelines.images import ImagesPipeline
 from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 from twisted.python.failure import Failure
 
-from ..core import DatasetCore
-from ..core.disk import extension_for
-from ..core.files import unlink_quietly, write_staged
-from ..core.seen import site_of
+from ..dataset import DatasetCore
+from ..dataset.disk import extension_for
+from ..dataset.files import unlink_quietly, write_staged
+from ..dataset.identity import site_of
+from ..dataset.validation import Limits, Placeholders, examine, opted_out
+from ..downloader.encoded_images import IMAGE_META
+from ..downloader.handler import GROUP_META
+from ..downloader.retries import RATE_LIMITED_META, RETRY_LATER_META
 from ..items import ImageItem
-from ..middlewares.cancel_when_full import GROUP_META
-from ..middlewares.encoded_images import IMAGE_META
-from ..middlewares.retry_after import RATE_LIMITED_META, RETRY_LATER_META
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome, is_permanent
-from .checks import Limits, Placeholders, examine, opted_out
 from .store import StagingFilesStore
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class DatasetImagesPipeline(ImagesPipeline):
         """The same bytes served for many photo URLs of one site are a placeholder: refuse this
         one, and withdraw the copies kept before (their classes are topped up)."""
         if self.core.workers is not None:
-            return  # with workers, the shared decision learns placeholders (core/worker_mode.py)
+            return  # with workers, the shared decision learns placeholders (scaleout/decisions.py)
         learner, site = self.core.learner, site_of(item.url)
         known = learner.is_placeholder(site, item.sha256 or "")
         withdraw = learner.observe(site, item.sha256 or "", item.url or "", item.group)

@@ -14,7 +14,7 @@ from scrapy import signals
 from scrapy.exceptions import DropItem
 
 from .. import signals as our_signals
-from ..core import DatasetCore
+from ..dataset import DatasetCore
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 

@@ -1,6 +1,6 @@
 """The files store of our image stage: Scrapy's ``FSFilesStore``, made atomic.
 
-The image stage stages and renames files through the dataset core (``core/files.py``), which
+The image stage stages and renames files through the dataset core (``dataset/files.py``), which
 is where our files are written; this store is what ``ImagesPipeline`` is configured with, so
 that anything that still calls ``persist_file`` writes through a staging file and a rename,
 never straight to the final name.
@@ -16,7 +16,7 @@ from typing import Any
 
 from scrapy.pipelines.files import FSFilesStore
 
-from ..core.files import STAGING_DIR, atomic_write
+from ..dataset.files import STAGING_DIR, atomic_write
 
 
 class StagingFilesStore(FSFilesStore):

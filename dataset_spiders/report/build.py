@@ -12,7 +12,7 @@ import pathlib
 import tempfile
 from typing import Any
 
-from ..core.files import STAGING_DIR, atomic_write
+from ..dataset.files import STAGING_DIR, atomic_write
 from ..outcomes import KEPT_OUTCOMES
 from .gather import Gathered, gather, last_run, run_downloaded, run_seconds
 from .page import render

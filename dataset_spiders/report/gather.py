@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..core import manifest, provenance
-from ..core.disk import DatasetDisk, is_image_name
-from ..core.manifest import Record
+from ..dataset import manifest, provenance
+from ..dataset.disk import DatasetDisk, is_image_name
+from ..dataset.manifest import Record
+from ..dataset.verify import refuse_special_files
 from ..outcomes import KEPT_OUTCOMES, Outcome
-from ..verify import refuse_special_files
 from .classes import asked_classes
 
 IN_DATASET = frozenset({Outcome.KEPT, Outcome.PRESENT})  # what the dataset holds, for the counts

@@ -1,6 +1,6 @@
 """What every dataset spider has: validated arguments, turned into the settings that configure
 the dataset core, and a few helpers to fetch API pages. Spiders only list sources and yield
-items; the dataset itself (folders, manifest, quota) is the core's (``core/dataset.py``)."""
+items; the dataset itself (folders, manifest, quota) is the core's (``dataset/core.py``)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from scrapy import Request
 from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
-from ..core import DatasetCore, selection
-from ..core.provenance import read_runs, recorded_folders
+from ..dataset import DatasetCore, selection
+from ..dataset.provenance import read_runs, recorded_folders
 from ..params import parse_args
 from ..secrets import SECRET_ARGUMENTS, hidden_arguments, hidden_settings, protect, redacted_command, scrubbed
-from .look_ahead import space_problem
+from .preflight import space_problem
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DatasetSpider(scrapy.Spider):
 
     def selection_problem(self) -> str | None:
         """Why this run may not go on in its folder: the folder holds another spider's dataset,
-        or another selection (``core/selection.py``); with ``reselect``, the core is told to set
+        or another selection (``dataset/selection.py``); with ``reselect``, the core is told to set
         the folder's images aside instead. Blocking (reads dataset.json, under the lock)."""
         mine = self.Params.selection_of(dataclasses.asdict(self.params))
         why = selection.difference(self.name, mine, read_runs(self.core.disk.root), self.Params.selection_of)

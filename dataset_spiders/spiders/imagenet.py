@@ -19,20 +19,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import signals as our_signals
-from ..core import stock
-from ..core.disk import FolderError
-from ..core.hosts import host_of
-from ..core.quota import Plan
+from ..dataset import class_folders as stock
+from ..dataset.disk import FolderError
+from ..dataset.hosts import host_of
+from ..dataset.quota import Plan
+from ..dataset.validation import Limits
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, HostDown, Outcome
-from ..pipelines.checks import Limits
 from ..sources import imagenet
 from ..sources.isic import url_extension
-from . import look_ahead
+from . import preflight as look_ahead
 from .base import DatasetSpider, SourceError
 from .imagenet_args import ImagenetParams
 from .imagenet_classes import ClassState, asked_classes
-from .imagenet_shared import shared_items
+from .imagenet_workers import shared_items
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class ImagenetSpider(DatasetSpider):
         given). ``classes.txt`` is written again from the folders there when the spider closes."""
         from scrapy import signals
 
-        from ..imagefolder import ClassIndex
+        from ..dataset.loaders import ClassIndex
 
         folders = [(c.index, c.wnid, c.label, os.path.basename(c.folder)) for c in classes]
         self.class_index = ClassIndex(self.images_dir, folders, self.core.disk.write_file)

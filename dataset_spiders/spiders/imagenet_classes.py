@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.manifest import Record
+from ..dataset.manifest import Record
 from ..sources import class_files, imagenet
 from .imagenet_args import ILSVRC, ImagenetParams
 

@@ -17,17 +17,18 @@ from scrapy import Request
 from scrapy.http import Response
 
 from .. import signals as our_signals
-from ..core.quota import Plan
-from ..core.shared import SharedGone
-from ..extensions.isic_catalog import read_description, recorded_split
+from ..dataset.decisions import SharedGone
+from ..dataset.isic_files import read_description, recorded_split
+from ..dataset.quota import Plan
 from ..items import ImageItem
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic, splits
-from . import isic_access, isic_labels, isic_masks, isic_v1, look_ahead
+from . import isic_access, isic_labels, isic_masks, isic_v1
+from . import preflight as look_ahead
 from .base import DatasetSpider, SearchRejected, SourceError
 from .idle_pages import IdlePages, record_key
 from .isic_args import IsicParams
-from .shared_listing import shared_items
+from .isic_workers import shared_items
 
 logger = logging.getLogger(__name__)
 

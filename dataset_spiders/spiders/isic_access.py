@@ -48,7 +48,7 @@ def refused(status: int, token: str | None, what: str) -> str:
 
 def size_problem(spider: IsicSpider) -> str | None:
     """Why this run may not fetch ``image_size``: v1 has no thumbnails. (The two sizes never mix
-    in one folder: ``image_size`` is part of the selection, ``core/selection.py``.)"""
+    in one folder: ``image_size`` is part of the selection, ``dataset/selection.py``.)"""
     p = spider.params
     if p.image_size != "full" and p.api_version == 1:
         return "image_size: the v1 API serves no thumbnails; use api_version=2 or image_size=full"

@@ -19,11 +19,11 @@ from typing import Any
 
 from scrapy import Request
 
-from ..core.files import unlink_quietly, write_staged
-from ..core.quota import Plan
+from ..dataset.files import unlink_quietly, write_staged
+from ..dataset.quota import Plan
+from ..dataset.validation import Limits, Placeholders, examine
 from ..items import ImageItem
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome
-from ..pipelines.checks import Limits, Placeholders, examine
 from ..sources import isic
 from ..sources.zip_ranges import Member, ZipError
 from . import isic_access

@@ -18,7 +18,7 @@ from typing import Any
 from scrapy import Request, signals
 from scrapy.http import Response
 
-from ..core.files import open_regular, unlink_quietly
+from ..dataset.files import open_regular, unlink_quietly
 from ..sources import zip_ranges
 from ..sources.zip_ranges import Member, ZipError
 

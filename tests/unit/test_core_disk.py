@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dataset_spiders.core.disk import DatasetDisk, FolderError
-from dataset_spiders.core.files import temp_name
-from dataset_spiders.core.lock import DatasetBusy, DatasetLock, is_locked
-from dataset_spiders.core.manifest import Record
+from dataset_spiders.dataset.disk import DatasetDisk, FolderError
+from dataset_spiders.dataset.files import temp_name
+from dataset_spiders.dataset.lock import DatasetBusy, DatasetLock, is_locked
+from dataset_spiders.dataset.manifest import Record
 
 
 def jpeg(path: Path, color: str = "red", size: int = 40) -> bytes:

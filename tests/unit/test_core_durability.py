@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dataset_spiders.core import durability
-from dataset_spiders.core.disk import DatasetDisk
-from dataset_spiders.core.durability import GroupCommit
-from dataset_spiders.core.files import write_staged
-from dataset_spiders.core.manifest import ManifestWriter, Record, read
+from dataset_spiders.dataset import durability
+from dataset_spiders.dataset.disk import DatasetDisk
+from dataset_spiders.dataset.durability import GroupCommit
+from dataset_spiders.dataset.files import write_staged
+from dataset_spiders.dataset.manifest import ManifestWriter, Record, read
 
 
 class Setup:

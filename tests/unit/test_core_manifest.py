@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataset_spiders.core.manifest import (
+from dataset_spiders.dataset.manifest import (
     MAX_LINE,
     Key,
     ManifestIndex,
@@ -26,7 +26,7 @@ from dataset_spiders.core.manifest import (
 from dataset_spiders.items import ImageItem
 from dataset_spiders.outcomes import is_outcome
 
-LOGGER = "dataset_spiders.core.manifest"
+LOGGER = "dataset_spiders.dataset.manifest"
 TEXT_FIELDS = ("group", "label", "url", "final_url", "detail", "path", "sha256", "pixels")  # besides id, kind
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataset_spiders.core.quota import Quota
-from dataset_spiders.core.seen import KeptRef, PlaceholderLearner, SeenImages, site_of
+from dataset_spiders.dataset.identity import KeptRef, PlaceholderLearner, SeenImages, site_of
+from dataset_spiders.dataset.quota import Quota
 
 # --- Quota ------------------------------------------------------------------------------------
 
@@ -331,7 +331,7 @@ def test_both_flickr_hosts_are_one_site_for_learning():
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 2**64 - 1), st.integers(0, 15), st.data())
 def test_hashes_within_the_distance_always_share_a_band(value, distance, data):
-    from dataset_spiders.core.near import bands, distance_between
+    from dataset_spiders.dataset.near_copies import bands, distance_between
 
     flips = data.draw(st.sets(st.integers(0, 63), max_size=distance))
     other = value
@@ -344,7 +344,7 @@ def test_hashes_within_the_distance_always_share_a_band(value, distance, data):
 
 
 def test_near_copies_are_found_within_the_distance_and_forgotten_with_their_image():
-    from dataset_spiders.core.near import NearCopies
+    from dataset_spiders.dataset.near_copies import NearCopies
 
     near = NearCopies(4)
     original = KeptRef("a", "tench", "tench/a.jpg", "http://h/a")

@@ -12,12 +12,12 @@ import pytest
 from scrapy.settings import Settings
 
 from dataset_spiders import settings as project_settings
-from dataset_spiders.core.dataset import DatasetCore
-from dataset_spiders.core.disk import DatasetDisk
-from dataset_spiders.core.earlier import load
-from dataset_spiders.core.manifest import Key, Record, read
-from dataset_spiders.core.seen import PlaceholderLearner, SeenImages
-from dataset_spiders.core.stock import over_target
+from dataset_spiders.dataset.class_folders import over_target
+from dataset_spiders.dataset.core import DatasetCore
+from dataset_spiders.dataset.disk import DatasetDisk
+from dataset_spiders.dataset.identity import PlaceholderLearner, SeenImages
+from dataset_spiders.dataset.manifest import Key, Record, read
+from dataset_spiders.dataset.previous_runs import load
 
 SK, SP, SQ, SO = "aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32
 FLICKR_URLS = [
@@ -58,7 +58,7 @@ def test_load_ignores_outside_paths_learns_placeholders_and_withdraws_kept_copie
         Record("failed", "http_404", url="http://a.com/f.jpg"),
     ])
     learner, seen = PlaceholderLearner(3), SeenImages()
-    with caplog.at_level(logging.WARNING, logger="dataset_spiders.core.earlier"):
+    with caplog.at_level(logging.WARNING, logger="dataset_spiders.dataset.previous_runs"):
         found = load(disk, learner, seen)
     try:
         assert found.ignored == 3

@@ -13,7 +13,7 @@ import pytest
 from scrapy import Request
 from scrapy.http import Response
 
-from dataset_spiders.middlewares.encoded_images import IMAGE_META, EncodedImagesMiddleware, decodable, inflated_size
+from dataset_spiders.downloader.encoded_images import IMAGE_META, EncodedImagesMiddleware, decodable, inflated_size
 from dataset_spiders.outcomes import ImageRejected, classify
 from tests.emulators.behaviours import gzip_bomb
 

@@ -1,11 +1,11 @@
-"""Host health (core/hosts.py): when a host goes down, what its probe decides, what it cost."""
+"""Host health (dataset/hosts.py): when a host goes down, what its probe decides, what it cost."""
 
 from __future__ import annotations
 
 import pytest
 
-from dataset_spiders.core import hosts as hosts_module
-from dataset_spiders.core.hosts import HostHealth, host_of
+from dataset_spiders.dataset import hosts as hosts_module
+from dataset_spiders.dataset.hosts import HostHealth, host_of
 from dataset_spiders.outcomes import HostDown, Outcome, classify, is_permanent, is_transient
 
 

@@ -15,8 +15,8 @@ from scrapy.settings import Settings
 from scrapy.signalmanager import SignalManager
 from twisted.python.failure import Failure
 
-from dataset_spiders.middlewares.encoded_images import IMAGE_META
-from dataset_spiders.middlewares.memory_budget import BudgetedDownloads, MemoryBudget
+from dataset_spiders.downloader.encoded_images import IMAGE_META
+from dataset_spiders.downloader.memory_budget import BudgetedDownloads, MemoryBudget
 
 
 def run(coro: Any) -> Any:

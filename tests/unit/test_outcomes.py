@@ -3,7 +3,7 @@
 from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError, IgnoreRequest, ResponseDataLossError
 from scrapy.pipelines.media import FileException
 
-from dataset_spiders.middlewares.retry_after import parse_retry_after
+from dataset_spiders.downloader.retries import parse_retry_after
 from dataset_spiders.outcomes import ImageRejected, classify, is_permanent, is_transient
 
 

@@ -14,18 +14,18 @@ from scrapy.signalmanager import SignalManager
 from scrapy.statscollectors import MemoryStatsCollector
 
 from dataset_spiders import settings as project_settings
-from dataset_spiders.core.hosts import HostHealth
-from dataset_spiders.core.quota import Plan, Quota
+from dataset_spiders.dataset.hosts import HostHealth
+from dataset_spiders.dataset.quota import Plan, Quota
+from dataset_spiders.downloader.encoded_images import IMAGE_META
 from dataset_spiders.extensions import progress as progress_module
 from dataset_spiders.extensions.progress import Progress
-from dataset_spiders.middlewares.encoded_images import IMAGE_META
 from tests.unit.test_hosts import Clock
 
 
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(progress_module.time, "monotonic", clock)  # the same time module as core/hosts.py's
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)  # the same time module as dataset/hosts.py's
     return clock
 
 

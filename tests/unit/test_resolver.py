@@ -1,4 +1,4 @@
-"""Name lookups in daemon threads (resolver.py): the pool's threads are daemons, the resolver is
+"""Name lookups in daemon threads (downloader/resolver.py): the pool's threads are daemons, the resolver is
 Scrapy's with that pool, sized and timed by the settings."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from scrapy.resolver import CachingThreadedResolver
 from scrapy.settings import Settings
 
 from dataset_spiders import settings as project_settings
-from dataset_spiders.resolver import DaemonThreadResolver, DaemonThreads
+from dataset_spiders.downloader.resolver import DaemonThreadResolver, DaemonThreads
 
 
 def test_the_pools_threads_are_daemons_the_exit_does_not_wait_for():
@@ -37,4 +37,4 @@ def test_the_resolver_is_scrapys_with_its_own_pool_sized_and_timed_by_the_settin
     assert isinstance(pool, DaemonThreads) and pool.max == 7
     resolver.install_on_reactor()  # the rest of the reactor is the reactor's
     assert installed == [resolver]
-    assert settings["TWISTED_DNS_RESOLVER"] == "dataset_spiders.resolver.DaemonThreadResolver"
+    assert settings["TWISTED_DNS_RESOLVER"] == "dataset_spiders.downloader.resolver.DaemonThreadResolver"

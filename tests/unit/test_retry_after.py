@@ -12,7 +12,7 @@ from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
 
 from dataset_spiders import settings as project_settings
-from dataset_spiders.middlewares.retry_after import RATE_LIMITED_META, RetryAfterMiddleware
+from dataset_spiders.downloader.retries import RATE_LIMITED_META, RetryAfterMiddleware
 
 
 class FakeDownloader:

@@ -20,7 +20,7 @@ from dataset_spiders.outcomes import Outcome, classify
 
 
 def test_a_download_slot_is_held_through_latercall_and_released_by_the_downloader():
-    """middlewares/retry_after.py pauses a host as DOWNLOAD_DELAY does."""
+    """downloader/retries.py pauses a host as DOWNLOAD_DELAY does."""
     slot = Slot(concurrency=1, delay=0, jitter=0)
     assert hasattr(slot, "latercall") and slot.latercall is None
     for name in ("_latercall", "get_slot_key"):
@@ -72,23 +72,23 @@ def test_the_media_pipeline_logs_each_failure_on_its_own_logger():
 
 
 def test_a_refused_connection_is_not_held_back_by_the_happy_eyeballs_delay():
-    """middlewares/cancel_when_full.py lowers Twisted's attempt delay, which Scrapy's agent
+    """downloader/handler.py lowers Twisted's attempt delay, which Scrapy's agent
     leaves at its default: a dead host's refusal was reported 0.3 s late."""
     from twisted.internet import reactor
     from twisted.internet.endpoints import HostnameEndpoint
 
-    import dataset_spiders.middlewares.cancel_when_full  # noqa: F401 - sets the delay
+    import dataset_spiders.downloader.handler  # noqa: F401 - sets the delay
 
     assert HostnameEndpoint(reactor, b"example.com", 80)._attemptDelay == 0.01
 
 
 def test_the_connect_limit_reaches_the_agents_endpoint_not_the_whole_timeout():
-    """middlewares/scrapy_compat.py: Scrapy's agent takes its connect timeout in the private
+    """downloader/scrapy_compat.py: Scrapy's agent takes its connect timeout in the private
     ``_ScrapyAgent._get_agent``; ours passes the shorter connect limit there, and only there."""
     from scrapy.core.downloader.handlers.http11 import _load_context_factory_from_settings
     from scrapy.utils.test import get_crawler
 
-    from dataset_spiders.middlewares.scrapy_compat import CONNECT_TIMEOUT_META, _ConnectLimitedAgent
+    from dataset_spiders.downloader.scrapy_compat import CONNECT_TIMEOUT_META, _ConnectLimitedAgent
 
     crawler = get_crawler()
     agent = _ConnectLimitedAgent(contextFactory=_load_context_factory_from_settings(crawler), crawler=crawler)

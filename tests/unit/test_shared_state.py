@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_spiders.core.shared import Hooks, Rebuilt, SharedState, reference
+from dataset_spiders.scaleout.state import Hooks, Rebuilt, SharedState, reference
 from tests.redis_server import RedisServer
 
 
@@ -158,7 +158,7 @@ def test_reference_round_trips() -> None:
 
 
 def test_out_of_reach_for_too_long_is_one_line(tmp_path: Path) -> None:
-    from dataset_spiders.core.shared import SharedGone
+    from dataset_spiders.scaleout.state import SharedGone
 
     async def main() -> str:
         state = SharedState("redis://127.0.0.1:1/0", "t6:", "w", "/nowhere", lease=0.3, retry_for=0.5)
@@ -199,10 +199,10 @@ def test_a_near_copy_is_refused_by_any_worker_until_its_original_is_revoked(serv
 
 
 def test_a_host_one_worker_found_down_is_down_for_the_other(server):
-    """Host health across workers (core/worker_mode.py SharedHosts): advisory, through Redis."""
-    from dataset_spiders.core.hosts import HostHealth
-    from dataset_spiders.core.worker_mode import SharedHosts
+    """Host health across workers (scaleout/decisions.py SharedHosts): advisory, through Redis."""
+    from dataset_spiders.dataset.hosts import HostHealth
     from dataset_spiders.outcomes import HostDown
+    from dataset_spiders.scaleout.decisions import SharedHosts
 
     async def scenario() -> None:
         states = await workers(server.url, "t-hosts:", 2)

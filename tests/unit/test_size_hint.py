@@ -1,4 +1,4 @@
-"""The API's size of a selection is a hint (spiders/look_ahead.py): believed when it is a finite
+"""The API's size of a selection is a hint (spiders/preflight.py): believed when it is a finite
 number >= 0 within 20 times of the records' own sizes, else their estimate stands in, said once."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from dataset_spiders.spiders.look_ahead import record_sizes, sane_size
+from dataset_spiders.spiders.preflight import record_sizes, sane_size
 
 SIZES = [1000, 3000]  # the first page's records: 2,000 bytes each on average
 

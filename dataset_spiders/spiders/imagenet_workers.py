@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..core import stock
-from ..core.shared import SharedGone
+from ..dataset import class_folders as stock
+from ..dataset.decisions import SharedGone
 from ..items import ImageItem
 from ..sources import imagenet
 from .imagenet_classes import ClassState

@@ -17,10 +17,10 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ..core.disk import FORMAT_EXTENSIONS
-from ..core.files import open_regular
-from ..core.near import perceptual_hash
 from ..outcomes import ImageRejected, Outcome
+from .disk import FORMAT_EXTENSIONS
+from .files import open_regular
+from .near_copies import perceptual_hash
 
 # Our own limit (IMAGES_MAX_PIXELS) is checked before decoding, so Pillow's global one, which
 # only warns between 89 and 179 megapixels, is not needed.
@@ -36,7 +36,7 @@ class Limits:
     min_height: int = 0
     max_pixels: int = 178_956_970
     pixel_digest: bool = False  # also hash the decoded pixels (for duplicate detection)
-    near: bool = False  # also compute the perceptual hash (for near-copies; core/near.py)
+    near: bool = False  # also compute the perceptual hash (for near-copies; dataset/near_copies.py)
 
     @classmethod
     def from_settings(cls, s: Any) -> Limits:

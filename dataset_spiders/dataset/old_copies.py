@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..items import ImageItem
-    from .dataset import DatasetCore
+    from .core import DatasetCore
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The vocabulary of the shared state (``core/shared.py``): what a rebuild produces and needs,
+"""The vocabulary of the shared state (``scaleout/state.py``): what a rebuild produces and needs,
 how a kept image is named in it, and how a rebuilt state is written."""
 
 from __future__ import annotations
@@ -8,13 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .near import bands
+from ..dataset.near_copies import bands
 
 BATCH_DELAY = 0.005  # seconds a decision waits for others to share its round trip to Redis
 
 
-class SharedGone(Exception):
-    """Redis stayed out of reach too long; the message is one line."""
 
 
 @dataclass

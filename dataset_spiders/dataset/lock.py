@@ -7,7 +7,7 @@ tree. ``out_dir/.lock`` only says who holds it, for the message a second run pri
 ``/proc/locks`` cannot name the holder: written fresh (mode 0600, never through a link, its
 command line without secrets, ``secrets.redacted_command``) and removed when the run lets go.
 
-Cooperating workers (``REDIS_URL``, ``core/workers.py``) take ``LOCK_SH`` on the same
+Cooperating workers (``REDIS_URL``, ``dataset/worker_staging.py``) take ``LOCK_SH`` on the same
 descriptors instead, so they share the folders with each other and never with a run without
 Redis. POSIX systems only.
 """

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .core.files import open_regular
-from .core.formats import is_image_name
+from .files import open_regular
+from .formats import is_image_name
 
 METADATA_NAME = "metadata.jsonl"
 CLASSES_NAME = "classes.txt"

@@ -19,9 +19,9 @@ import orjson
 
 from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name
 from .files import open_regular
+from .identity import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .manifest import MAX_LINE, ManifestIndex, Record, decode
-from .near import NearCopies
-from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
+from .near_copies import NearCopies
 
 logger = logging.getLogger(__name__)
 

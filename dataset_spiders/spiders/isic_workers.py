@@ -16,8 +16,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..core.worker_mode import WorkerMode
 from ..items import ImageItem
+from ..scaleout.decisions import WorkerMode
 from ..sources.isic import IsicRecord
 from .base import SourceError
 

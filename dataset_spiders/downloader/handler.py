@@ -1,6 +1,6 @@
 """The HTTP download handler of both spiders: image downloads stay within the memory budget
-(``memory_budget.py``), an image download is dropped as soon as its class is full, and dead
-hosts cost a few failures, not one timeout per URL (``core/hosts.py``).
+(``downloader/memory_budget.py``), an image download is dropped as soon as its class is full, and dead
+hosts cost a few failures, not one timeout per URL (``dataset/hosts.py``).
 
 Scrapy has no public way to cancel a download in flight, so a host that hangs would hold the
 end of the crawl until its timeout. This handler races each image download of a group (a
@@ -31,8 +31,8 @@ from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.endpoints import HostnameEndpoint
 
-from ..core import DatasetCore
-from ..core.hosts import HostHealth, host_of
+from ..dataset import DatasetCore
+from ..dataset.hosts import HostHealth, host_of
 from ..outcomes import GroupFull
 from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads

@@ -1,6 +1,6 @@
 """One process on its dataset: the shared decisions made in memory.
 
-The same few operations as ``worker_mode.WorkerMode`` (which makes them in Redis for many
+The same few operations as ``scaleout/decisions.py``'s ``WorkerMode`` (which makes them in Redis for many
 workers): admit a checked image or say why not, give an admission back, take a kept image's
 count back, settle an image once its line is written. Here each runs synchronously on the
 reactor, so no two downloads can interleave inside one.
@@ -11,12 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..outcomes import Outcome
-from .near import near_detail
-from .seen import site_of
+from .identity import site_of
+from .near_copies import near_detail
 
 if TYPE_CHECKING:
     from ..items import ImageItem
-    from .dataset import DatasetCore
+    from .core import DatasetCore
+
+
+class SharedGone(Exception):
+    """Redis stayed out of reach too long; the message is one line."""
 
 
 class LocalMode:

@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..dataset import manifest
+from ..dataset.formats import is_image_name
+from ..dataset.identity import KeptRef, site_of
+from ..dataset.near_copies import is_hash, near_detail
+from ..dataset.worker_staging import WorkerFolder, new_worker_id
 from ..outcomes import Outcome
-from . import manifest
-from .formats import is_image_name
-from .near import is_hash, near_detail
-from .seen import KeptRef, site_of
-from .shared import Hooks, Rebuilt, SharedGone, SharedState, reference
-from .workers import WorkerFolder, new_worker_id
+from .state import Hooks, Rebuilt, SharedGone, SharedState, reference
 
 if TYPE_CHECKING:
+    from ..dataset.core import DatasetCore
     from ..items import ImageItem
-    from .dataset import DatasetCore
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ..core.formats import is_image_name
+from ..dataset.formats import is_image_name
 from ..secrets import scrub
 from ..sources import isic
 

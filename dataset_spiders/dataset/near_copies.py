@@ -7,7 +7,7 @@ hash is within ``NEAR_DUPLICATE_DISTANCE`` bits of a kept image's, in any class,
 Comparing with every kept image would cost a million comparisons per image at a million images.
 Instead the 16 digits are cut into distance + 1 bands: two hashes that differ in at most
 ``distance`` bits agree entirely on at least one band (pigeonhole), so only images sharing a
-band are compared. Worker mode keeps the same bands in Redis (``core/shared_scripts.py``).
+band are compared. Worker mode keeps the same bands in Redis (``scaleout/scripts.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from array import array
 from typing import Any
 
-from .seen import KeptRef
+from .identity import KeptRef
 
 MAX_DISTANCE = 15  # one band per hex digit at most
 VECTOR_FROM = 48  # hashes in a band from which numpy compares them (imagehash needs numpy anyway)

@@ -1,5 +1,5 @@
 """The dataset core: the state of one crawl's dataset (see ``dataset.py``)."""
 
-from .dataset import DatasetCore
+from .core import DatasetCore
 
 __all__ = ["DatasetCore"]

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..outcomes import Outcome
 from .formats import is_image_name
+from .identity import KeptRef, site_of
 from .manifest import Key, Record
-from .seen import KeptRef, site_of
 
 if TYPE_CHECKING:
-    from .dataset import DatasetCore
+    from .core import DatasetCore
 
 logger = logging.getLogger(__name__)
 

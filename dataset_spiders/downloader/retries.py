@@ -21,8 +21,8 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.http import Response
 from scrapy.utils.asyncio import call_later
 
-from ..core import DatasetCore
-from ..core.hosts import HostHealth
+from ..dataset import DatasetCore
+from ..dataset.hosts import HostHealth
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 What one process keeps in memory (the counts per group, the candidates handed out, the digests
 of kept images, the learned placeholders) lives here in Redis, changed only by the Lua scripts
-of ``shared_scripts.py``, so that admitting an image is one atomic step whatever the other
+of ``scaleout/scripts.py``, so that admitting an image is one atomic step whatever the other
 workers do. The disk stays the truth: this state can always be rebuilt from it (``rebuild``),
 and it is, when a first worker starts, and when Redis comes back empty (its ``epoch`` is gone).
 
@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import shared_scripts as lua
-from .shared_parts import BATCH_DELAY, Hooks, Rebuilt, SharedGone, reference, safe_url, write_state
+from ..dataset.decisions import SharedGone
+from . import scripts as lua
+from .rebuild import BATCH_DELAY, Hooks, Rebuilt, reference, safe_url, write_state
 
 __all__ = ["Hooks", "Rebuilt", "SharedGone", "SharedState", "reference"]
 

@@ -1,4 +1,4 @@
-"""The Lua scripts of the shared state (``core/shared.py``): each runs atomically in Redis.
+"""The Lua scripts of the shared state (``scaleout/state.py``): each runs atomically in Redis.
 
 Every script gets the key prefix and the epoch first, and answers ``{"epoch"}`` when Redis
 does not hold that epoch (it restarted empty, or a rebuild is under way): nothing is decided
@@ -13,7 +13,7 @@ against state that was lost. Keys, under the prefix ``P``:
   ``urls:<site|sha>``: URLs that served those bytes; ``refs:<site|sha>``: kept copies of them
 - ``queue``: listed records waiting for a worker (isic); ``listed``: the ids queued so far
 - ``nearref``: perceptual hash of a kept image -> its reference; ``near:<band>``: the hashes
-  with that band (``core/near.py``); ``nearof``: ``group NUL id`` -> ``hash|distance``
+  with that band (``dataset/near_copies.py``); ``nearof``: ``group NUL id`` -> ``hash|distance``
 """
 
 #: ARGV: P, worker, milliseconds. The rebuild role, only while there is no epoch (a worker that
@@ -30,7 +30,7 @@ local P = ARGV[1]
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'epoch'} end
 """
 
-#: Near-copies by perceptual hash (``core/near.py``, whose ``bands`` this mirrors): the bands of
+#: Near-copies by perceptual hash (``dataset/near_copies.py``, whose ``bands`` this mirrors): the bands of
 #: a hash; the nearest kept image within ``maxd`` bits; adding a kept image; forgetting one.
 NEAR = """
 local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}

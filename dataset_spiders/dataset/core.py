@@ -19,30 +19,31 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+from scrapy.utils.misc import load_object
 
 from .. import signals as our_signals
 from ..outcomes import Outcome, is_permanent
-from . import earlier, provenance
+from . import previous_runs as earlier
+from . import provenance
+from .cleanup import CACHE_DIR, MadeByThisRun
+from .decisions import LocalMode, SharedGone
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly
 from .hosts import HostHealth
-from .leftovers import CACHE_DIR, MadeByThisRun
-from .local_mode import LocalMode
+from .identity import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .lock import DatasetBusy, DatasetLock
 from .manifest import Key, ManifestIndex, ManifestWriter, Record
-from .near import MAX_DISTANCE, NearCopies, missing_library
+from .near_copies import MAX_DISTANCE, NearCopies, missing_library
+from .old_copies import remove_old_copy
 from .provenance import Provenance
 from .quota import Plan, Quota
-from .relocation import remove_old_copy
-from .seen import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .selection import set_aside_everything
-from .shared import SharedGone
-from .workers import WorkerFolder, forget_session
+from .worker_staging import WorkerFolder, forget_session
 
 if TYPE_CHECKING:
     from ..items import ImageItem
-    from .worker_mode import WorkerMode
+    from ..scaleout.decisions import WorkerMode
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,8 @@ class DatasetCore:
         self.hosts = HostHealth.from_settings(s)  # which image hosts answer (advisory: never what is kept)
         redis_url = s.get("REDIS_URL") or None
         self.workers: WorkerMode | None = None
-        if redis_url:
-            from .worker_mode import WorkerMode  # only with REDIS_URL: no Redis client otherwise
-
-            self.workers = WorkerMode(self, redis_url, s)
+        if redis_url:  # the decisions made in Redis, for many workers: loaded only then (no Redis client otherwise)
+            self.workers = load_object(s.get("DATASET_WORKER_MODE"))(self, redis_url, s)
         self.mode: LocalMode | WorkerMode = self.workers or LocalMode(self)
         self.index = ManifestIndex(self.disk.manifest_path)
         self.writer = ManifestWriter(self.disk.manifest_path, shared=self.workers is not None)
@@ -180,7 +179,7 @@ class DatasetCore:
                     self.disk.quarantine_dir)
 
     async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> bool:
-        """With ``REDIS_URL``, join the other workers (see ``worker_mode.py``); False if that failed."""
+        """With ``REDIS_URL``, join the other workers (see ``scaleout/decisions.py``); False if that failed."""
         if self.workers is None:
             return True
         try:

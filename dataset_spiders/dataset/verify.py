@@ -17,14 +17,15 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .core import manifest, provenance
-from .core.disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
-from .core.files import open_regular
-from .core.lock import is_locked
-from .core.manifest import ManifestWriter, Record
-from .imagefolder import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
-from .outcomes import ImageRejected, Outcome
-from .pipelines.checks import Limits, inspect_image
+from ..outcomes import ImageRejected, Outcome
+from . import manifest, provenance
+from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
+from .files import open_regular
+from .isic_files import has_loader_files, write_loader_files
+from .loaders import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
+from .lock import is_locked
+from .manifest import ManifestWriter, Record
+from .validation import Limits, inspect_image
 
 # what the spiders themselves write at an image folder's top (ImageNet's class index, ISIC's
 # metadata for Hugging Face's imagefolder)
@@ -257,7 +258,6 @@ def fix(root: str, report: Report, named: list[str] | tuple[str, ...] = ()) -> i
 def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
     """Rewrite the ``metadata.jsonl`` and ``classes.txt`` (ISIC, ImageNet) the runs left, from
     the files now there (``runs`` resolved). Blocking; the caller holds the dataset's lock."""
-    from .extensions.isic_catalog import has_loader_files, write_loader_files  # scrapy's signals: only when fixing
 
     latest: dict[str, tuple[str, str]] = {}  # images_dir -> (spider, descs_dir) of its latest run
     for run in runs:  # resolved: only folders this command may use are left

@@ -44,7 +44,7 @@ class DatasetDisk:
         self.manifest_path = os.path.join(self.root, MANIFEST_NAME)
         self.staging_dir = os.path.join(self.root, STAGING_DIR)  # emptied at every start
         self.quarantine_dir = os.path.join(self.root, QUARANTINE_DIR)
-        self.journal_path = os.path.join(self.staging_dir, JOURNAL_NAME)  # see core/durability.py
+        self.journal_path = os.path.join(self.staging_dir, JOURNAL_NAME)  # see dataset/durability.py
         self.folders = [self.root, *dict.fromkeys(os.path.abspath(f) for f in folders)]
         self.stagings: dict[str, str] = {}  # folder on another file system -> its sibling staging
         self._made: set[str] = set()  # folders known to exist
@@ -309,7 +309,7 @@ def _stem(path: str) -> str:
 
 
 def _describe_file(path: str, limits: Any) -> Record | None:
-    from ..pipelines.checks import Limits, inspect_image
+    from .validation import Limits, inspect_image
 
     try:
         decoded = inspect_image(path, limits or Limits(max_pixels=2**40))

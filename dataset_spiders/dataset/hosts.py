@@ -12,7 +12,7 @@ that fails). A host that never answered yet gets at most ``HOSTS_UNPROVEN_CONCUR
 requests at once: a probe, not a flood.
 
 It is advisory: it decides what to try, never what is kept. With workers (``REDIS_URL``) the
-down hosts are shared through Redis (``core/worker_mode.py``), so a host one worker found down
+down hosts are shared through Redis (``scaleout/decisions.py``), so a host one worker found down
 is down for all.
 
 It also keeps what the run is waiting on, for progress to say when nothing has come for a while:
