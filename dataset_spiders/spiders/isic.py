@@ -206,20 +206,7 @@ class IsicSpider(DatasetSpider):
                 raise SourceError(f"the search repeated a page ({url})")
             seen.add(url)
             page = url
-            status, data = await self.fetch_json(url, "search page")
-            if status == 400:
-                message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
-                what = f"the search {query!r}" if query else "the listing"
-                raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}"
-                                     + isic.retired_fields_hint(query))
-            if status in (401, 403):
-                raise SearchRejected(isic_access.refused(status, self.token, "the search"))
-            if status != 200:
-                raise SourceError(f"the search page {url} answered HTTP {status}")
-            try:
-                results, url, count = isic.v2_page(data, page_url=url)
-            except isic.RecordError as exc:
-                raise SourceError(f"the search page {url}: {exc}") from None
+            results, url, count = await self.search_page(url, query)
             if first and count is not None:
                 where = f" in collection(s) {', '.join(map(str, p.collections))}" if p.collections else ""
                 logger.info("%d image(s) match %s%s", count, query or "every record", where)
@@ -232,6 +219,24 @@ class IsicSpider(DatasetSpider):
             records, to_skip = isic.page_records(results, page, to_skip)
             for record in records:
                 yield record
+
+    async def search_page(self, url: str, query: str | None) -> tuple[list[Any], str | None, int | None]:
+        """One v2 search page: its records, the next page's URL and the count. A search the API
+        refuses (400, or 401/403 for the token) is SearchRejected; any other bad answer, SourceError."""
+        status, data = await self.fetch_json(url, "search page")
+        if status == 400:
+            message = data.get("message") or data.get("detail") if isinstance(data, dict) else None
+            what = f"the search {query[:200]!r}" if query else "the listing"
+            raise SearchRejected(f"the ISIC API rejected {what}: {message or 'HTTP 400'}"
+                                 + isic.retired_fields_hint(query))
+        if status in (401, 403):
+            raise SearchRejected(isic_access.refused(status, self.token, "the search"))
+        if status != 200:
+            raise SourceError(f"the search page {url} answered HTTP {status}")
+        try:
+            return isic.v2_page(data, page_url=url)
+        except isic.RecordError as exc:
+            raise SourceError(f"the search page {url}: {exc}") from None
 
     # --- items --------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from ..items import ImageItem
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome
 from ..sources import isic
 from ..sources.zip_ranges import Member, ZipError
-from . import isic_access
 from .base import SourceError
 from .mask_archives import Archive, ArchiveChanged, ArchiveReader, RangeRefused
 
@@ -76,7 +75,6 @@ class IsicMasks:
     async def records(self) -> AsyncIterator[isic.IsicRecord]:
         """The records of the selection that have a mask: their ids searched in batches (sorted),
         each batch's records in the archive's order; ``offset`` skips the first K of them."""
-        from .base import SearchRejected
 
         spider, p = self.spider, self.spider.params
         ids = sorted(self.index)
@@ -92,18 +90,7 @@ class IsicMasks:
                     raise SourceError(f"the search repeated a page ({url})")
                 seen.add(url)
                 page = url
-                status, data = await spider.fetch_json(url, "search page")
-                if status == 400:
-                    message = data.get("message") if isinstance(data, dict) else None
-                    raise SearchRejected(f"the ISIC API rejected the search {query[:80]!r}…: {message or 'HTTP 400'}")
-                if status in (401, 403):
-                    raise SearchRejected(isic_access.refused(status, self.spider.token, "the search"))
-                if status != 200:
-                    raise SourceError(f"the search page {url} answered HTTP {status}")
-                try:
-                    results, url, _ = isic.v2_page(data, page_url=url)
-                except isic.RecordError as exc:
-                    raise SourceError(f"the search page {url}: {exc}") from None
+                results, url, _ = await spider.search_page(url, query)
                 records, to_skip = isic.page_records(results, page, to_skip)
                 for record in records:
                     yield record
