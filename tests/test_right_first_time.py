@@ -59,8 +59,10 @@ def test_a_placeholder_served_twice_in_one_small_class_is_learned_not_kept(insta
     order = [photos[0], stand_ins[0], *photos[1:6], stand_ins[1], *photos[6:]]
     listed = url_list(tmp_path / "urls.txt", {WNID: order})
     with PhotoHosts({WNID: order}) as hosts:
+        # nothing extra in flight: both copies are examined (the second one, kept or refused as a
+        # duplicate); with a copy still in flight when the class fills, it is cancelled unseen
         run = user_run(installed, "imagenet", "--urls-file", str(listed), "--wnids", WNID, "--per-class", "8",
-                       cwd=tmp_path, env=hosts.proxy_env())
+                       "-s", "DATASET_EXTRA_IN_FLIGHT=0", cwd=tmp_path, env=hosts.proxy_env())
     assert run.returncode == 0, run.stderr
     kept = {p.read_bytes() for p in (tmp_path / "ImageNet" / "Images" / WNID).iterdir()}
     assert len(kept) == 8 and kept <= {p.body for p in photos}  # no stand-in among them
