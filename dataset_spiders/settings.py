@@ -35,7 +35,7 @@ DOWNLOAD_DELAY = 0
 DATASET_MAX_IN_FLIGHT = 32  # ours: images listed but not yet recorded, at most (per class)
 DATASET_EXTRA_IN_FLIGHT = 0  # ours: candidates in flight beyond what a class still needs
 
-# --- Many workers on one dataset (ours; README "Scaling out") ------------------------------
+# --- Many workers on one dataset (ours; docs/scaling-out.md) --------------------------------
 REDIS_URL = None  # e.g. redis://host:6379/0: every crawl given the same URL and out_dir works on one dataset
 DATASET_LEASE = 5.0  # seconds: a worker that stops renewing its lease for this long has its share given back
 REDIS_RETRY_FOR = 60.0  # seconds Redis may be out of reach (workers pause and retry) before a worker stops, exit 1
