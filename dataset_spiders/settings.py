@@ -130,7 +130,7 @@ REPORT_THUMBNAILS_PER_GROUP = 12  # ours: thumbnails of kept images per class or
 REPORT_THUMBNAILS_MAX = 600  # ours: thumbnails in report.html in all, at most (shared out among the classes)
 REPORT_THUMBNAIL_SIZE = 96  # ours: pixels on a thumbnail's longer side
 
-# -- isic v2 masks (dataset_spiders/spiders/isic_masks.py; README "Masks for v2 images") ------
+# -- isic v2 masks (dataset_spiders/spiders/isic_masks.py; docs/isic.md "Masks for v2 images") ------
 # ours: the challenge ground-truth ZIP archives whose members `ISIC_nnnnnnn…segmentation.png` are the masks of
 # segmentation=true on v2, first listed first: an id in two archives takes its mask from the first. Read by HTTP
 # Range (the central directories are cached in out_dir/.cache/isic-masks); `-s ISIC_MASK_ARCHIVES=URL1,URL2`
