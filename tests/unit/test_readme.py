@@ -45,6 +45,26 @@ def test_every_setting_of_ours_has_a_row_and_every_row_a_setting():
     assert not set(settings_doc.DESCRIPTIONS) - known
 
 
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as ``-``."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.*)$", re.sub(r"```.*?```", "", text, flags=re.S))}
+
+
+def test_every_relative_link_points_to_a_page_and_a_heading_that_exist():
+    """Links between the README and docs/ (``docs/isic.md``, ``../README.md#dataset-spiders-isic``)."""
+    links = [(page, target) for page in pages()
+             for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()) if "://" not in target]
+    assert links
+    for page, target in links:
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.is_file(), f"{page.name}: {target}"
+        assert not anchor or anchor in heading_anchors(linked.read_text()), f"{page.name}: {target}"
+    from_readme = {(README.parent / target.partition("#")[0]).resolve() for page, target in links if page == README}
+    assert {page.resolve() for page in DOCS.glob("*.md")} <= from_readme, "a page of docs/ the README does not link"
+
+
 def test_every_test_the_readme_names_exists():
     """The README and docs/ (the promises table) name tests (or name prefixes, ending in ``_``);
     each must exist."""
