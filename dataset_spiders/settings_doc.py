@@ -88,8 +88,8 @@ DESCRIPTIONS: dict[str, str] = {
     "IMAGES_HONOUR_NOAI": "an image served with `X-Robots-Tag: noai` or `noimageai` (for all robots or "
                           "`dataset-spiders`) is not kept: `opted_out`",
     "DEDUPLICATE_IMAGES": "refuse byte- or pixel-identical copies of a kept image",
-    "NEAR_DUPLICATES": "also refuse near-copies (resized, re-encoded) of a kept image, by perceptual hash; needs "
-                       "`imagehash`",
+    "NEAR_DUPLICATES": "also refuse near-copies (resized, re-encoded) of a kept image, by perceptual hash "
+                       "(`imagehash`, imported only then) ([imagenet.md](imagenet.md))",
     "NEAR_DUPLICATE_DISTANCE": "with `NEAR_DUPLICATES`: hashes at most this many of their 64 bits apart are "
                                "near-copies (0 to 15)",
     "PLACEHOLDER_URL_PATTERNS": "regular expressions: a redirect hop or final URL matching one is a placeholder",
