@@ -152,7 +152,7 @@ def add_spider_command(commands: Any, name: str, model: type) -> None:
 def add_scrapy_options(sub: argparse.ArgumentParser, crawl: bool = True) -> None:
     group = sub.add_argument_group("settings and log")
     group.add_argument("-s", "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                       help="a Scrapy or dataset-spiders setting, repeatable (README: Settings worth tuning)")
+                       help="a Scrapy or dataset-spiders setting, repeatable (docs/settings.md)")
     group.add_argument("-L", "--loglevel", metavar="LEVEL",
                        help="log level: DEBUG, INFO, WARNING, ERROR (default: INFO)")
     if crawl:

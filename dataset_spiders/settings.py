@@ -35,7 +35,7 @@ DOWNLOAD_DELAY = 0
 DATASET_MAX_IN_FLIGHT = 32  # ours: images listed but not yet recorded, at most (per class)
 DATASET_EXTRA_IN_FLIGHT = 0  # ours: candidates in flight beyond what a class still needs
 
-# --- Many workers on one dataset (ours; README "Scaling out") ------------------------------
+# --- Many workers on one dataset (ours; docs/scaling-out.md) --------------------------------
 REDIS_URL = None  # e.g. redis://host:6379/0: every crawl given the same URL and out_dir works on one dataset
 # ours: the decisions in Redis behind the core's one seam (dataset/decisions.py says what they are); with REDIS_URL
 DATASET_WORKER_MODE = "dataset_spiders.scaleout.decisions.WorkerMode"
@@ -132,7 +132,7 @@ REPORT_THUMBNAILS_PER_GROUP = 12  # ours: thumbnails of kept images per class or
 REPORT_THUMBNAILS_MAX = 600  # ours: thumbnails in report.html in all, at most (shared out among the classes)
 REPORT_THUMBNAIL_SIZE = 96  # ours: pixels on a thumbnail's longer side
 
-# -- isic v2 masks (dataset_spiders/spiders/isic_masks.py; README "Masks for v2 images") ------
+# -- isic v2 masks (dataset_spiders/spiders/isic_masks.py; docs/isic.md "Masks for v2 images") ------
 # ours: the challenge ground-truth ZIP archives whose members `ISIC_nnnnnnn…segmentation.png` are the masks of
 # segmentation=true on v2, first listed first: an id in two archives takes its mask from the first. Read by HTTP
 # Range (the central directories are cached in out_dir/.cache/isic-masks); `-s ISIC_MASK_ARCHIVES=URL1,URL2`

@@ -50,7 +50,7 @@ def test_a_token_sees_private_images_and_goes_to_the_api_only(tmp_path):
     assert refused.code == 1
     assert refused.stderr.strip().splitlines()[-1] == (
         "error: the ISIC API refused the token for the search (HTTP 401): it has expired or lacks access; "
-        "get a new one (README: Private images) or unset ISIC_TOKEN")
+        "get a new one (docs/isic.md: Private images) or unset ISIC_TOKEN")
 
 
 def test_per_label_keeps_n_of_each_label_topped_up_after_failures(tmp_path):

@@ -69,7 +69,7 @@ class ImagenetParams:
     wnids_file: str | None = arg(
         optional(Parser(class_file, "FILE", "a file, or - for standard input")), None,
         "a class file: wnids, `label,wnid`, wnid TAB label, synset_words.txt, map_clsloc.txt, Keras's "
-        "imagenet_class_index.json or a CSV with a `synid`/`wnid` column (README); `-` reads standard input",
+        "imagenet_class_index.json or a CSV with a `synid`/`wnid` column (docs/imagenet.md); `-` reads standard input",
         shown="none",
     )
     num_classes: int | None = arg(

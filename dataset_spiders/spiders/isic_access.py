@@ -41,9 +41,9 @@ def refused(status: int, token: str | None, what: str) -> str:
     """The one line for a 401/403 from the API."""
     if token:
         return (f"the ISIC API refused the token for {what} (HTTP {status}): it has expired or lacks access; "
-                "get a new one (README: Private images) or unset ISIC_TOKEN")
+                "get a new one (docs/isic.md: Private images) or unset ISIC_TOKEN")
     return (f"the ISIC API answered HTTP {status} for {what}: it needs a login; set ISIC_TOKEN to an API token "
-            "(README: Private images)")
+            "(docs/isic.md: Private images)")
 
 
 def size_problem(spider: IsicSpider) -> str | None:

@@ -1,4 +1,4 @@
-"""Each Scrapy internal we rely on (README: "Scrapy internals we rely on"), checked against the
+"""Each Scrapy internal we rely on (docs/design.md: "Scrapy internals we rely on"), checked against the
 installed Scrapy: a test here fails first when an upgrade changes one."""
 
 from __future__ import annotations
