@@ -106,6 +106,8 @@ DESCRIPTIONS: dict[str, str] = {
     "DISK_SPACE_CHECK": "stop at start, with one line, when what the run expects to write will not fit",
     "IMAGENET_AVERAGE_IMAGE_BYTES": "the bytes an ImageNet image is expected to take (the disk check, the dry run)",
     # many workers
+    "DATASET_WORKER_MODE": "the class that makes the shared decisions in Redis when `REDIS_URL` is set (behind the "
+    "same seam as the in-memory ones, `dataset_spiders/dataset/decisions.py`); loaded only then",
     "REDIS_URL": "`redis://host:port/db`: crawls given the same one and the same `out_dir` build one dataset "
                  "together ([scaling-out.md](scaling-out.md))",
     "DATASET_LEASE": "seconds before a silent worker's share is given back",
