@@ -22,14 +22,14 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
 
 from .. import signals as our_signals
-from ..outcomes import Outcome, is_permanent
+from ..outcomes import ImageRejected, Outcome, is_permanent
 from . import previous_runs as earlier
 from . import provenance
 from .cleanup import CACHE_DIR, MadeByThisRun
 from .decisions import LocalMode, SharedGone
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
-from .files import check_writable, unlink_quietly
+from .files import check_writable, unlink_quietly, write_staged
 from .hosts import HostHealth
 from .identity import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .lock import DatasetBusy, DatasetLock
@@ -292,6 +292,34 @@ class DatasetCore:
         except SharedGone as exc:
             self.fail(str(exc))
             return Outcome.ERROR, str(exc)
+
+    async def keep(self, item: ImageItem, data: bytes, final: str) -> str:
+        """THE keep step, for images and masks alike: the decision, then the staged write and the
+        durable rename to ``final``; a write that fails takes the decision back. Returns the
+        outcome (kept; present when another worker kept this very image), or raises
+        ImageRejected with why not."""
+        item.path = final  # the decision remembers where it goes
+        refused = await self.decide(item)
+        if refused and refused[0] == Outcome.PRESENT:  # another worker kept this very file: it is in place
+            item.detail = refused[1]
+            return Outcome.PRESENT
+        if refused:
+            item.path = None
+            raise ImageRejected(*refused)
+        try:
+            item.staged = await asyncio.to_thread(write_staged, self.disk.staging_for(final), data)
+            await self.commit(item, final)
+        except Exception as exc:  # a full disk or a read-only folder: nothing more can be kept
+            unlink_quietly(item.staged)
+            await self.undecide(item)
+            item.path = None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, OSError):
+                self.fail(f"cannot write to {self.disk.relative(final)}: {why}")
+            raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
+        finally:
+            item.staged = None
+        return Outcome.KEPT
 
     async def undecide(self, item: ImageItem) -> None:
         """Take back an admitted image whose file could not be written."""

@@ -28,7 +28,6 @@ from twisted.python.failure import Failure
 
 from ..dataset import DatasetCore
 from ..dataset.disk import extension_for
-from ..dataset.files import unlink_quietly, write_staged
 from ..dataset.identity import site_of
 from ..dataset.validation import Limits, Placeholders, examine, opted_out
 from ..downloader.encoded_images import IMAGE_META
@@ -202,30 +201,8 @@ class DatasetImagesPipeline(ImagesPipeline):
         raise ImageRejected(Outcome.PLACEHOLDER, detail)
 
     async def keep(self, item: ImageItem, data: bytes) -> str:
-        """The core's decision, then the staged write and the durable rename into place."""
-        final = item.path = f"{item.stem}.{extension_for(item.format, item.ext)}"  # the core remembers it
-        refused = await self.core.decide(item)
-        if refused and refused[0] == Outcome.PRESENT:  # another worker kept this very image: it is in place
-            item.detail = refused[1]
-            return Outcome.PRESENT
-        if refused:
-            item.path = None
-            raise ImageRejected(*refused)
-        staging = self.core.disk.staging_for(final)
-        try:
-            item.staged = await asyncio.to_thread(write_staged, staging, data)
-            await self.core.commit(item, final)
-        except Exception as exc:  # a full disk or a read-only folder: nothing more can be kept
-            unlink_quietly(item.staged)
-            await self.core.undecide(item)
-            item.path = None
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, OSError):
-                self.core.fail(f"cannot write to {self.core.disk.relative(final)}: {why}")
-            raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
-        finally:
-            item.staged = None
-        return Outcome.KEPT
+        """The core's keep step (decide, stage, rename durably), under the image's final name."""
+        return await self.core.keep(item, data, f"{item.stem}.{extension_for(item.format, item.ext)}")
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         outcome, detail = classify(failure.value)

@@ -19,7 +19,6 @@ from typing import Any
 
 from scrapy import Request
 
-from ..dataset.files import unlink_quietly, write_staged
 from ..dataset.quota import Plan
 from ..dataset.validation import Limits, Placeholders, examine
 from ..items import ImageItem
@@ -157,27 +156,8 @@ class IsicMasks:
                                 f"{decoded.width}x{decoded.height}, not its image's {expected[0]}x{expected[1]}")
 
     async def keep(self, item: ImageItem, data: bytes) -> str:
-        """The core's decision, then the staged write and the durable rename (as the image stage does)."""
-        core = self.core
-        final = item.path = f"{item.stem}.png"
-        refused = await core.decide(item)
-        if refused:
-            item.path = None
-            raise ImageRejected(*refused)
-        try:
-            item.staged = await asyncio.to_thread(write_staged, core.disk.staging_for(final), data)
-            await core.commit(item, final)
-        except Exception as exc:
-            unlink_quietly(item.staged)
-            await core.undecide(item)
-            item.path = None
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, OSError):
-                core.fail(f"cannot write to {core.disk.relative(final)}: {why}")
-            raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
-        finally:
-            item.staged = None
-        return Outcome.KEPT
+        """The core's keep step (decide, stage, rename durably), as for images."""
+        return await self.core.keep(item, data, f"{item.stem}.png")
 
 
 def expected_size(image: ImageItem) -> tuple[int, int] | None:
