@@ -39,7 +39,6 @@ from .old_copies import remove_old_copy
 from .provenance import Provenance
 from .quota import Plan, Quota
 from .selection import set_aside_everything
-from .worker_staging import WorkerFolder, forget_session
 
 if TYPE_CHECKING:
     from ..items import ImageItem
@@ -72,13 +71,13 @@ class DatasetCore:
         self.workers: WorkerMode | None = None
         if redis_url:  # the decisions made in Redis, for many workers: loaded only then (no Redis client otherwise)
             self.workers = load_object(s.get("DATASET_WORKER_MODE"))(self, redis_url, s)
-        self.mode: LocalMode | WorkerMode = self.workers or LocalMode(self)
+        self.mode: LocalMode | WorkerMode = self.workers or LocalMode(self)  # the decisions, behind one seam
         self.index = ManifestIndex(self.disk.manifest_path)
-        self.writer = ManifestWriter(self.disk.manifest_path, shared=self.workers is not None)
+        self.writer = ManifestWriter(self.disk.manifest_path, shared=self.mode.shared)
         self.journal = ManifestWriter(self.disk.journal_path)
         self.commits = GroupCommit(self.writer, self.journal, self.disk.staging_for,
                                    s.getint("DATASET_COMMIT_BATCH"), s.getfloat("DATASET_COMMIT_DELAY"))
-        self.lock = DatasetLock(self.disk.root, self.disk.folders[1:], shared=self.workers is not None)
+        self.lock = DatasetLock(self.disk.root, self.disk.folders[1:], shared=self.mode.shared)
         self.provenance: Provenance | None = None
         self.fatal_error: str | None = None
         self.close_reason: str | None = None
@@ -124,14 +123,7 @@ class DatasetCore:
             self.disk.plan_staging()
             cache = os.path.join(self.disk.root, CACHE_DIR)
             self.disk.refuse_symlinks([self.disk.staging_dir, self.disk.quarantine_dir, cache, *own_folders])
-            if self.workers is not None:
-                self.workers.enter()  # a staging folder of its own; others' are cleaned once they are dead
-                self.journal.path = self.disk.journal_path  # in it: each worker has its own journal
-                removed = 0
-            else:  # no worker is alive (they share the lock we hold alone): clean up after dead ones
-                forget_session(self.disk.root)
-                WorkerFolder(self.disk, "").reap_all_dead(self.writer)
-                removed = self.disk.clear_staging()
+            removed = self.mode.enter()
         except (DatasetBusy, FolderError) as exc:
             self.lock.release()
             return str(exc)
@@ -144,8 +136,7 @@ class DatasetCore:
 
     async def open(self, run: dict[str, Any]) -> bool:
         """Check that every folder can be written, record the run, read what earlier runs left."""
-        if self.workers is not None:
-            run = {**run, "worker": self.workers.worker}
+        run = {**run, **self.mode.run_fields()}
         self.provenance = Provenance(self.disk.root, self.disk.staging_dir, run, self.disk.quarantine)
         try:
             await asyncio.to_thread(check_writable, self.disk.folders, self.disk.all_stagings())
@@ -153,7 +144,7 @@ class DatasetCore:
                 await asyncio.to_thread(self._set_aside_everything, self.reselect)
             await asyncio.to_thread(self.provenance.start)
             found = await asyncio.to_thread(earlier.load, self.disk, self.learner, self.seen, self.near,
-                                            self.workers is None)  # workers share the file: no repair
+                                            not self.mode.shared)  # a file shared by workers is not repaired
         except OSError as exc:
             self.fail(f"cannot write to {exc.filename or self.disk.root}: {exc.strerror or exc}")
             return False
@@ -179,11 +170,9 @@ class DatasetCore:
                     self.disk.quarantine_dir)
 
     async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> bool:
-        """With ``REDIS_URL``, join the other workers (see ``scaleout/decisions.py``); False if that failed."""
-        if self.workers is None:
-            return True
+        """Join the other workers, if any (see ``scaleout/decisions.py``); False if that failed."""
         try:
-            await self.workers.join(extra)
+            await self.mode.join(extra)
         except SharedGone as exc:
             self.fail(str(exc))
             return False
@@ -217,7 +206,7 @@ class DatasetCore:
         """The run may not touch this dataset (another spider's or selection's): fail with one
         line and let go of it at once, having changed nothing (no report, no record, no folder)."""
         self.fail(message)
-        if self.lock.held and self.workers is None:
+        if self.lock.held and not self.mode.shared:
             self.made.remove_new_empty_folders()
         self.lock.release()
 
@@ -240,8 +229,7 @@ class DatasetCore:
 
     async def _spider_closed(self, spider: Any, reason: str) -> None:
         self.close_reason = reason
-        if self.workers is not None:
-            await self.workers.leave()
+        await self.mode.leave()
 
     def _engine_stopped(self) -> None:
         """The last thing a run does: its lines are written, its end recorded, its lock given back."""
@@ -259,9 +247,9 @@ class DatasetCore:
                 self.provenance.end(*self.exit_status(), self.results())
             except OSError as exc:
                 logger.error("cannot record the end of the run in dataset.json: %s", exc.strerror or exc)
-        if self.workers is not None:
-            self.workers.folder.leave(finished=self.close_reason == "finished")
-        elif self.lock.held and self.exit_status()[0] and self.made.remove_if_unused(self.disk.manifest_path):
+        self.mode.leave_folder(finished=self.close_reason == "finished")
+        failed_alone = not self.mode.shared and self.lock.held and self.exit_status()[0]
+        if failed_alone and self.made.remove_if_unused(self.disk.manifest_path):
             self.untouched = True  # failed before its first image: nothing of it is left
         if self.lock.held:
             self.crawler.signals.send_catch_log(our_signals.dataset_finished, core=self)
@@ -344,9 +332,7 @@ class DatasetCore:
 
     def record(self, item: ImageItem) -> None:
         """An image's outcome: its manifest line, its stats, what the learner notes, its slot back."""
-        if isinstance(self.mode, LocalMode):
-            self.mode.withdraw_late(item)
-        elif not self.mode.reconcile(item):
+        if not self.mode.reconcile(item):
             self.mode.settle(item)  # fetched twice after Redis lost its state, and not needed: no line
             return
         if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:

@@ -8,11 +8,12 @@ reactor, so no two downloads can interleave inside one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..outcomes import Outcome
 from .identity import site_of
 from .near_copies import near_detail
+from .worker_staging import WorkerFolder, forget_session
 
 if TYPE_CHECKING:
     from ..items import ImageItem
@@ -24,10 +25,52 @@ class SharedGone(Exception):
 
 
 class LocalMode:
-    """The quota, the digests of kept images and the learned placeholders of one process."""
+    """The quota, the digests of kept images and the learned placeholders of one process.
+
+    The decisions protocol (``scaleout/decisions.py``'s ``WorkerMode`` offers the same): ``shared``
+    (whether other processes share the folder and its decisions), ``enter`` / ``join`` /
+    ``leave`` / ``leave_folder`` (the run's life), ``works_alone``, ``counts``, ``run_fields``, then the decisions
+    themselves: ``admit``, ``give_back``, ``revoke``, ``count_present``, ``committed``,
+    ``reconcile``, ``settle``."""
+
+    shared = False  # one process: the folder and its decisions are this run's alone
 
     def __init__(self, core: DatasetCore):
         self.core = core
+
+    def enter(self) -> int:
+        """Take the folder alone: no worker can be alive (they share the lock this run holds
+        alone), so clean up after dead ones and a stopped run's staging. Files removed. Blocking."""
+        core = self.core
+        forget_session(core.disk.root)
+        WorkerFolder(core.disk, "").reap_all_dead(core.writer)
+        return core.disk.clear_staging()
+
+    def run_fields(self) -> dict[str, str]:
+        """What dataset.json records of this process beside the run."""
+        return {}
+
+    async def join(self, extra: Any = None) -> None:
+        """Nothing to join: the decisions are this process's."""
+
+    async def leave(self) -> None:
+        """Nothing to hand over."""
+
+    def leave_folder(self, finished: bool) -> None:
+        """Nothing of the folder is this process's alone."""
+
+    def works_alone(self) -> bool:
+        """Whether no other process works on the dataset now (always, here). Blocking."""
+        return True
+
+    async def counts(self, groups: list[str]) -> dict[str, int] | None:
+        """Each group's count across the processes sharing the dataset: None, none share it."""
+        return None
+
+    def reconcile(self, item: ImageItem) -> bool:
+        """Before an image's line is written: a late withdrawal is settled; its line is written."""
+        self.withdraw_late(item)
+        return True
 
     async def admit(self, item: ImageItem) -> tuple[str, str] | None:
         """Refuse a checked image (outcome, detail), or admit it (None)."""

@@ -193,7 +193,7 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
         self._quota = core.quota if core is not None else None
         self._health: HostHealth | None = core.hosts if core is not None else None
         # a worker that lost Redis for good can keep nothing more: its downloads stop at once
-        self._stop_with_run = core is not None and core.workers is not None
+        self._stop_with_run = core is not None and core.mode.shared
         self._caps = ImageConcurrency.of(crawler, self._health)
         s = crawler.settings
         self._connect = s.getfloat("IMAGES_CONNECT_TIMEOUT")

@@ -183,7 +183,7 @@ class DatasetImagesPipeline(ImagesPipeline):
     async def learn(self, item: ImageItem) -> None:
         """The same bytes served for many photo URLs of one site are a placeholder: refuse this
         one, and withdraw the copies kept before (their classes are topped up)."""
-        if self.core.workers is not None:
+        if self.core.mode.shared:
             return  # with workers, the shared decision learns placeholders (scaleout/decisions.py)
         learner, site = self.core.learner, site_of(item.url)
         known = learner.is_placeholder(site, item.sha256 or "")

@@ -54,9 +54,28 @@ class WorkerMode:
         self._decided_at = 0
         self._settle_timer: asyncio.TimerHandle | None = None
 
-    def enter(self) -> None:
-        """This worker's own staging folder, locked (blocking; the core's claim)."""
+    shared = True  # many processes: the folder and its decisions are shared through Redis
+
+    def enter(self) -> int:
+        """This worker's own staging folder, locked, and its commit journal in it (blocking; the
+        core's claim); the others' are cleaned once they are dead. Files removed: none."""
         self.folder.enter()
+        self.core.journal.path = self.core.disk.journal_path
+        return 0
+
+    def run_fields(self) -> dict[str, str]:
+        return {"worker": self.worker}
+
+    def leave_folder(self, finished: bool) -> None:
+        self.folder.leave(finished=finished)
+
+    def works_alone(self) -> bool:
+        """Whether no other worker is live on the dataset now. Blocking."""
+        return not self.folder.live_peers()
+
+    async def counts(self, groups: list[str]) -> dict[str, int] | None:
+        """Each group's count across all workers (None before joining)."""
+        return await self.state.counts(groups) if self.state is not None else None
 
     async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> None:
         """Join the shared state (rebuilding it from disk when first). ``extra`` adds what the

@@ -103,7 +103,7 @@ class DatasetSpider(scrapy.Spider):
             return None
         if not getattr(self.params, "reselect", False):
             return selection.refusal(self.core.disk.root, why)
-        if self.core.workers is not None:
+        if self.core.mode.shared:
             return "reselect: not with REDIS_URL (run it once without workers, then start the workers)"
         self.core.reselect = f"not in the folder's new selection ({selection.shown(selection.normal(mine))}): {why}"
         return None

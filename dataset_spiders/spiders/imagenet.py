@@ -109,7 +109,7 @@ class ImagenetSpider(DatasetSpider):
             plain = isinstance(exc, (ValueError, FolderError))
             self.core.fail(str(exc) if plain else f"cannot read the class list or URL file: {exc}")
             return
-        self.may_tidy = self.core.workers is None or not await asyncio.to_thread(self.core.workers.folder.live_peers)
+        self.may_tidy = await asyncio.to_thread(self.core.mode.works_alone)
         for state in classes:
             if self.may_tidy:  # never while other workers are live: a file may be theirs, its line not yet written
                 state.present -= stock.adopt(self.core, state.wnid, state.label, state.unlisted)
@@ -117,7 +117,7 @@ class ImagenetSpider(DatasetSpider):
                 quota.add_existing(state.wnid)
         self.urls_used: dict[str, str] = {}  # URL -> the class that listed it first
         self.candidate_of: dict[str, tuple[ClassState, imagenet.Candidate]] = {}  # in flight
-        if self.core.workers is not None:
+        if self.core.mode.shared:
             async for item in shared_items(self, classes, from_file):
                 yield item
             return
@@ -294,7 +294,7 @@ class ImagenetSpider(DatasetSpider):
         else:
             self.host_pending[host] += 1
             self.asking[candidate.image_id] = host
-        item.retry_later = self.core.workers is None  # workers retry at once (candidates are shared)
+        item.retry_later = not self.core.mode.shared  # workers retry at once (candidates are shared)
         return item
 
     def probing_enough(self, host: str) -> bool:
@@ -303,7 +303,7 @@ class ImagenetSpider(DatasetSpider):
         (``HOSTS_UNPROVEN_CONCURRENCY``): more would only wait on it, so the class moves on. (A
         host that answers at once is never put off: candidates go in list order.)"""
         hosts = self.core.hosts
-        return (self.core.workers is None and hosts.unproven > 0 and self.host_pending[host] >= hosts.unproven
+        return (not self.core.mode.shared and hosts.unproven > 0 and self.host_pending[host] >= hosts.unproven
                 and not hosts.proven(host) and not hosts.is_down(host)
                 and hosts.silent_for(host) >= self.stall_after)
 

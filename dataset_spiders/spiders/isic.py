@@ -84,7 +84,7 @@ class IsicSpider(DatasetSpider):
     async def items(self) -> AsyncIterator[Any]:
         p = self.params
         problem = await asyncio.to_thread(isic_access.size_problem, self)
-        if problem is None and p.per_label and (p.api_version != 2 or self.core.workers is not None):
+        if problem is None and p.per_label and (p.api_version != 2 or self.core.mode.shared):
             problem = "per_label: only with the v2 API, and not with REDIS_URL (workers share one count)"
         if problem:
             self.core.fail(problem)
@@ -104,7 +104,7 @@ class IsicSpider(DatasetSpider):
                 labels = isic_labels.labels_of(self)
                 self.core.plan = Plan(p.per_label * len(labels), len(labels))
                 feed = isic_labels.per_label_items(self)
-            elif self.core.workers is not None:
+            elif self.core.mode.shared:
                 feed = shared_items(self, aiter(self.records()))
             else:
                 feed = self.selection_items(aiter(self.records()))
@@ -118,9 +118,10 @@ class IsicSpider(DatasetSpider):
             logger.exception("The listing failed")
             self.core.fail(f"the listing failed: {type(exc).__name__}: {exc}", stop=False)
         await self.settle()
-        if self.core.workers is not None and self.core.workers.state is not None:
-            with contextlib.suppress(SharedGone):
-                quota.observe("", (await self.core.workers.state.counts([""]))[""])
+        with contextlib.suppress(SharedGone):
+            shared = await self.core.mode.counts([""])
+            if shared is not None:  # other workers kept images too: the count is theirs and ours
+                quota.observe("", shared[""])
                 logger.info("The dataset (all workers): %d image(s) of the selection", quota.kept[""])
         if p.per_label:
             if self.core.fatal_error is None:
@@ -150,7 +151,7 @@ class IsicSpider(DatasetSpider):
         descriptions), which never move; new groups are stratified, except with workers, who
         give them the plain rule (see ``sources/splits.py``). Blocking."""
         p = self.params
-        ledger = splits.Ledger(splits.Scheme(p.splits, p.seed), stratify=self.core.workers is None)
+        ledger = splits.Ledger(splits.Scheme(p.splits, p.seed), stratify=not self.core.mode.shared)
         for record in self.core.index.records():
             if record.kind == "image" and record.kept:
                 described = read_description(self.descs_dir, record.id)
