@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..dataset import manifest
@@ -32,6 +33,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SETTLE_DELAY = 0.025  # seconds a recorded image waits to be settled with others in one round trip
+
+
+@dataclass(frozen=True)
+class Taken:
+    """TAKE's answer: ``verdict`` is ``take`` (``indices``: the candidates handed to this
+    worker, their places in the class's list), ``wait``, ``full`` or ``done``; ``kept``: the
+    class's count across workers."""
+
+    verdict: str
+    kept: int
+    indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dequeued:
+    """DEQUEUE's answer: ``verdict`` is ``take`` (``index`` and ``record``: the listed record's
+    place and JSON), ``wait``, ``full`` or ``empty`` (``pending``: records still in flight);
+    ``kept``: the selection's count across workers."""
+
+    verdict: str
+    kept: int
+    index: str = ""
+    record: str = ""
+    pending: int = 0
 
 
 class WorkerMode:
@@ -291,23 +316,27 @@ class WorkerMode:
         found = {record.id for _, record in lines if record.kind == "image"}
         return found | {key.id for key in self.core.latest if key.kind == "image"}
 
-    async def take(self, group: str, total: int, slack: int, want: int, mine: int = 0) -> list[Any]:
-        """Up to ``want`` candidates of ``group`` for this worker: ``["take", kept, index...]``,
-        or why none: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
+    async def take(self, group: str, total: int, slack: int, want: int, mine: int = 0) -> Taken:
+        """Up to ``want`` candidates of ``group`` for this worker (their places in the class's
+        list), or why none: ``full``, ``done`` (out of candidates, none in flight) or ``wait``."""
         assert self.state is not None
         target = self.core.quota.target if self.core.quota.target is not None else -1
         answer = await self.state.run("TAKE", self.worker, group, total, target, slack, want, mine)
-        self.core.quota.observe(group, int(answer[1]))
-        return answer
+        taken = Taken(str(answer[0]), int(answer[1]), tuple(int(i) for i in answer[2:]))
+        self.core.quota.observe(group, taken.kept)
+        return taken
 
-    async def dequeue(self, slack: int) -> list[Any]:
-        """The next listed record for this worker: ``["take", kept, index, record]``, or
-        ``full``, ``wait`` or ``empty`` (with how many are in flight)."""
+    async def dequeue(self, slack: int) -> Dequeued:
+        """The next listed record for this worker (``take``, with its place and its JSON), or why
+        none: ``full``, ``wait``, or ``empty`` (with how many are in flight)."""
         assert self.state is not None
         target = self.core.quota.target if self.core.quota.target is not None else -1
         answer = await self.state.run("DEQUEUE", self.worker, target, slack)
-        self.core.quota.observe("", int(answer[1]))
-        return answer
+        verdict, kept = str(answer[0]), int(answer[1])
+        self.core.quota.observe("", kept)
+        if verdict == "take":
+            return Dequeued(verdict, kept, index=str(answer[2]), record=str(answer[3]))
+        return Dequeued(verdict, kept, pending=int(answer[2]) if verdict == "empty" else 0)
 
     async def enqueue(self, image_id: str, record: str) -> None:
         assert self.state is not None

@@ -61,7 +61,7 @@ async def all_done(spider: ImagenetSpider, classes: list[ClassState]) -> bool:
     for state in classes:
         if state.loaded:
             answer = await workers.take(state.wnid, len(state.candidates), 0, 0)  # wanting 0 takes nothing
-            if answer[0] not in ("full", "done"):
+            if answer.verdict not in ("full", "done"):
                 return False
         elif not spider.core.quota.full(state.wnid) and p.per_class:
             return False
@@ -96,16 +96,16 @@ async def feed_shared(
             if mine > window // 2 or quota.stopped or (loop.time() < after and mine >= then):
                 continue  # refilled in batches: once half of this worker's window for it is free
             answer = await workers.take(state.wnid, len(state.candidates), slack, window - mine, mine)
-            if answer[0] in ("full", "done"):
+            if answer.verdict in ("full", "done"):
                 active.remove(state)
                 continue
-            if answer[0] == "wait" and not mine:
+            if answer.verdict == "wait" and not mine:
                 active.remove(state)  # nothing of it here: make room for another class
                 parked.append((loop.time() + 0.25, state))
                 continue
-            asked[state.wnid] = (loop.time() + 0.25, mine + len(answer) - 2)
+            asked[state.wnid] = (loop.time() + 0.25, mine + len(answer.indices))
             decided = await workers.decided()
-            for index in map(int, answer[2:]):
+            for index in answer.indices:
                 flight = f"{state.wnid}\0{index}"
                 candidate = state.candidates[index]
                 done = candidate.image_id in decided or candidate.image_id in spider.candidate_of  # (in flight here)

@@ -59,17 +59,17 @@ async def shared_records(
             await asyncio.sleep(0.02)
             continue
         answer = await workers.dequeue(slack)
-        if answer[0] == "take":
-            yield IsicRecord(**json.loads(answer[3])), f"\0{answer[2]}"
+        if answer.verdict == "take":
+            yield IsicRecord(**json.loads(answer.record)), f"\0{answer.index}"
             continue
-        if answer[0] == "full":
+        if answer.verdict == "full":
             return
-        if answer[0] == "empty":
+        if answer.verdict == "empty":
             note = await state.flag("listing")
             if note is not None and note.startswith(FAILED):
                 raise SourceError(note[len(FAILED):])
             if note == DONE:
-                if not int(answer[2]):
+                if not answer.pending:
                     return  # listed, handed out and settled: nothing more will come
             elif await state.try_lead("listing"):
                 if listing is None:
