@@ -8,9 +8,10 @@ reactor, so no two downloads can interleave inside one.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from ..outcomes import Outcome
+from ..outcomes import ImageRejected, Outcome
 from .identity import site_of
 from .near_copies import near_detail
 from .worker_staging import WorkerFolder, forget_session
@@ -18,6 +19,9 @@ from .worker_staging import WorkerFolder, forget_session
 if TYPE_CHECKING:
     from ..items import ImageItem
     from .core import DatasetCore
+
+
+logger = logging.getLogger(__name__)
 
 
 class SharedGone(Exception):
@@ -71,6 +75,26 @@ class LocalMode:
         """Before an image's line is written: a late withdrawal is settled; its line is written."""
         self.withdraw_late(item)
         return True
+
+    async def learn(self, item: ImageItem) -> None:
+        """The one place a process learns placeholders: the same bytes served for many photo URLs
+        of one site (or two of one class) are one. Refuse this copy (ImageRejected) and withdraw
+        those kept before (their classes are topped up)."""
+        core = self.core
+        learner, site = core.learner, site_of(item.url)
+        known = learner.is_placeholder(site, item.sha256 or "")
+        withdraw = learner.observe(site, item.sha256 or "", item.url or "", item.group)
+        if withdraw is None:
+            return
+        detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}, or 2 of one class"
+        if not known:
+            core.stats.inc_value("placeholders/learned")
+            logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d "
+                           "image(s) kept before", site, learner.threshold, len(withdraw))
+        for ref, pixels in withdraw:
+            await core.withdraw(ref, item.sha256, pixels, detail)
+        item.learned = True
+        raise ImageRejected(Outcome.PLACEHOLDER, detail)
 
     async def admit(self, item: ImageItem) -> tuple[str, str] | None:
         """Refuse a checked image (outcome, detail), or admit it (None)."""

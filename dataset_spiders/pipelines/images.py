@@ -28,7 +28,6 @@ from twisted.python.failure import Failure
 
 from ..dataset import DatasetCore
 from ..dataset.disk import extension_for
-from ..dataset.identity import site_of
 from ..dataset.validation import Limits, Placeholders, examine, opted_out
 from ..downloader.encoded_images import IMAGE_META
 from ..downloader.handler import GROUP_META
@@ -173,32 +172,12 @@ class DatasetImagesPipeline(ImagesPipeline):
             raise
         item.width, item.height, item.format = decoded.width, decoded.height, decoded.format
         item.pixels, item.phash = decoded.pixels, decoded.phash
-        await self.learn(item)
+        await self.core.mode.learn(item)  # a placeholder learned now is refused (ImageRejected)
         status = await self.keep(item, response.body)
         if item.size_hint is not None and item.size != item.size_hint:
             item.detail = (f"{item.size} bytes, the record said {item.size_hint} (a hint, not a checksum: the "
                            "archive writes IPTC metadata into its JPEGs); kept, every check passed")
         return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": status}
-
-    async def learn(self, item: ImageItem) -> None:
-        """The same bytes served for many photo URLs of one site are a placeholder: refuse this
-        one, and withdraw the copies kept before (their classes are topped up)."""
-        if self.core.mode.shared:
-            return  # with workers, the shared decision learns placeholders (scaleout/decisions.py)
-        learner, site = self.core.learner, site_of(item.url)
-        known = learner.is_placeholder(site, item.sha256 or "")
-        withdraw = learner.observe(site, item.sha256 or "", item.url or "", item.group)
-        if withdraw is None:
-            return
-        detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}, or 2 of one class"
-        if not known:
-            self.core.stats.inc_value("placeholders/learned")
-            logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d "
-                                "image(s) kept before", site, learner.threshold, len(withdraw))
-        for ref, pixels in withdraw:
-            await self.core.withdraw(ref, item.sha256, pixels, detail)
-        item.learned = True
-        raise ImageRejected(Outcome.PLACEHOLDER, detail)
 
     async def keep(self, item: ImageItem, data: bytes) -> str:
         """The core's keep step (decide, stage, rename durably), under the image's final name."""

@@ -155,6 +155,10 @@ class WorkerMode:
 
     # --- decisions -----------------------------------------------------------------------------
 
+    async def learn(self, item: ImageItem) -> None:
+        """Nothing here: with workers, placeholders are learned in the one shared decision
+        (ADMIT, ``scaleout/scripts.py``), where every worker's copies are counted."""
+
     async def admit(self, item: ImageItem) -> tuple[str, str] | None:
         """The shared keep-or-reject decision of a checked image: None admits it."""
         assert self.state is not None
