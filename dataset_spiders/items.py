@@ -66,8 +66,9 @@ class ImageItem:
     def to_record(self, path: str | None, outcome: str) -> Record:
         """The manifest line of this image (``path`` relative to the dataset root)."""
         return Record(
-            self.image_id, outcome, self.kind, self.group or None, self.label,
-            self.url or (self.image_urls[0] if self.image_urls else None), self.final_url, self.detail or None,
-            path, self.size, self.sha256, self.width, self.height, self.pixels, self.learned, phash=self.phash,
-            position=self.position, origin=self.origin, variant=self.variant, split=self.split,
+            id=self.image_id, outcome=outcome, kind=self.kind, group=self.group or None, label=self.label,
+            url=self.url or (self.image_urls[0] if self.image_urls else None), final_url=self.final_url,
+            detail=self.detail or None, path=path, bytes=self.size, sha256=self.sha256, width=self.width,
+            height=self.height, pixels=self.pixels, learned=self.learned, phash=self.phash, position=self.position,
+            origin=self.origin, variant=self.variant, split=self.split,
         )

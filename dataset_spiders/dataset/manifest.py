@@ -126,10 +126,12 @@ def decode(raw: bytes) -> Record | str:
         obj["outcome"] == Outcome.PLACEHOLDER and LEGACY_LEARNED_MARK in (obj.get("detail") or "")
     )
     return Record(
-        obj["id"], obj["outcome"], kind, obj.get("group"), obj.get("label"), obj.get("url"), obj.get("final_url"),
-        obj.get("detail"), obj.get("path"), obj.get("bytes"), obj.get("sha256"), obj.get("width"),
-        obj.get("height"), obj.get("pixels"), learned, obj.get("time") if type(obj.get("time")) is float else None,
-        obj.get("phash"), _count(obj.get("position")), obj.get("origin"), obj.get("variant"), obj.get("split"),
+        id=obj["id"], outcome=obj["outcome"], kind=kind, group=obj.get("group"), label=obj.get("label"),
+        url=obj.get("url"), final_url=obj.get("final_url"), detail=obj.get("detail"), path=obj.get("path"),
+        bytes=obj.get("bytes"), sha256=obj.get("sha256"), width=obj.get("width"), height=obj.get("height"),
+        pixels=obj.get("pixels"), learned=learned, time=obj.get("time") if type(obj.get("time")) is float else None,
+        phash=obj.get("phash"), position=_count(obj.get("position")), origin=obj.get("origin"),
+        variant=obj.get("variant"), split=obj.get("split"),
     )
 
 
