@@ -119,7 +119,7 @@ def runs_arguments(root: str, images_dir: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     runs, _ = provenance.read_resolved(root, [images_dir])
     for run in runs:
-        arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
+        arguments = given if isinstance(given := run.get("arguments"), dict) else {}
         if run.get("spider") == "isic" and run["folders"].get("images_dir") == images_dir:
             found = arguments
     return found

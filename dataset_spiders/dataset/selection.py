@@ -55,7 +55,7 @@ def difference(spider: str, mine: Selection, runs: list[dict[str, Any]],
         return None
     if earlier["spider"] != spider:
         return f"it holds an {earlier['spider']} dataset and this is an {spider} run"
-    arguments = earlier.get("arguments") if isinstance(earlier.get("arguments"), dict) else {}
+    arguments = given if isinstance(given := earlier.get("arguments"), dict) else {}
     theirs = normal(selection_of(arguments))
     mine = normal(mine)
     changed = [name for name in mine if mine[name] != theirs.get(name)]
