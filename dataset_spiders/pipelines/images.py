@@ -27,8 +27,8 @@ from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 from twisted.python.failure import Failure
 
 from ..dataset import DatasetCore
-from ..dataset.disk import extension_for
 from ..dataset.files import unlink_quietly, write_staged
+from ..dataset.formats import extension_for
 from ..dataset.identity import site_of
 from ..dataset.validation import Limits, Placeholders, examine, opted_out
 from ..downloader.encoded_images import IMAGE_META

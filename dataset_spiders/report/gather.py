@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from ..dataset import manifest, provenance
-from ..dataset.disk import DatasetDisk, is_image_name
+from ..dataset.disk import DatasetDisk
+from ..dataset.formats import is_image_name
 from ..dataset.manifest import Record
 from ..dataset.verify import refuse_special_files
 from ..outcomes import KEPT_OUTCOMES, Outcome

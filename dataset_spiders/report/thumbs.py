@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..dataset.disk import DatasetDisk, is_image_name
+from ..dataset.disk import DatasetDisk
+from ..dataset.formats import is_image_name
 from .gather import Gathered, Sample
 
 MAX_FILE = 1 << 30  # bytes; a kept file is never larger (DOWNLOAD_MAXSIZE)
