@@ -124,7 +124,9 @@ class DatasetImagesPipeline(ImagesPipeline):
     def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:
         return f"{item.stem}.{item.ext or 'img'}"
 
-    async def media_to_download(
+    # Scrapy's annotation names a Deferred only, but its caller (MediaPipeline._process_request)
+    # awaits whatever this returns through ensure_awaitable: a coroutine is taken as well.
+    async def media_to_download(  # type: ignore[override]
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> FileInfo | None:
         disk, stem = self.core.disk, item.stem
@@ -234,12 +236,12 @@ class DatasetImagesPipeline(ImagesPipeline):
         raise ImageRejected(outcome, detail) from None
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
-        for ok, value in results:
-            if ok and item.sha256 is None:
+        for _, value in results:  # (True, FileInfo) or (False, Failure)
+            if isinstance(value, Failure):
+                item.outcome, item.detail = classify(value.value)
+            elif item.sha256 is None:
                 # Scrapy hands a URL fetched earlier in the run its first result, not the bytes.
                 item.outcome, item.detail = Outcome.DUPLICATE, f"{item.url} was already fetched in this run"
-            elif ok:
-                item.outcome = value["status"]
             else:
-                item.outcome, item.detail = classify(value.value)
+                item.outcome = value["status"]
         return item
