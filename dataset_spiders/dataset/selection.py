@@ -26,7 +26,8 @@ Selection = dict[str, Any]
 
 def normal(selection: Selection) -> Selection:
     """``selection`` as plain JSON values (tuples as lists), so a recorded one compares equal."""
-    return json.loads(json.dumps(selection, default=str))  # type: ignore[no-any-return]
+    plain: Selection = json.loads(json.dumps(selection, default=str))
+    return plain
 
 
 def latest_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
