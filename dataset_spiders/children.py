@@ -159,10 +159,10 @@ class Child:
         is left in the group."""
         while not self._exited:
             try:
-                done = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                done = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
             except ChildProcessError:  # (reaped already)
                 done = True
-            if done is not None:
+            if done:
                 self._exited = True
                 break
             if deadline is not None and time.monotonic() >= deadline:

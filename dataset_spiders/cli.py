@@ -16,11 +16,14 @@ import dataclasses
 import inspect
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .secrets import hide_url_passwords
+
+if TYPE_CHECKING:
+    from .params import ArgumentModel
 
 SETTINGS_MODULE = "dataset_spiders.settings"
 COMMANDS = ("isic", "imagenet", "verify", "report")
@@ -41,7 +44,7 @@ EXAMPLES = {
 }
 
 
-def spider_models() -> dict[str, type]:
+def spider_models() -> dict[str, type[ArgumentModel]]:
     """Each spider's argument model, by spider name."""
     from .spiders.imagenet_args import ImagenetParams
     from .spiders.isic_args import IsicParams
@@ -80,7 +83,7 @@ class Parser(argparse.ArgumentParser):
         print(f"error: {f'{command}: ' if command else ''}{hide_url_passwords(message)}", file=sys.stderr, flush=True)
         sys.exit(2)
 
-    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         """As argparse's, except that an option the command does not know is named with the command
         (``error: verify: unrecognized arguments: --pdb``), not as the tool's."""
         parsed, extras = self.parse_known_args(args, namespace)
@@ -104,7 +107,7 @@ def examples(command: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(
         prog="dataset-spiders", formatter_class=HelpFormatter,
         description="Clean, verified image datasets from the ISIC Archive and ImageNet URL lists: exactly the\n"
@@ -231,11 +234,12 @@ def asks_for_everything(spider: str, arguments: dict[str, Any]) -> bool:
     images, so the console asks first and the Python API refuses. Arguments that do not parse:
     False (the crawl names what is wrong, as for any run)."""
     from .params import ArgumentError, parse_args
+    from .spiders.isic_args import IsicParams
 
     if spider != "isic":
         return False
     try:
-        params = parse_args(spider_models()[spider], arguments)
+        params = parse_args(IsicParams, arguments)
     except ArgumentError:
         return False
     return arguments.get("num_images") is None and params.per_label is None and not params.all and not params.dry_run
@@ -250,10 +254,11 @@ def confirm_everything(parser: Parser, argv: list[str], arguments: dict[str, Any
                      "--filter, --query or --collections, the whole archive); give --all to mean it, or "
                      "--num-images N (--dry-run says how many match)", "isic")
     from .params import parse_args
+    from .spiders.isic_args import IsicParams
     from .spiders.preflight import size_text
 
     whole = measure_everything(argv)
-    params = parse_args(spider_models()["isic"], arguments)
+    params = parse_args(IsicParams, arguments)
     count, wanted, expected = whole.get("count"), whole.get("wanted"), whole.get("expected")
     said = f"{count} image(s) match {whole.get('selection')}" if count is not None else (
         f"the API does not say how many images match {whole.get('selection', 'the selection')}")

@@ -141,11 +141,12 @@ _BY_EXCEPTION: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
 )
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
+def classify(exc: BaseException | None) -> tuple[str, str]:
     """The outcome and a one-line detail for an exception raised while fetching an image.
 
     Scrapy's media pipeline hides the real reason in ``__context__`` behind a bare
-    ``FileException``; this walks the chain so the manifest names the real cause.
+    ``FileException``; this walks the chain so the manifest names the real cause. (None: a
+    Twisted ``Failure``'s value, which its types allow to be None, is an error.)
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -168,7 +169,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return Outcome.ERROR, _one_line(exc)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | None) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__

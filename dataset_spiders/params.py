@@ -18,10 +18,31 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
+
+
+class Model(Protocol):
+    """A dataclass, as ``dataclasses.fields`` takes it: what ``parse_args`` builds."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+class ArgumentModel(Model, Protocol):
+    """What the spiders' base class asks of its ``Params``: the folder, and how a recorded run's
+    arguments read as a selection (``dataset/selection.py``). Written down so that mypy sees
+    them through ``DatasetSpider.Params``, whose subclasses each name their own model."""
+
+    @property
+    def out_dir(self) -> str: ...
+
+    @staticmethod
+    def selection_of(arguments: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+M = TypeVar("M", bound=Model)
 
 
 class ArgumentError(ValueError):
@@ -53,9 +74,9 @@ def arg(parse: Parser[Any], default: Any, help: str, *, aliases: tuple[str, ...]
     return dataclasses.field(default=default, metadata=meta)
 
 
-def parse_args(model: type[T], raw: Mapping[str, Any]) -> T:
+def parse_args(model: type[M], raw: Mapping[str, Any]) -> M:
     """Build ``model`` from ``-a`` arguments; unknown names and bad values raise ArgumentError."""
-    fields = {f.name: f for f in dataclasses.fields(model)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(model)}
     names = {alias: f.name for f in fields.values() for alias in f.metadata.get("aliases", ())}
     names.update({name: name for name in fields})
     values: dict[str, Any] = {}
@@ -92,11 +113,10 @@ def markdown_table(model: type) -> str:
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        value = str(value)
-    if "\x00" in value:
+    text = value if isinstance(value, str) else str(value)
+    if "\x00" in text:
         raise ValueError("must not contain a NUL byte")
-    return value
+    return text
 
 
 def whole_number(minimum: int = 0, *, all_word: str | None = None) -> Parser[int | None]:
@@ -158,21 +178,21 @@ text = Parser(_text, "TEXT", "text")
 
 
 def _path(value: Any) -> str:
-    value = _text(value).strip()
-    if not value:
+    folder = _text(value).strip()
+    if not folder:
         raise ValueError("expected a folder path, got an empty value")
-    return value
+    return folder
 
 
 path = Parser(_path, "DIR", "a folder")
 
 
 def _http_url(value: Any) -> str:
-    value = _text(value).strip()
-    parts = urlsplit(value)
+    url = _text(value).strip()
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http(s):// URL, got {value!r}")
-    return value.rstrip("/")
+        raise ValueError(f"expected an http(s):// URL, got {url!r}")
+    return url.rstrip("/")
 
 
 http_url = Parser(_http_url, "URL", "an http(s):// URL")

@@ -67,7 +67,7 @@ class ParentBar:
             self.bar.reset(total=target)
         self.bar.n = _count(n.get("kept")) or 0
         got = _count(n.get("bytes")) or 0
-        elapsed = n.get("elapsed") if isinstance(n.get("elapsed"), (int, float)) else 0
+        elapsed = given if isinstance(given := n.get("elapsed"), (int, float)) else 0
         groups, down = _count(n.get("groups")), _count(n.get("hosts_down"))
         extra = f", classes {_count(n.get('groups_done')) or 0}/{groups}" if groups else ""
         extra += f", {down} host(s) down" if down else ""

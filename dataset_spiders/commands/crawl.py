@@ -71,7 +71,7 @@ class Command(ScrapyCrawlCommand):
             core = crawler.get_extension(DatasetCore)
         except RuntimeError:  # the crawl did not get as far as building its extensions
             core = None
-        status, fatal = core.exit_status() if core is not None else (0, None)
-        if status:
+        fatal = core.exit_status()[1] if core is not None else None  # (the reason, when the status is 1)
+        if fatal:
             print(f"error: {scrub(fatal)}", file=sys.stderr, flush=True)
             self.exitcode = 1

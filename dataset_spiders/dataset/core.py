@@ -41,6 +41,8 @@ from .quota import Plan, Quota
 from .selection import set_aside_everything
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
     from ..items import ImageItem
     from ..scaleout.decisions import WorkerMode
 
@@ -98,11 +100,11 @@ class DatasetCore:
         return cls(crawler)
 
     @staticmethod
-    def of(crawler: Any) -> DatasetCore:
+    def of(crawler: Crawler) -> DatasetCore:
         core = crawler.get_extension(DatasetCore)
         if core is None:
             raise NotConfigured("the dataset core is not enabled (EXTENSIONS)")
-        return core  # type: ignore[no-any-return]
+        return core
 
     # --- the run ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..outcomes import ImageRejected, Outcome
 from .files import STAGING_DIR, NotRegularFile, atomic_write, open_regular, refuse_special
-from .formats import ALL_EXTENSIONS, FORMAT_EXTENSIONS, extension_for, is_image_name  # noqa: F401 - re-exported
+from .formats import ALL_EXTENSIONS
 from .manifest import MANIFEST_NAME, Record
 
 logger = logging.getLogger(__name__)

@@ -33,8 +33,9 @@ from typing import Any
 from ..sources.isic import LABELS, IsicRecord, record_from_description, valid_id
 from ..sources.splits import SPLIT_COLUMN, UNLABELED, Scheme, scheme
 from . import manifest, provenance
-from .disk import DatasetDisk, is_image_name, regular_size
+from .disk import DatasetDisk, regular_size
 from .files import open_regular, unlink_quietly
+from .formats import is_image_name
 from .loaders import (
     CLASSES_NAME,
     METADATA_NAME,
@@ -119,7 +120,7 @@ def runs_arguments(root: str, images_dir: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     runs, _ = provenance.read_resolved(root, [images_dir])
     for run in runs:
-        arguments = run.get("arguments") if isinstance(run.get("arguments"), dict) else {}
+        arguments = given if isinstance(given := run.get("arguments"), dict) else {}
         if run.get("spider") == "isic" and run["folders"].get("images_dir") == images_dir:
             found = arguments
     return found

@@ -117,7 +117,7 @@ def split_metadata(
     keeps it). A column with no value anywhere is null in every file, which loads."""
     types = column_types([row for split_rows in rows.values() for row in split_rows])
     valued = [{c for c, t in column_types(split_rows).items() if t != "null"} for split_rows in rows.values()]
-    dropped = sorted(set().union(*valued) - set.intersection(*valued)) if valued else []
+    dropped = sorted(set[str]().union(*valued) - valued[0].intersection(*valued)) if valued else []
     shared = {c: t for c, t in types.items() if c not in dropped}
     return {split: metadata_jsonl(split_rows, leading, shared) for split, split_rows in rows.items()}, dropped
 

@@ -11,6 +11,7 @@ line itself is read again when it is needed (``ManifestIndex.get``).
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import logging
@@ -83,7 +84,7 @@ class Record:
     def kept(self) -> bool:
         return self.outcome in KEPT_OUTCOMES
 
-    def encode(self) -> bytes:
+    def encode(self) -> builtins.bytes:  # (in this class, ``bytes`` is the field)
         line = asdict(self)
         line["time"] = self.time or round(time.time(), 3)
         # the standard library's spacing (`"id": "…"`), as lines always were: people grep them
@@ -282,5 +283,6 @@ class ManifestWriter:
 def _ends_with_newline(path: str) -> bool:
     with open_regular(path, follow=False) as f:
         f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+        last: bytes = f.read(1)
+        return last == b"\n"
 

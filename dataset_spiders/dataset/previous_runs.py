@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name
+from .disk import DatasetDisk
 from .files import open_regular
+from .formats import ALL_EXTENSIONS, is_image_name
 from .identity import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .manifest import MAX_LINE, ManifestIndex, Record, decode
 from .near_copies import NearCopies

@@ -26,7 +26,8 @@ Selection = dict[str, Any]
 
 def normal(selection: Selection) -> Selection:
     """``selection`` as plain JSON values (tuples as lists), so a recorded one compares equal."""
-    return json.loads(json.dumps(selection, default=str))  # type: ignore[no-any-return]
+    plain: Selection = json.loads(json.dumps(selection, default=str))
+    return plain
 
 
 def latest_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -55,7 +56,7 @@ def difference(spider: str, mine: Selection, runs: list[dict[str, Any]],
         return None
     if earlier["spider"] != spider:
         return f"it holds an {earlier['spider']} dataset and this is an {spider} run"
-    arguments = earlier.get("arguments") if isinstance(earlier.get("arguments"), dict) else {}
+    arguments = given if isinstance(given := earlier.get("arguments"), dict) else {}
     theirs = normal(selection_of(arguments))
     mine = normal(mine)
     changed = [name for name in mine if mine[name] != theirs.get(name)]

@@ -18,8 +18,8 @@ from typing import IO, Any
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..outcomes import ImageRejected, Outcome
-from .disk import FORMAT_EXTENSIONS
 from .files import open_regular
+from .formats import FORMAT_EXTENSIONS
 from .near_copies import perceptual_hash
 
 # Our own limit (IMAGES_MAX_PIXELS) is checked before decoding, so Pillow's global one, which

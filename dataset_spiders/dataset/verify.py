@@ -16,11 +16,13 @@ import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..outcomes import ImageRejected, Outcome
 from . import manifest, provenance
-from .disk import ALL_EXTENSIONS, DatasetDisk, is_image_name, regular_size
+from .disk import DatasetDisk, regular_size
 from .files import open_regular
+from .formats import ALL_EXTENSIONS, is_image_name
 from .isic_files import has_loader_files, write_loader_files
 from .loaders import CLASSES_GIVEN_NAME, CLASSES_NAME, METADATA_NAME, class_folders, classes_txt, read_classes_txt
 from .lock import is_locked
@@ -110,7 +112,7 @@ class Dataset:
     disk: DatasetDisk
     kept: dict[str, Record]
     image_folders: list[str]
-    runs: list[dict]
+    runs: list[dict[str, Any]]
     skipped: list[str]
 
 
@@ -173,7 +175,7 @@ def verify(root: str, placeholders: list[str], workers: int = 4, named: list[str
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(items), 1000):  # in batches: a million entries are not all queued at once
             batch = items[start : start + 1000]
-            for problem in pool.map(lambda item: check_entry(disk, *item, signatures), batch):
+            for problem in pool.map(lambda item: check_entry(disk, item[0], item[1], signatures), batch):
                 if problem:
                     report.problems.append(problem)
     by_folder: defaultdict[str, list[str]] = defaultdict(list)  # folder -> kept keys, in manifest order
@@ -191,7 +193,9 @@ def verify(root: str, placeholders: list[str], workers: int = 4, named: list[str
     for top in image_folders:
         _walk(top, paths, crawling, report, not_images)
         target = provenance.imagenet_target(runs, top)
-        for folder, keys in by_folder.items() if target is not None else ():
+        if target is None:
+            continue
+        for folder, keys in by_folder.items():
             if os.path.dirname(folder) == top and len(keys) > target:
                 for key in keys[target:]:
                     report.problems.append(Problem(key, disk.absolute(kept[key].path or "") or "", "over_target",
@@ -255,7 +259,7 @@ def fix(root: str, report: Report, named: list[str] | tuple[str, ...] = ()) -> i
     return done
 
 
-def refresh_loader_files(disk: DatasetDisk, runs: list[dict]) -> None:
+def refresh_loader_files(disk: DatasetDisk, runs: list[dict[str, Any]]) -> None:
     """Rewrite the ``metadata.jsonl`` and ``classes.txt`` (ISIC, ImageNet) the runs left, from
     the files now there (``runs`` resolved). Blocking; the caller holds the dataset's lock."""
 

@@ -119,8 +119,9 @@ class WorkerFolder:
         try:
             fd = os.open(mine, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)  # type: ignore[arg-type]
+        except BlockingIOError:  # (from flock: the folder was opened)
+            if fd is not None:
+                os.close(fd)
             return None
         except OSError:
             fd = None  # no folder (already cleaned): nothing to recover
@@ -150,7 +151,7 @@ class WorkerFolder:
 
     def _on_disk(self, value: str) -> bool:
         path = self.disk.absolute(value.split("\0")[-1])
-        return bool(path) and os.path.isfile(path) and not os.path.islink(path)
+        return bool(path and os.path.isfile(path) and not os.path.islink(path))
 
     # --- the session file ----------------------------------------------------------------------
 

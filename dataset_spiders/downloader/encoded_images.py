@@ -19,7 +19,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from itertools import chain
-from typing import IO, Any
+from typing import Any, Protocol
 
 import brotli
 from scrapy import Request
@@ -83,13 +83,22 @@ def decodable(content_encoding: list[bytes]) -> list[bytes]:
     return known
 
 
+class Readable(Protocol):
+    """What a decoder reads from: the body, or the decoder before it (``_Chunks``). (``seek``
+    because ``GzipFile``'s types ask for it; reading forward, it is never called.)"""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
 def inflated_size(body: bytes, encodings: list[bytes], limit: int) -> int:
     """How many bytes ``body`` inflates to, undoing ``encodings`` (last applied first).
 
     Counting stops as soon as it passes ``limit``; chunks are dropped as they are counted, so
     memory stays at a few chunks whatever the body inflates to. A body that stops decoding
     (corrupt, truncated) counts what came out before: Scrapy's decoders return that too."""
-    stream: IO[bytes] = io.BytesIO(body)
+    stream: Readable = io.BytesIO(body)
     for encoding in reversed(encodings):
         stream = _Chunks(_DECODERS[encoding](stream))
     total = 0
@@ -101,13 +110,13 @@ def inflated_size(body: bytes, encodings: list[bytes], limit: int) -> int:
     return total
 
 
-def _gzip(source: IO[bytes]) -> Iterator[bytes]:
+def _gzip(source: Readable) -> Iterator[bytes]:
     with gzip.GzipFile(fileobj=source) as member:  # every member, like Scrapy's gunzip
         while chunk := member.read1(CHUNK):
             yield chunk
 
 
-def _deflate(source: IO[bytes]) -> Iterator[bytes]:
+def _deflate(source: Readable) -> Iterator[bytes]:
     """zlib-wrapped deflate, or raw deflate as some servers send it (Scrapy accepts both)."""
     data = source.read(CHUNK)
     inflater = zlib.decompressobj()
@@ -129,7 +138,7 @@ def _deflate(source: IO[bytes]) -> Iterator[bytes]:
         out = inflater.decompress(data, CHUNK)
 
 
-def _brotli(source: IO[bytes]) -> Iterator[bytes]:
+def _brotli(source: Readable) -> Iterator[bytes]:
     decoder = brotli.Decompressor()
     while not decoder.is_finished():
         data = source.read(CHUNK) if decoder.can_accept_more_data() else b""
@@ -140,7 +149,7 @@ def _brotli(source: IO[bytes]) -> Iterator[bytes]:
             return
 
 
-def _zstd(source: IO[bytes]) -> Iterator[bytes]:
+def _zstd(source: Readable) -> Iterator[bytes]:
     with zstd.ZstdFile(source) as frames:  # every frame, like Scrapy's _unzstd
         while chunk := frames.read(CHUNK):
             yield chunk
@@ -158,6 +167,10 @@ class _Chunks(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        # RawIOBase.read says None only for a non-blocking stream with nothing yet: never here.
+        return super().read(size) or b""
 
     def readinto(self, buffer: Any) -> int:
         while not self._rest:

@@ -25,6 +25,7 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
 class DaemonThreads(ThreadPool):
     """A Twisted thread pool whose threads are daemons: started at once, never stopped or joined."""
 
+    # Twisted types threadFactory as the Thread class; it only calls it, so a function making a Thread does
     threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
 
     def __init__(self, maxthreads: int):
@@ -51,7 +52,9 @@ class DaemonThreadResolver(CachingThreadedResolver):
     """``CachingThreadedResolver`` whose lookups run in daemon threads (module docstring)."""
 
     def __init__(self, reactor: Any, cache_size: int, timeout: float, threads: int = 10):
-        super().__init__(_WithPool(reactor, DaemonThreads(threads)), cache_size, timeout)
+        # _WithPool stands in for the reactor (all but getThreadPool forwarded): it is not the ReactorBase
+        # Scrapy's annotation names
+        super().__init__(_WithPool(reactor, DaemonThreads(threads)), cache_size, timeout)  # type: ignore[arg-type]
 
     @classmethod
     def from_crawler(cls, crawler: Any, reactor: Any) -> DaemonThreadResolver:

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from scrapy import signals
@@ -59,12 +60,12 @@ BAR_FORMAT_STALLED = "{desc}: {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # no ba
 class Progress:
     """See the module docstring. ``stream`` and ``environ`` stand in for stderr and the environment."""
 
-    def __init__(self, crawler: Any, stream: TextIO | None = None, environ: dict[str, str] | None = None):
+    def __init__(self, crawler: Any, stream: TextIO | None = None, environ: Mapping[str, str] | None = None):
         s = crawler.settings
         mode = str(s.get("PROGRESS", "auto")).lower()
         if mode in ("off", "false", "0", "none"):
             raise NotConfigured("PROGRESS is off")
-        environ = os.environ if environ is None else environ  # type: ignore[assignment]
+        environ = os.environ if environ is None else environ
         self.stream = stream or sys.stderr
         self.json = str(environ.get(ENV, "")).lower() == "json"
         self.bar_wanted = not self.json and (mode == "bar" or (mode == "auto" and _isatty(self.stream)))
@@ -335,7 +336,8 @@ class Progress:
     def eta(self, n: dict[str, Any], per_s: float | None) -> float | None:
         if n["target"] is None or not per_s or n["kept"] >= n["target"]:
             return None
-        return (n["target"] - n["kept"]) / per_s
+        left: int = n["target"] - n["kept"]
+        return left / per_s
 
     def average(self, n: dict[str, Any]) -> float | None:
         """Images downloaded by this run per second of it (None for a run under a second)."""

@@ -27,7 +27,7 @@ from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 from twisted.python.failure import Failure
 
 from ..dataset import DatasetCore
-from ..dataset.disk import extension_for
+from ..dataset.formats import extension_for
 from ..dataset.validation import Limits, Placeholders, examine, opted_out
 from ..downloader.encoded_images import IMAGE_META
 from ..downloader.handler import GROUP_META
@@ -122,7 +122,9 @@ class DatasetImagesPipeline(ImagesPipeline):
     def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:
         return f"{item.stem}.{item.ext or 'img'}"
 
-    async def media_to_download(
+    # Scrapy's annotation names a Deferred only, but its caller (MediaPipeline._process_request)
+    # awaits whatever this returns through ensure_awaitable: a coroutine is taken as well.
+    async def media_to_download(  # type: ignore[override]
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> FileInfo | None:
         disk, stem = self.core.disk, item.stem
@@ -190,12 +192,12 @@ class DatasetImagesPipeline(ImagesPipeline):
         raise ImageRejected(outcome, detail) from None
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
-        for ok, value in results:
-            if ok and item.sha256 is None:
+        for _, value in results:  # (True, FileInfo) or (False, Failure)
+            if isinstance(value, Failure):
+                item.outcome, item.detail = classify(value.value)
+            elif item.sha256 is None:
                 # Scrapy hands a URL fetched earlier in the run its first result, not the bytes.
                 item.outcome, item.detail = Outcome.DUPLICATE, f"{item.url} was already fetched in this run"
-            elif ok:
-                item.outcome = value["status"]
             else:
-                item.outcome, item.detail = classify(value.value)
+                item.outcome = value["status"]
         return item

@@ -20,7 +20,7 @@ def asked_classes(run: dict[str, Any]) -> list[tuple[str, str]]:
     ``classes_given.txt`` (index, wnid, label) or else ``classes.txt`` (whose columns have
     changed over versions: the wnid is the first that looks like one, the label the last).
     Only a regular file of sane size; anything odd gives []."""
-    folders = run.get("folders") if isinstance(run.get("folders"), dict) else {}
+    folders = given if isinstance(given := run.get("folders"), dict) else {}
     images_dir = folders.get("images_dir")
     if not isinstance(images_dir, str) or not os.path.isabs(images_dir):
         return []

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from ..dataset import manifest, provenance
-from ..dataset.disk import DatasetDisk, is_image_name
+from ..dataset.disk import DatasetDisk
+from ..dataset.formats import is_image_name
 from ..dataset.manifest import Record
 from ..dataset.verify import refuse_special_files
 from ..outcomes import KEPT_OUTCOMES, Outcome
@@ -148,7 +149,7 @@ def run_seconds(run: dict[str, Any]) -> float | None:
     """How long a run took: its ``seconds`` (recorded at its end since they were), else from its
     ``started`` and ``ended`` (to the second); None for a run with no end (killed, or running)."""
     seconds = run.get("seconds")
-    if type(seconds) in (int, float) and math.isfinite(seconds) and seconds >= 0:
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
         return float(seconds)
     try:
         started, ended = (datetime.strptime(str(run[key]), "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "ended"))

@@ -78,7 +78,7 @@ def _asked(got: Gathered, summary: dict[str, Any]) -> str:
     # no secret shown, not even one an earlier version recorded (a token given as -atoken=...)
     command = run.get("command")
     line = shlex.join(redacted_command(command)) if isinstance(command, list) else scrub(str(command or ""))
-    arguments = hidden_arguments(run.get("arguments") if isinstance(run.get("arguments"), dict) else {})
+    arguments = hidden_arguments(given if isinstance(given := run.get("arguments"), dict) else {})
     rows = "".join(f"<tr><th>{escape(str(k))}</th><td><code>{escape(_json(v))}</code></td></tr>"
                    for k, v in arguments.items() if v not in (None, [], False, ""))
     status = run.get("exit_status")

@@ -15,10 +15,12 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 from PIL import Image
 
-from ..dataset.disk import DatasetDisk, is_image_name
+from ..dataset.disk import DatasetDisk
+from ..dataset.formats import is_image_name
 from .gather import Gathered, Sample
 
 MAX_FILE = 1 << 30  # bytes; a kept file is never larger (DOWNLOAD_MAXSIZE)
@@ -83,7 +85,7 @@ def _rgb(im: Image.Image) -> Image.Image:
         return white
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         wide = im.convert("F")
-        lo, hi = wide.getextrema()  # type: ignore[misc]
+        lo, hi = cast("tuple[float, float]", wide.getextrema())  # one band: (lowest, highest), not one per band
         scale = 255.0 / (hi - lo) if hi > lo else 1.0
         return wide.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
     return im.convert("RGB")

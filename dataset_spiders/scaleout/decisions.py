@@ -24,7 +24,7 @@ from ..dataset.identity import KeptRef, site_of
 from ..dataset.near_copies import is_hash, near_detail
 from ..dataset.worker_staging import WorkerFolder, new_worker_id
 from ..outcomes import Outcome
-from .state import Hooks, Rebuilt, SharedGone, SharedState, reference
+from .state import Hooks, Rebuilt, SharedGone, SharedState, reference, text
 
 if TYPE_CHECKING:
     from ..dataset.core import DatasetCore
@@ -385,8 +385,8 @@ class WorkerMode:
             self.folder.write_session(session)
         truth = Rebuilt()
         if core.seen is not None:
-            for name, refs in (("bytes", core.seen.by_bytes), ("pixels", core.seen.by_pixels)):
-                for digest, ref in refs.items():
+            for name, by_digest in (("bytes", core.seen.by_bytes), ("pixels", core.seen.by_pixels)):
+                for digest, ref in by_digest.items():
                     truth.digests[name][digest] = reference(ref.image_id, ref.group, disk.relative(ref.path) or "",
                                                             ref.url)
         truth.learned.update(f"{site}|{sha}" for site, sha in core.learner.learned)
@@ -410,10 +410,10 @@ class WorkerMode:
                     truth.refs.setdefault(key, {})[record.id] = reference(
                         record.id, record.group or "", record.path or "", record.url or "", record.pixels or "")
                 if core.seen is not None:
-                    ref = reference(record.id, record.group or "", record.path or "", record.url or "")
-                    for name, digest in (("bytes", record.sha256), ("pixels", record.pixels)):
-                        if digest:
-                            truth.digests[name].setdefault(digest, ref)
+                    stored = reference(record.id, record.group or "", record.path or "", record.url or "")
+                    for name, recorded in (("bytes", record.sha256), ("pixels", record.pixels)):
+                        if recorded:
+                            truth.digests[name].setdefault(recorded, stored)
                 if core.near is not None and is_hash(record.phash):
                     truth.add_near(record.phash or "", record.group or "", record.id, reference(
                         record.id, record.group or "", record.path or "", record.url or ""))
@@ -477,14 +477,14 @@ class SharedHosts:
             self._take(found)
             await asyncio.sleep(self.EVERY)
 
-    def _take(self, found: dict[bytes, bytes]) -> None:
+    def _take(self, found: dict[bytes | str, bytes | str]) -> None:
         now, mono = time.time(), time.monotonic()
         for raw_host, raw in found.items():
             with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
                 note = json.loads(raw)
                 left = float(note["until"]) - now
                 if left > 0:
-                    self.health.mark_down(raw_host.decode(), f"found by another worker: {note['why']}"[:300],
+                    self.health.mark_down(text(raw_host), f"found by another worker: {note['why']}"[:300],
                                           publish=False, now=mono, wait=left)
 
     def stop(self) -> None:

@@ -4,7 +4,7 @@ how a kept image is named in it, and how a rebuilt state is written."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,8 @@ class Hooks:
     #: (worker, staging, held: "group NUL id" -> "sha NUL pixels NUL path") -> those on disk, or
     #: None when the worker is alive after all (its staging folder is locked)
     reap_dead: Callable[[str, str, dict[str, str]], Awaitable[list[str] | None]]
-    withdraw: Callable[[list[tuple[str, str]]], Awaitable[None]]  # (reference, sha) of kept placeholders
+    #: (reference, sha) of kept placeholders; a coroutine, as it runs as a task of its own
+    withdraw: Callable[[list[tuple[str, str]]], Coroutine[Any, Any, None]]
 
 
 async def write_state(redis: Any, prefix: str, truth: Rebuilt, epoch: str, worker: str) -> None:
@@ -92,6 +93,12 @@ async def write_state(redis: Any, prefix: str, truth: Rebuilt, epoch: str, worke
                 pipe.sadd(key(f"near:{band}"), *held)
         pipe.set(key("epoch"), epoch)
         await pipe.execute()
+
+
+def text(value: bytes | str) -> str:
+    """What Redis answered, as text: our client gets bytes (no ``decode_responses``), which its
+    types cannot know."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def reference(image_id: str, group: str, path: str, url: str, pixels: str = "") -> str:

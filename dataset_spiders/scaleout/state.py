@@ -19,13 +19,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ..dataset.decisions import SharedGone
 from . import scripts as lua
-from .rebuild import BATCH_DELAY, Hooks, Rebuilt, reference, safe_url, write_state
+from .rebuild import BATCH_DELAY, Hooks, Rebuilt, reference, safe_url, text, write_state
 
-__all__ = ["Hooks", "Rebuilt", "SharedGone", "SharedState", "reference"]
+__all__ = ["Hooks", "Rebuilt", "SharedGone", "SharedState", "reference", "text"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class SharedState:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for args in calls:
                     await script(args=[self.prefix, self.epoch, *args], client=pipe)
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         answers = [[a.decode() if isinstance(a, bytes) else a for a in answer] for answer in await self._retrying(send)]
         for i, answer in enumerate(answers):
@@ -262,7 +263,8 @@ class SharedState:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.key(f"alive:{self.worker}"), "1", px=int(self.lease * 1000))
             pipe.get(self.key("epoch"))
-            return (await pipe.execute())[1]  # type: ignore[no-any-return]
+            epoch: bytes | None = (await pipe.execute())[1]
+            return epoch
 
     async def reap(self) -> None:
         """Give back the share of every worker whose lease ran out and whose staging folder is free."""
@@ -271,9 +273,9 @@ class SharedState:
         for raw, staging in workers.items():
             worker = raw.decode()
             alive = self.key(f"alive:{worker}")
-            if worker == self.worker or await self._retrying(lambda k=alive: self.redis.exists(k)):
+            if worker == self.worker or await self._retrying(partial(self.redis.exists, alive)):
                 continue
-            found = await self._retrying(lambda w=worker: self.redis.hgetall(self.key(f"held:{w}")))
+            found = await self._retrying(partial(self.redis.hgetall, self.key(f"held:{worker}")))
             held = {k.decode(): v.decode() for k, v in found.items()}
             on_disk = await self.hooks.reap_dead(worker, staging.decode(), held)
             if on_disk is None:
@@ -303,7 +305,7 @@ class SharedState:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for group in groups:
                     pipe.hlen(self.key(f"kept:{group}"))
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         return dict(zip(groups, await self._retrying(read), strict=True))
 
@@ -323,7 +325,7 @@ class SharedState:
             if await self.redis.set(key, self.worker, nx=True, px=ms):
                 return True
             holder = await self.redis.get(key)
-            if holder and holder.decode() == self.worker:
+            if holder and text(holder) == self.worker:
                 await self.redis.pexpire(key, ms)
                 return True
             return False

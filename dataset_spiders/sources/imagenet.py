@@ -152,7 +152,8 @@ def _host(url: str) -> str | None:
 
 
 def _authority_host(rest: str) -> str | None:
-    netloc = _AUTHORITY.match(rest)[0].rpartition("@")[2]  # always matches, maybe empty
+    authority = _AUTHORITY.match(rest)  # always matches, maybe empty
+    netloc = (authority[0] if authority else "").rpartition("@")[2]
     if netloc.startswith("["):  # IPv6 literal
         return netloc[1:].partition("]")[0].lower() or None
     return netloc.partition(":")[0].rstrip(".").lower() or None

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlencode, urljoin, urlsplit
 
 ISIC_ID = re.compile(r"ISIC_[0-9]{7}")
@@ -50,7 +50,7 @@ def valid_id(isic_id: Any) -> bool:
     return isinstance(isic_id, str) and ISIC_ID.fullmatch(isic_id) is not None
 
 
-def valid_object_id(value: Any) -> bool:
+def valid_object_id(value: Any) -> TypeGuard[str]:
     """A v1 (Mongo) id: 24 hex digits, safe to put in a URL path."""
     return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{24}", value) is not None
 
@@ -112,15 +112,21 @@ def image_url(value: Any, base: str) -> str | None:
     return url if urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname else None
 
 
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """The JSON object at ``key``; {} when there is none (absent, null, or not an object)."""
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def v2_record(raw: Any, page_url: str = "") -> IsicRecord:
     if not isinstance(raw, dict):
         raise RecordError(f"a result is not a JSON object: {str(raw)[:80]}")
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-    clinical = metadata.get("clinical") if isinstance(metadata.get("clinical"), dict) else {}
-    acquisition = metadata.get("acquisition") if isinstance(metadata.get("acquisition"), dict) else {}
-    files = raw.get("files") if isinstance(raw.get("files"), dict) else {}
-    full = files.get("full") if isinstance(files.get("full"), dict) else {}
-    thumbnail = files.get("thumbnail_256") if isinstance(files.get("thumbnail_256"), dict) else {}
+    metadata = _object(raw, "metadata")
+    clinical = _object(metadata, "clinical")
+    acquisition = _object(metadata, "acquisition")
+    files = _object(raw, "files")
+    full = _object(files, "full")
+    thumbnail = _object(files, "thumbnail_256")
     url = image_url(full.get("url"), page_url)
     size = full.get("size")
     return IsicRecord(
@@ -212,10 +218,10 @@ def v1_label(value: Any) -> str | None:
 def v1_record(raw: Any, api_url: str) -> IsicRecord:
     if not isinstance(raw, dict):
         raise RecordError(f"a result is not a JSON object: {str(raw)[:80]}")
-    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
-    clinical = meta.get("clinical") if isinstance(meta.get("clinical"), dict) else {}
-    acquisition = meta.get("acquisition") if isinstance(meta.get("acquisition"), dict) else {}
-    dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
+    meta = _object(raw, "meta")
+    clinical = _object(meta, "clinical")
+    acquisition = _object(meta, "acquisition")
+    dataset = _object(raw, "dataset")
     source_id = raw.get("_id")
     if not valid_object_id(source_id):
         raise RecordError(f"record {str(raw.get('name'))[:40]!r} has no valid _id")

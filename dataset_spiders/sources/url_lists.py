@@ -11,7 +11,7 @@ import re
 import tarfile
 import zlib
 from collections.abc import Iterator
-from typing import IO
+from typing import Protocol
 
 ACCEPTED = "a fall11_urls.txt-style list (<wnid>_<n> TAB URL), gzipped (.gz), or alone in a .tgz/.tar.gz/.tar"
 _LINE = re.compile(rb"\s*n\d{8}_\S+\s+https?://\S", re.IGNORECASE)
@@ -19,12 +19,18 @@ _OTHER = {b"PK\x03\x04": "a ZIP archive", b"BZh": "a bzip2 file", b"\xfd7zXZ": "
           b"7z\xbc\xaf": "a 7-Zip archive", b"Rar!": "a RAR archive", b"%PDF": "a PDF"}
 
 
+class Stream(Protocol):
+    """What a list is read through: the file, a GzipFile over it, or a tar member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def _is_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
 @contextlib.contextmanager
-def open_url_list(path: str) -> Iterator[IO[bytes]]:
+def open_url_list(path: str) -> Iterator[Stream]:
     """The list's bytes as a stream, whatever it came in. ValueError: not a URL list (one line)."""
     with open(path, "rb") as raw:
         head = raw.read(512)

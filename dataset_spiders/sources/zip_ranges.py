@@ -65,8 +65,8 @@ class Member:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Member:
-        return cls(str(obj["name"]), *(int(obj[k]) for k in ("method", "crc", "compressed", "size", "offset")),
-                   flags=int(obj.get("flags", 0)))
+        method, crc, compressed, size, offset = (int(obj[k]) for k in ("method", "crc", "compressed", "size", "offset"))
+        return cls(str(obj["name"]), method, crc, compressed, size, offset, flags=int(obj.get("flags", 0)))
 
 
 def content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -171,7 +171,7 @@ def data_offset(header: bytes, member: Member) -> int:
     if len(header) < LOCAL_SIZE or header[:4] != LOCAL:
         raise ZipError(f"no local header where the central directory puts {member.name}")
     name_len, extra_len = struct.unpack_from("<HH", header, 26)
-    return member.offset + LOCAL_SIZE + name_len + extra_len
+    return member.offset + LOCAL_SIZE + int(name_len) + int(extra_len)
 
 
 def extract(member: Member, data: bytes) -> bytes:

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import scrapy
 from scrapy import Request
@@ -18,7 +18,7 @@ from scrapy.utils.misc import load_object
 
 from ..dataset import DatasetCore, selection
 from ..dataset.provenance import read_runs, recorded_folders
-from ..params import parse_args
+from ..params import ArgumentModel, parse_args
 from ..secrets import SECRET_ARGUMENTS, hidden_arguments, hidden_settings, protect, redacted_command, scrubbed
 from .preflight import space_problem
 
@@ -36,8 +36,9 @@ class SourceError(Exception):
 class DatasetSpider(scrapy.Spider):
     """Base class: ``Params`` is the argument model, checked before anything is requested."""
 
-    Params: ClassVar[type]
-    target_per: ClassVar[str] = "selection"  # what the target counts: the selection, or each class
+    Params: ClassVar[type[ArgumentModel]]
+    params: ArgumentModel  # a ``Params``; subclasses declare theirs
+    target_per: str = "selection"  # what the target counts: the selection, each class, each label
     core: DatasetCore
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -45,10 +46,10 @@ class DatasetSpider(scrapy.Spider):
         self.params = parse_args(self.Params, kwargs)
 
     @classmethod
-    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> DatasetSpider:
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Self:
         protect(crawler.settings, kwargs)  # (the crawl command did, unless the crawl is started from code)
         spider = super().from_crawler(crawler, *args, **kwargs)
-        root = spider.params.out_dir  # type: ignore[attr-defined]
+        root = spider.params.out_dir
         target = spider.target()
         contact = crawler.settings.get("DATASET_CONTACT")
         if contact and "contact:" not in crawler.settings.get("USER_AGENT", ""):
@@ -218,7 +219,8 @@ class DatasetSpider(scrapy.Spider):
         try:
             return response.status, json.loads(response.body)
         except (ValueError, RecursionError):
-            kind = response.headers.get(b"Content-Type", b"?").decode("latin-1")
+            content_type = response.headers.get(b"Content-Type", b"?")
+            kind = content_type.decode("latin-1") if content_type is not None else "?"
             raise SourceError(
                 f"the {what} {url} answered HTTP {response.status} with {kind}, not JSON"
             ) from None

@@ -41,6 +41,18 @@ class ImagenetSpider(DatasetSpider):
     name = "imagenet"
     Params = ImagenetParams
     params: ImagenetParams
+    # set in from_crawler:
+    api_url: str
+    domains: list[str] | None  # flickr_only: the hosts a URL must be on
+    images_dir: str
+    outcomes: defaultdict[str, Counter[str]]  # class -> outcome -> images
+    requeued: set[str]  # surplus images put back once, for a withdrawal to use
+    retried: Counter[str]  # image id -> failed connections tried again behind the others
+    host_pending: Counter[str]  # host -> our candidates on it in flight
+    asking: dict[str, str]  # image id in flight -> its host
+    short_probe_after: float
+    stall_after: float
+    retry_times: int
     custom_settings = {
         "IMAGES_DOWNLOAD_TIMEOUT": 60,  # the whole download: slow but living hosts keep their big images
         "IMAGES_FIRST_BYTE_TIMEOUT": 15,  # silent hosts (hung, black-holed) are given up on this soon
@@ -64,12 +76,12 @@ class ImagenetSpider(DatasetSpider):
         spider.api_url = spider.params.api_url or crawler.settings.get("IMAGENET_API_URL")
         spider.domains = crawler.settings.getlist("FLICKR_DOMAINS") if spider.params.flickr_only else None
         spider.images_dir = spider.params.folder()
-        spider.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        spider.outcomes = defaultdict(Counter)
         spider.candidate_of = {}
-        spider.requeued: set[str] = set()
-        spider.retried: Counter[str] = Counter()  # image id -> failed connections tried again behind the others
-        spider.host_pending: Counter[str] = Counter()  # host -> our candidates on it in flight
-        spider.asking: dict[str, str] = {}  # image id in flight -> its host
+        spider.requeued = set()
+        spider.retried = Counter()
+        spider.host_pending = Counter()
+        spider.asking = {}
         spider.short_probe_after = crawler.settings.getfloat("HOSTS_SHORT_PROBE_AFTER")
         spider.stall_after = crawler.settings.getfloat("HOSTS_STALL_AFTER")
         retry_times = crawler.settings.get("IMAGES_RETRY_TIMES")
@@ -99,8 +111,9 @@ class ImagenetSpider(DatasetSpider):
         quota = self.core.quota
         try:
             classes = await asyncio.to_thread(self.load_classes)
-            self.core.plan = Plan(self.params.per_class * len(classes), len(classes))
-            expected = self.core.plan.images * self.settings.getint("IMAGENET_AVERAGE_IMAGE_BYTES")
+            planned = self.params.per_class * len(classes)
+            self.core.plan = Plan(planned, len(classes))
+            expected = planned * self.settings.getint("IMAGENET_AVERAGE_IMAGE_BYTES")
             if not await asyncio.to_thread(self.check_space, self.images_dir, expected):
                 return
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None

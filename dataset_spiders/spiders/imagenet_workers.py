@@ -85,7 +85,7 @@ async def feed_shared(
     parked: deque[tuple[float, ClassState]] = deque()  # (ask again after, class)
     asked: dict[str, tuple[float, int]] = {}  # class -> (ask again after, its own in flight then)
     while (waiting or active or parked) and not quota.stopped:
-        starting = []
+        starting: list[ClassState] = []
         while len(active) + len(starting) < max_active and (waiting or (parked and parked[0][0] <= loop.time())):
             starting.append(waiting.popleft() if waiting else parked.popleft()[1])
         await asyncio.gather(*(spider.load_candidates(s, from_file) for s in starting if not s.loaded))

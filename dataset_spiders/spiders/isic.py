@@ -38,6 +38,16 @@ class IsicSpider(DatasetSpider):
     Params = IsicParams
     params: IsicParams
     masks: isic_masks.IsicMasks | None = None  # v2 masks from the challenge archives (segmentation=true)
+    # set in from_crawler:
+    api_url: str
+    images_dir: str
+    descs_dir: str
+    seg_dir: str
+    licenses_asked: set[str]
+    token: str | None
+    ledger: splits.Ledger | None  # with splits: each group's split, from the dataset on disk, then as met
+    # set while listing:
+    label_states: dict[str, isic_labels.LabelState]  # per_label: each label's search
     custom_settings = {
         "IMAGES_MAX_PIXELS": 1_000_000_000,  # ISIC keeps TIFFs of over 100 megapixels
         "IMAGES_DOWNLOAD_TIMEOUT": 300,
@@ -50,9 +60,9 @@ class IsicSpider(DatasetSpider):
         setting = "ISIC_API_URL" if p.api_version == 2 else "ISIC_V1_API_URL"
         spider.api_url = (p.api_url or crawler.settings.get(setting)).rstrip("/")
         spider.images_dir, spider.descs_dir, spider.seg_dir = (p.folder(n) for n in ("images", "descs", "seg"))
-        spider.licenses_asked: set[str] = set()
+        spider.licenses_asked = set()
         spider.token = isic_access.resolve_token(p.token, crawler.settings)
-        spider.ledger = None  # with splits: each group's split, from the dataset on disk, then as met
+        spider.ledger = None
         if p.per_label:
             spider.target_per = "label"
         crawler.signals.connect(spider.on_recorded, signal=our_signals.image_recorded)

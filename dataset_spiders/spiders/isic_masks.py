@@ -19,6 +19,7 @@ from typing import Any
 
 from scrapy import Request
 
+from ..dataset import DatasetCore
 from ..dataset.quota import Plan
 from ..dataset.validation import Limits, Placeholders, examine
 from ..items import ImageItem
@@ -46,7 +47,7 @@ class IsicMasks:
 
     def __init__(self, spider: Any):
         self.spider = spider
-        self.core = spider.core
+        self.core: DatasetCore = spider.core
         self.urls = [u.strip() for u in spider.settings.getlist("ISIC_MASK_ARCHIVES") if u.strip()]
         self.reader = ArchiveReader(spider, self.core.disk.root)
         self.index: dict[str, tuple[Archive, Member]] = {}

@@ -3,6 +3,7 @@ that serves masks itself; v2 masks come from the challenge archives, ``isic_mask
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -62,7 +63,8 @@ async def v1_full(spider: IsicSpider, raw: Any) -> Any:
 
 def parse_segmentations(spider: IsicSpider, response: Response, isic_id: str) -> Any:
     try:
-        candidates = isic.pick_segmentations(response.json(), spider.params.seg_level)
+        # the body, not response.json(): Scrapy makes a plain Response (no json()) of a body it finds binary
+        candidates = isic.pick_segmentations(json.loads(response.body), spider.params.seg_level)
     except (ValueError, isic.RecordError) as exc:
         logger.warning("%s: unusable segmentation list: %s", isic_id, exc)
         return

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from scrapy import Request, signals
 from scrapy.http import Response
@@ -21,6 +21,9 @@ from scrapy.http import Response
 from ..dataset.files import open_regular, unlink_quietly
 from ..sources import zip_ranges
 from ..sources.zip_ranges import Member, ZipError
+
+if TYPE_CHECKING:
+    from .base import DatasetSpider
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class Archive:
 class ArchiveReader:
     """Reads archives for a spider: byte ranges through its engine, and the cache folder."""
 
-    def __init__(self, spider: Any, root: str):
+    def __init__(self, spider: DatasetSpider, root: str):
         self.spider = spider
         self.stats = spider.crawler.stats
         self.cache = os.path.join(root, CACHE_FOLDER)
@@ -78,7 +81,7 @@ class ArchiveReader:
         if archive.whole:
             return await asyncio.to_thread(_read_file, archive.whole, start, length)
         response = await self.get(archive.url, f"bytes={start}-{start + length - 1}")
-        got = zip_ranges.content_range(response.headers.get(b"Content-Range", b"").decode("latin-1"))
+        got = _content_range(response)
         if response.status != 206 or got is None:
             raise RangeRefused(f"{archive.url} answered HTTP {response.status} to a Range request, not 206 with a "
                                "range", response.status)
@@ -103,7 +106,7 @@ class ArchiveReader:
         with WholeDownloadProgress(self.spider, url):
             response = await self.get(url, f"bytes=-{zip_ranges.TAIL}")
         if response.status == 206:
-            got = zip_ranges.content_range(response.headers.get(b"Content-Range", b"").decode("latin-1"))
+            got = _content_range(response)
             if got is None or got[2] is None or got[1] != got[2] - 1:
                 raise ZipError(f"{url} answered a Range request without a usable Content-Range")
             archive, tail = Archive(url, got[2], []), response.body
@@ -207,7 +210,13 @@ class WholeDownloadProgress:
             logger.info("%s: %.1f of %.1f MB", self.url, self.got / 1e6, self.expected / 1e6)
 
 
-def _open_no_link(path: str) -> Any:
+def _content_range(response: Response) -> tuple[int, int, int | None] | None:
+    """The response's ``Content-Range``, read (None: none, or none we can use)."""
+    value = response.headers.get(b"Content-Range")
+    return zip_ranges.content_range(value.decode("latin-1") if value is not None else None)
+
+
+def _open_no_link(path: str) -> IO[bytes]:
     """``path`` opened for reading, refusing a symlink (OSError)."""
     return open_regular(path, follow=False)
 
