@@ -36,7 +36,7 @@ from ..dataset.hosts import HostHealth, host_of
 from ..outcomes import GroupFull
 from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads
-from .scrapy_compat import CONNECT_TIMEOUT_META, ConnectLimitedDownloadHandler
+from .scrapy_compat import CONNECT_TIMEOUT_META, ConnectLimitedDownloadHandler, engine_closing
 
 GROUP_META = "dataset_group"
 FIRST_BYTE_META = "download_first_byte_timeout"  # seconds from the start to the first byte of the answer
@@ -211,6 +211,10 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
 
     async def _fetch(self, request: Request) -> Response:
         async with self._caps.slot(request):
+            if engine_closing(self._crawler) and self._quota is not None:
+                self._quota.stop()  # a Ctrl-C: no more images go in flight
+            if self._quota is not None and self._quota.stopped:  # the run stops: not started, not asked
+                raise DownloadCancelledError("the run is stopping")
             if self._budgeted is None:
                 return await self._watched(request)
             return await self._budgeted.download(request, self._watched)

@@ -8,6 +8,10 @@ upgrade of Scrapy changes it.
   agent takes the connect limit in its private ``_ScrapyAgent._get_agent``; the handler below
   builds its agent the way ``HTTP11DownloadHandler.download_request`` does, with that one method
   overridden, when a request carries ``meta['download_connect_timeout']``.
+- **Whether the engine is closing.** After a Ctrl-C the engine waits for every download it has
+  in progress (``ExecutionEngine._slot.closing`` is set at once, before that wait), and the
+  image stage's downloads waiting for a slot would all be made: ``engine_closing`` lets the
+  handler cancel those not yet started.
 """
 
 from __future__ import annotations
@@ -60,3 +64,10 @@ class ConnectLimitedDownloadHandler(HTTP11DownloadHandler):
                 logger.warning(get_dataloss_msg(request.url))
                 self._fail_on_dataloss_warned = True
             raise
+
+
+def engine_closing(crawler: Any) -> bool:
+    """Whether the crawl's engine has begun closing its spider (a Ctrl-C, a close request)."""
+    engine = getattr(crawler, "engine", None)
+    slot = getattr(engine, "_slot", None)
+    return slot is not None and slot.closing is not None

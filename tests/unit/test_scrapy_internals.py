@@ -99,3 +99,29 @@ def test_the_connect_limit_reaches_the_agents_endpoint_not_the_whole_timeout():
     proxied = agent._get_agent(Request("http://example.com/a.jpg", meta={CONNECT_TIMEOUT_META: 3,
                                                                           "proxy": "http://127.0.0.1:3128"}), 60)
     assert proxied._endpointFactory._connectTimeout == 3  # through a proxy: the hop to the proxy
+
+
+def test_the_engine_says_it_is_closing_before_it_waits_for_its_downloads():
+    """downloader/scrapy_compat.py ``engine_closing``: a Ctrl-C sets ``ExecutionEngine._slot.closing``
+    first, then waits for the downloads in progress; the handler cancels those not yet started."""
+    import inspect
+
+    from scrapy.core.engine import ExecutionEngine
+
+    from dataset_spiders.downloader.scrapy_compat import engine_closing
+
+    source = inspect.getsource(ExecutionEngine.close_spider_async)
+    assert source.index("self._slot.closing") < source.index("await self._slot.close()")
+
+    class Slot:
+        closing = None
+
+    class Engine:
+        _slot = Slot()
+
+    class Crawler:
+        engine = Engine()
+
+    assert not engine_closing(Crawler())
+    Slot.closing = object()  # type: ignore[assignment]
+    assert engine_closing(Crawler()) and not engine_closing(object())
