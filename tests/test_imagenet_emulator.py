@@ -145,7 +145,7 @@ def test_redirects_and_placeholders(hosts: PhotoHosts) -> None:
 def test_huge_pixels_is_a_small_decompression_bomb(hosts: PhotoHosts, monkeypatch: pytest.MonkeyPatch) -> None:
     status, _, headers, body = fetch("http://www.example-photos.com/bomb.png", hosts.url)
     assert status == 200 and headers["Content-Type"] == "image/png" and len(body) < 100_000
-    # Pillow's own limit (the image stage, once imported in this process, replaces it by ours)
+    # Pillow's own limit (the image stage lifts it only around its own opens, for ours)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024 * 1024 // 4 // 3)
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(body))

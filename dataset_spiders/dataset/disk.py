@@ -22,6 +22,7 @@ from ..outcomes import ImageRejected, Outcome
 from .files import STAGING_DIR, NotRegularFile, atomic_write, open_regular, refuse_special
 from .formats import ALL_EXTENSIONS
 from .manifest import MANIFEST_NAME, Record
+from .validation import Limits, inspect_image
 
 logger = logging.getLogger(__name__)
 
@@ -309,8 +310,6 @@ def _stem(path: str) -> str:
 
 
 def _describe_file(path: str, limits: Any) -> Record | None:
-    from .validation import Limits, inspect_image
-
     try:
         decoded = inspect_image(path, limits or Limits(max_pixels=2**40))
     except ImageRejected:

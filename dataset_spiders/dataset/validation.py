@@ -12,22 +12,34 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..outcomes import ImageRejected, Outcome
 from .files import open_regular
 from .formats import FORMAT_EXTENSIONS
 from .near_copies import perceptual_hash
 
-# Our own limit (IMAGES_MAX_PIXELS) is checked before decoding, so Pillow's global one, which
-# only warns between 89 and 179 megapixels, is not needed.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
 _TEXT_STARTS = (b"<", b"{", b"[", b"\xef\xbb\xbf<")
+
+
+_PILLOW_LIMIT = threading.Lock()
+
+
+def open_image(f: IO[bytes]) -> Image.Image:
+    """``Image.open`` under our pixel limit instead of Pillow's. Pillow's is process-wide (it warns
+    between 89 and 179 megapixels and refuses above); ours (``IMAGES_MAX_PIXELS``) is checked on the
+    header before any decoding, so Pillow's is lifted for this one open only, not for the process
+    we run in."""
+    with _PILLOW_LIMIT:
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(f)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ def _inspect(f: IO[bytes], limits: Limits) -> Decoded:
         kind = "an HTML page" if head[:1] == b"<" or head[3:4] == b"<" else "text"
         raise ImageRejected(Outcome.NOT_IMAGE, f"the server sent {kind}, not an image")
     try:
-        im = Image.open(f)
+        im = open_image(f)
     except UnidentifiedImageError:
         raise ImageRejected(Outcome.NOT_IMAGE, "not an image format Pillow knows") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -29,14 +29,13 @@ from scrapy import Request, signals
 from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError
 from scrapy.http import Response
 from scrapy.utils.httpobj import urlparse_cached
-from twisted.internet.endpoints import HostnameEndpoint
 
 from ..dataset import DatasetCore
 from ..dataset.hosts import HostHealth, host_of
 from ..outcomes import GroupFull
 from .encoded_images import IMAGE_META
 from .memory_budget import BudgetedDownloads
-from .scrapy_compat import CONNECT_TIMEOUT_META, ConnectLimitedDownloadHandler, engine_closing
+from .scrapy_compat import CONNECT_TIMEOUT_META, ConnectLimitedDownloadHandler, engine_closing, quick_refusals
 
 GROUP_META = "dataset_group"
 FIRST_BYTE_META = "download_first_byte_timeout"  # seconds from the start to the first byte of the answer
@@ -46,11 +45,6 @@ NO_ANSWER_META = "dataset_no_answer"  # set on a request that failed before its 
 class FirstByteTimeout(DownloadTimeoutError):
     """The host did not begin to answer in time (a host that accepts and never answers)."""
 
-#: Twisted's HostnameEndpoint reports a refused connection only when its next "happy eyeballs"
-#: attempt would start, 0.3 s later: a dead image host cost 0.3 s per try, and a list of dead
-#: URLs went at 20-30 candidates a second. Attempts to a host's next address now start 10 ms
-#: apart, and a refusal is known at once. (No public setting reaches it through Scrapy's agent.)
-HostnameEndpoint._DEFAULT_ATTEMPT_DELAY = 0.01
 
 
 class _Gate:
@@ -188,6 +182,7 @@ class CancelWhenFullDownloadHandler(ConnectLimitedDownloadHandler):
 
     def __init__(self, crawler: Any):
         super().__init__(crawler)
+        quick_refusals()
         self._budgeted = BudgetedDownloads.of(crawler)
         core = crawler.get_extension(DatasetCore)
         self._quota = core.quota if core is not None else None

@@ -12,6 +12,11 @@ upgrade of Scrapy changes it.
   in progress (``ExecutionEngine._slot.closing`` is set at once, before that wait), and the
   image stage's downloads waiting for a slot would all be made: ``engine_closing`` lets the
   handler cancel those not yet started.
+- **A refused connection known at once.** Twisted's ``HostnameEndpoint``, which Scrapy's agent
+  uses, reports a refusal only when its next "happy eyeballs" attempt would start, 0.3 s later:
+  a dead image host cost 0.3 s per try. ``quick_refusals`` (called when the handler is made,
+  never on import) starts the attempts to a host's next address 10 ms apart; no public setting
+  reaches it through Scrapy's agent.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from scrapy.exceptions import ResponseDataLossError
 from scrapy.http import Response
 from scrapy.utils._download_handlers import get_dataloss_msg, wrap_twisted_exceptions
 from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.endpoints import HostnameEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +77,8 @@ def engine_closing(crawler: Any) -> bool:
     engine = getattr(crawler, "engine", None)
     slot = getattr(engine, "_slot", None)
     return slot is not None and slot.closing is not None
+
+
+def quick_refusals() -> None:
+    """Connection attempts to a host's next address 10 ms apart, not 0.3 s (module docstring)."""
+    HostnameEndpoint._DEFAULT_ATTEMPT_DELAY = 0.01

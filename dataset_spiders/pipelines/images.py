@@ -50,8 +50,12 @@ class _RecordedFailures(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], ImageRejected))
 
-
-logging.getLogger("scrapy.pipelines.media").addFilter(_RecordedFailures())
+    @classmethod
+    def install(cls) -> None:
+        """Once per process, when an image stage is made (never on import)."""
+        media = logging.getLogger("scrapy.pipelines.media")
+        if not any(isinstance(f, cls) for f in media.filters):
+            media.addFilter(cls())
 
 
 class DatasetImagesPipeline(ImagesPipeline):
@@ -62,6 +66,7 @@ class DatasetImagesPipeline(ImagesPipeline):
 
     def __init__(self, store_uri: str, download_func: None = None, *, crawler: Any):
         super().__init__(store_uri, crawler=crawler)
+        _RecordedFailures.install()
         s = crawler.settings
         self.core = DatasetCore.of(crawler)
         self.timeout: float = s.getfloat("IMAGES_DOWNLOAD_TIMEOUT", 0) or 0

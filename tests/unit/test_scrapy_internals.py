@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import sys
 
 import pytest
 from scrapy import Request
@@ -62,24 +63,53 @@ def test_scrapy_says_why_it_refused_a_body_only_in_words():
 
 
 def test_the_media_pipeline_logs_each_failure_on_its_own_logger():
-    """pipelines/images.py filters that logger's tracebacks: our failures are outcomes."""
+    """pipelines/images.py filters that logger's tracebacks (our failures are outcomes), once the
+    image stage is made, and once only; importing it changes nothing."""
     from scrapy.pipelines import media
 
     assert media.logger.name == "scrapy.pipelines.media"
-    import dataset_spiders.pipelines.images  # noqa: F401 - installs the filter
+    from dataset_spiders.outcomes import ImageRejected, Outcome
+    from dataset_spiders.pipelines.images import _RecordedFailures
 
-    assert any(type(f).__name__ == "_RecordedFailures" for f in logging.getLogger("scrapy.pipelines.media").filters)
+    logger = logging.getLogger("scrapy.pipelines.media")
+    saved = list(logger.filters)
+    try:
+        for f in saved:
+            logger.removeFilter(f)
+        _RecordedFailures.install()
+        _RecordedFailures.install()
+        assert [type(f) for f in logger.filters] == [_RecordedFailures]
+        try:
+            raise ImageRejected(Outcome.CORRUPT, "x")
+        except ImageRejected:
+            ours = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "File", (), sys.exc_info())
+        assert not logger.filter(ours)
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            bug = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "File", (), sys.exc_info())
+        assert logger.filter(bug)
+    finally:
+        for f in list(logger.filters):
+            logger.removeFilter(f)
+        for f in saved:
+            logger.addFilter(f)
 
 
 def test_a_refused_connection_is_not_held_back_by_the_happy_eyeballs_delay():
-    """downloader/handler.py lowers Twisted's attempt delay, which Scrapy's agent
-    leaves at its default: a dead host's refusal was reported 0.3 s late."""
+    """downloader/scrapy_compat.py lowers Twisted's attempt delay (when the handler is made), which
+    Scrapy's agent leaves at its default: a dead host's refusal was reported 0.3 s late."""
     from twisted.internet import reactor
     from twisted.internet.endpoints import HostnameEndpoint
 
-    import dataset_spiders.downloader.handler  # noqa: F401 - sets the delay
+    from dataset_spiders.downloader.scrapy_compat import quick_refusals
 
-    assert HostnameEndpoint(reactor, b"example.com", 80)._attemptDelay == 0.01
+    saved = HostnameEndpoint._DEFAULT_ATTEMPT_DELAY
+    try:
+        quick_refusals()
+        assert HostnameEndpoint(reactor, b"example.com", 80)._attemptDelay == 0.01
+    finally:
+        HostnameEndpoint._DEFAULT_ATTEMPT_DELAY = saved
 
 
 def test_the_connect_limit_reaches_the_agents_endpoint_not_the_whole_timeout():
