@@ -13,6 +13,8 @@ import hashlib
 import io
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -29,17 +31,29 @@ _TEXT_STARTS = (b"<", b"{", b"[", b"\xef\xbb\xbf<")
 _PILLOW_LIMIT = threading.Lock()
 
 
-def open_image(f: IO[bytes]) -> Image.Image:
-    """``Image.open`` under our pixel limit instead of Pillow's. Pillow's is process-wide (it warns
-    between 89 and 179 megapixels and refuses above); ours (``IMAGES_MAX_PIXELS``) is checked on the
-    header before any decoding, so Pillow's is lifted for this one open only, not for the process
-    we run in."""
+@contextmanager
+def opened_image(f: IO[bytes]) -> Iterator[Image.Image]:
+    """``Image.open`` judged by our pixel limit, not Pillow's. Pillow's is process-wide (it warns
+    between 89 and 179 megapixels and refuses above, on open and again on decode); ours
+    (``IMAGES_MAX_PIXELS``) is checked on the header before any decoding. So Pillow's is lifted
+    only for our own opens and, for an image over it, while that image is decoded (one such image
+    at a time, under a lock); it is never changed for the process we run in."""
     with _PILLOW_LIMIT:
         pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            return Image.open(f)
+            im = Image.open(f)
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
+    with im:
+        if pillow_limit is None or im.width * im.height <= pillow_limit:
+            yield im
+            return
+        with _PILLOW_LIMIT:
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                yield im
+            finally:
+                Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 @dataclass(frozen=True)
@@ -89,37 +103,42 @@ def _inspect(f: IO[bytes], limits: Limits) -> Decoded:
         kind = "an HTML page" if head[:1] == b"<" or head[3:4] == b"<" else "text"
         raise ImageRejected(Outcome.NOT_IMAGE, f"the server sent {kind}, not an image")
     try:
-        im = open_image(f)
+        with opened_image(f) as im:
+            return _decode(im, limits)
     except UnidentifiedImageError:
         raise ImageRejected(Outcome.NOT_IMAGE, "not an image format Pillow knows") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:  # (the decode's own errors are ImageRejected)
         raise ImageRejected(Outcome.CORRUPT, f"unreadable header: {exc}") from None
-    with im:
-        width, height = im.size
-        fmt = im.format or "?"
-        if fmt not in FORMAT_EXTENSIONS:
-            raise ImageRejected(Outcome.NOT_IMAGE, f"{fmt} images are not accepted")
-        if width * height > limits.max_pixels:
-            raise ImageRejected(Outcome.TOO_LARGE, f"{width}x{height} is over {limits.max_pixels} pixels")
-        if width < limits.min_width or height < limits.min_height:
-            raise ImageRejected(Outcome.TOO_SMALL, f"{width}x{height} < {limits.min_width}x{limits.min_height}")
-        if fmt in ("JPEG", "MPO"):
-            # Decoding at 1/8 scale still reads every byte of the entropy-coded data, so a
-            # truncated file is caught at a fraction of the cost of a full decode.
-            im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
-        try:
-            im.load()
-        except OSError as exc:
-            cut = "truncated" in str(exc) or "broken data stream" in str(exc)
-            outcome = Outcome.TRUNCATED if cut else Outcome.CORRUPT
-            raise ImageRejected(outcome, str(exc)) from None
-        except (SyntaxError, ValueError, EOFError, IndexError) as exc:
-            raise ImageRejected(Outcome.CORRUPT, f"{type(exc).__name__}: {exc}") from None
-        digest = None
-        if limits.pixel_digest:  # JPEGs are hashed at the decoded (1/8) scale: same pixels, same digest
-            digest = hashlib.sha256(f"{width}x{height}:{im.mode}:".encode() + im.tobytes()).hexdigest()
-        # JPEGs too at the decoded scale: the hash is of a 32x32 reduction anyway
-        phash = perceptual_hash(im) if limits.near else None
+
+
+def _decode(im: Image.Image, limits: Limits) -> Decoded:
+    width, height = im.size
+    fmt = im.format or "?"
+    if fmt not in FORMAT_EXTENSIONS:
+        raise ImageRejected(Outcome.NOT_IMAGE, f"{fmt} images are not accepted")
+    if width * height > limits.max_pixels:
+        raise ImageRejected(Outcome.TOO_LARGE, f"{width}x{height} is over {limits.max_pixels} pixels")
+    if width < limits.min_width or height < limits.min_height:
+        raise ImageRejected(Outcome.TOO_SMALL, f"{width}x{height} < {limits.min_width}x{limits.min_height}")
+    if fmt in ("JPEG", "MPO"):
+        # Decoding at 1/8 scale still reads every byte of the entropy-coded data, so a
+        # truncated file is caught at a fraction of the cost of a full decode.
+        im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
+    try:
+        im.load()
+    except OSError as exc:
+        cut = "truncated" in str(exc) or "broken data stream" in str(exc)
+        outcome = Outcome.TRUNCATED if cut else Outcome.CORRUPT
+        raise ImageRejected(outcome, str(exc)) from None
+    except (SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise ImageRejected(Outcome.CORRUPT, f"{type(exc).__name__}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # a frame larger than the header said
+        raise ImageRejected(Outcome.TOO_LARGE, str(exc)) from None
+    digest = None
+    if limits.pixel_digest:  # JPEGs are hashed at the decoded (1/8) scale: same pixels, same digest
+        digest = hashlib.sha256(f"{width}x{height}:{im.mode}:".encode() + im.tobytes()).hexdigest()
+    # JPEGs too at the decoded scale: the hash is of a 32x32 reduction anyway
+    phash = perceptual_hash(im) if limits.near else None
     return Decoded(width, height, fmt, digest, phash)
 
 

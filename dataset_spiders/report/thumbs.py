@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..dataset.disk import DatasetDisk
 from ..dataset.formats import is_image_name
-from ..dataset.validation import open_image
+from ..dataset.validation import opened_image
 from .gather import Gathered, Sample
 
 MAX_FILE = 1 << 30  # bytes; a kept file is never larger (DOWNLOAD_MAXSIZE)
@@ -62,7 +62,7 @@ def make_thumb(disk: DatasetDisk, sample: Sample, size: int) -> Thumb | None:
     if f is None:
         return None
     try:
-        with f, open_image(f) as im:
+        with f, opened_image(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 return None
             if im.format == "JPEG":
