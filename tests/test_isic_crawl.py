@@ -245,7 +245,7 @@ def test_retry_after_pauses_only_the_host_that_asked(out):
     for i, record in enumerate(fast):
         record.isic_id = f"ISIC_{i + 100:07d}"
     for record in slow:
-        record.behaviour = "429_once"  # Retry-After: 1
+        record.behaviour = "429_once_3s"  # Retry-After: 3: the other host's images take far less, even when busy
     records = [r for pair in zip(slow, fast, strict=True) for r in pair]
     with ImageHost(slow) as host_a, ImageHost(fast) as host_b:
         for record in fast:  # another host name: Scrapy's download slots are per host name, not port
@@ -258,7 +258,7 @@ def test_retry_after_pauses_only_the_host_that_asked(out):
     slow_times = [recorded[r.isic_id] for r in slow]
     fast_times = [recorded[r.isic_id] for r in fast]
     assert max(fast_times) < min(slow_times), "the other host waited too"
-    assert min(slow_times) - min(fast_times) >= 0.9, "the 429 host did not wait for Retry-After"
+    assert min(slow_times) - min(fast_times) >= 2.9, "the 429 host did not wait for Retry-After"
 
 
 def test_the_largest_isic_images_are_kept_and_an_old_file_is_not_fetched_again(out):

@@ -13,16 +13,17 @@ from .server import Request
 ErrorRenderer = Callable[[Request, int, Mapping[str, str]], None]
 
 BEHAVIOURS = (
-    "ok", "404", "410", "500", "500_once", "429_once", "html", "truncated", "hang", "reset", "gzip_ok", "gzip_bomb",
-    "429_bare_twice", "503_bare_once", "noai"
+    "ok", "404", "410", "500", "500_once", "429_once", "429_once_3s", "html", "truncated", "hang", "reset", "gzip_ok",
+    "gzip_bomb", "429_bare_twice", "503_bare_once", "noai"
 )
-"""``ok``; ``404``/``410``/``500`` (always); ``500_once``/``429_once`` (first request for
-the path fails, 429 with ``Retry-After: 1``); ``429_bare_twice``/``503_bare_once`` (the same
-without ``Retry-After``); ``noai`` (200 with ``X-Robots-Tag: noai, noimageai``); ``html`` (200 text/html); ``truncated``
-(Content-Length larger than the bytes sent, then close); ``hang`` (nothing for
-``server.hang_seconds``, then close); ``reset`` (TCP RST, no response); ``gzip_ok`` (the
-body with ``Content-Encoding: gzip``, whatever the client asked); ``gzip_bomb`` (~2 MB with
-``Content-Encoding: gzip`` that inflates to 2 GiB of zeros, see :func:`gzip_bomb`)."""
+"""``ok``; ``404``/``410``/``500`` (always); ``500_once``/``429_once`` (first request for the path
+fails, 429 with ``Retry-After: 1``; ``429_once_3s``: ``Retry-After: 3``);
+``429_bare_twice``/``503_bare_once`` (the same without ``Retry-After``); ``noai`` (200 with
+``X-Robots-Tag: noai, noimageai``); ``html`` (200 text/html); ``truncated`` (Content-Length larger
+than the bytes sent, then close); ``hang`` (nothing for ``server.hang_seconds``, then close);
+``reset`` (TCP RST, no response); ``gzip_ok`` (the body with ``Content-Encoding: gzip``, whatever
+the client asked); ``gzip_bomb`` (~2 MB with ``Content-Encoding: gzip`` that inflates to 2 GiB of
+zeros, see :func:`gzip_bomb`)."""
 
 BOMB_INFLATED = 2 * 1024**3
 
@@ -73,8 +74,8 @@ def serve_with_behaviour(
         fail(int(behaviour))
     elif behaviour == "500_once" and req.attempt == 1:
         fail(500)
-    elif behaviour == "429_once" and req.attempt == 1:
-        fail(429, {"Retry-After": "1"})
+    elif behaviour in ("429_once", "429_once_3s") and req.attempt == 1:
+        fail(429, {"Retry-After": "3" if behaviour == "429_once_3s" else "1"})
     elif behaviour == "429_bare_twice" and req.attempt <= 2:
         fail(429)  # slow down, without saying for how long
     elif behaviour == "503_bare_once" and req.attempt == 1:
@@ -92,7 +93,7 @@ def serve_with_behaviour(
     elif behaviour in ("gzip_ok", "gzip_bomb"):
         encoded = gzip_bomb() if behaviour == "gzip_bomb" else gzip.compress(body, mtime=0)
         req.send(200, encoded, content_type, {**(headers or {}), "Content-Encoding": "gzip"})
-    elif behaviour in ("ok", "500_once", "429_once", "429_bare_twice", "503_bare_once"):
+    elif behaviour in ("ok", "500_once", "429_once", "429_once_3s", "429_bare_twice", "503_bare_once"):
         req.send(200, body, content_type, headers)
     else:
         raise ValueError(f"unknown behaviour {behaviour!r}")
