@@ -288,27 +288,27 @@ class DatasetCore:
         durable rename to ``final``; a write that fails takes the decision back. Returns the
         outcome (kept; present when another worker kept this very image), or raises
         ImageRejected with why not."""
-        item.path = final  # the decision remembers where it goes
+        item.result.path = final  # the decision remembers where it goes
         refused = await self.decide(item)
         if refused and refused[0] == Outcome.PRESENT:  # another worker kept this very file: it is in place
-            item.detail = refused[1]
+            item.result.detail = refused[1]
             return Outcome.PRESENT
         if refused:
-            item.path = None
+            item.result.path = None
             raise ImageRejected(*refused)
         try:
-            item.staged = await asyncio.to_thread(write_staged, self.disk.staging_for(final), data)
+            item.result.staged = await asyncio.to_thread(write_staged, self.disk.staging_for(final), data)
             await self.commit(item, final)
         except Exception as exc:  # a full disk or a read-only folder: nothing more can be kept
-            unlink_quietly(item.staged)
+            unlink_quietly(item.result.staged)
             await self.undecide(item)
-            item.path = None
+            item.result.path = None
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if isinstance(exc, OSError):
                 self.fail(f"cannot write to {self.disk.relative(final)}: {why}")
             raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
         finally:
-            item.staged = None
+            item.result.staged = None
         return Outcome.KEPT
 
     async def undecide(self, item: ImageItem) -> None:
@@ -320,7 +320,7 @@ class DatasetCore:
         """Rename the staged file of an admitted image to ``final``, durably (see durability.py)."""
         self.disk.make_folder(os.path.dirname(final))
         intent = item.to_record(self.disk.relative(final), Outcome.COMMITTING)
-        await self.commits.commit(item.staged or "", final, intent)
+        await self.commits.commit(item.result.staged or "", final, intent)
         if item.kind == "image":
             self.mode.committed()
 
@@ -337,10 +337,10 @@ class DatasetCore:
         if not self.mode.reconcile(item):
             self.mode.settle(item)  # fetched twice after Redis lost its state, and not needed: no line
             return
-        if item.kind == "image" and item.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.path:
+        if item.kind == "image" and item.result.outcome in (Outcome.KEPT, Outcome.PRESENT) and item.result.path:
             remove_old_copy(self, item)
-        self.writer.write(item.to_record(self.disk.relative(item.path), item.outcome or Outcome.ERROR))
-        self.count(item.key, item.outcome or Outcome.ERROR)
+        self.writer.write(item.to_record(self.disk.relative(item.result.path), item.result.outcome or Outcome.ERROR))
+        self.count(item.key, item.result.outcome or Outcome.ERROR)
         self.mode.settle(item)  # with workers, the slot is free once the shared state has it
 
     def recorded(self, image_id: str) -> bool:

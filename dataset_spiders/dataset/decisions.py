@@ -81,9 +81,9 @@ class LocalMode:
         of one site (or two of one class) are one. Refuse this copy (ImageRejected) and withdraw
         those kept before (their classes are topped up)."""
         core = self.core
-        learner, site = core.learner, site_of(item.url)
-        known = learner.is_placeholder(site, item.sha256 or "")
-        withdraw = learner.observe(site, item.sha256 or "", item.url or "", item.group)
+        learner, site = core.learner, site_of(item.result.url)
+        known = learner.is_placeholder(site, item.result.sha256 or "")
+        withdraw = learner.observe(site, item.result.sha256 or "", item.result.url or "", item.group)
         if withdraw is None:
             return
         detail = f"the same image was served for {learner.threshold}+ photo URLs of {site}, or 2 of one class"
@@ -92,27 +92,27 @@ class LocalMode:
             logger.warning("Learned a placeholder of %s (the same image for %d URLs); withdrawing %d "
                            "image(s) kept before", site, learner.threshold, len(withdraw))
         for ref, pixels in withdraw:
-            await core.withdraw(ref, item.sha256, pixels, detail)
-        item.learned = True
+            await core.withdraw(ref, item.result.sha256, pixels, detail)
+        item.result.learned = True
         raise ImageRejected(Outcome.PLACEHOLDER, detail)
 
     async def admit(self, item: ImageItem) -> tuple[str, str] | None:
         """Refuse a checked image (outcome, detail), or admit it (None)."""
-        core, counted = self.core, item.kind == "image"
-        if core.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+        core, counted, result = self.core, item.kind == "image", item.result
+        if core.learner.is_placeholder(site_of(result.url), result.sha256 or ""):
             return Outcome.PLACEHOLDER, "the same image was served for many photo URLs of this site"
-        if counted and core.seen is not None and (first := core.seen.duplicate_of(item.sha256, item.pixels)):
+        if counted and core.seen is not None and (first := core.seen.duplicate_of(result.sha256, result.pixels)):
             where = f" in {first.group}" if first.group else ""
             return Outcome.DUPLICATE, f"the same image as {first.image_id}{where} ({first.url})"
-        if counted and core.near is not None and (near := core.near.copy_of(item.phash)):
+        if counted and core.near is not None and (near := core.near.copy_of(result.phash)):
             return Outcome.DUPLICATE, near_detail(*near)
         if counted and not core.quota.admit(item.group):
             return Outcome.SURPLUS, f"{item.group or 'the selection'} was already full"
         ref = item.ref()
         if counted and core.seen is not None:
-            core.seen.add_known(item.sha256, item.pixels, ref)
+            core.seen.add_known(item.result.sha256, item.result.pixels, ref)
         if counted and core.near is not None:
-            core.near.add(item.phash, ref)
+            core.near.add(item.result.phash, ref)
         return None
 
     def committed(self) -> None:
@@ -125,7 +125,7 @@ class LocalMode:
         if item.kind == "image":
             self.core.quota.revoke(item.group)
             if self.core.seen is not None:
-                self.core.seen.forget(item.sha256, item.pixels)
+                self.core.seen.forget(item.result.sha256, item.result.pixels)
             if self.core.near is not None:
                 self.core.near.forget(item.image_id)
 
@@ -140,24 +140,24 @@ class LocalMode:
     async def count_present(self, item: ImageItem) -> None:
         """Counted by the core's own quota already; its perceptual hash joins the index."""
         if self.core.near is not None and item.kind == "image":
-            self.core.near.add(item.phash, item.ref())
+            self.core.near.add(item.result.phash, item.ref())
 
     def withdraw_late(self, item: ImageItem) -> None:
         """A placeholder was learned while this copy was being kept: take it back out."""
-        core = self.core
-        if item.outcome != Outcome.KEPT or not core.learner.is_placeholder(site_of(item.url), item.sha256 or ""):
+        core, result = self.core, item.result
+        if result.outcome != Outcome.KEPT or not core.learner.is_placeholder(site_of(result.url), result.sha256 or ""):
             return
-        if item.path:
-            core.disk.remove(item.path)
+        if result.path:
+            core.disk.remove(result.path)
         self.undo(item)
-        item.path = None
-        item.outcome, item.detail = Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs"
-        item.learned = True
+        result.path = None
+        result.decide(Outcome.PLACEHOLDER, "withdrawn: the same image was served for many photo URLs")
+        result.learned = True
 
     def settle(self, item: ImageItem) -> None:
         """The image's line is written: the learner notes a kept copy, the slot is free again."""
         core = self.core
-        if item.outcome == Outcome.KEPT and item.sha256:
-            core.learner.note_kept_ref(site_of(item.url), item.sha256, item.ref(), item.pixels)
+        if item.result.outcome == Outcome.KEPT and item.result.sha256:
+            core.learner.note_kept_ref(site_of(item.result.url), item.result.sha256, item.ref(), item.result.pixels)
         if item.kind == "image":
             core.quota.release(item.group)

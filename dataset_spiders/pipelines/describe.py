@@ -26,7 +26,7 @@ class SaveDescriptionsPipeline:
             isinstance(item, ImageItem)
             and item.description is not None
             and item.description_path
-            and item.outcome in KEPT_OUTCOMES
+            and item.result.outcome in KEPT_OUTCOMES
         ):
             data = json.dumps(item.description, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             try:

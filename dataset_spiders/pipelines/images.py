@@ -59,7 +59,7 @@ class _RecordedFailures(logging.Filter):
 
 
 class DatasetImagesPipeline(ImagesPipeline):
-    """Fetches one image per item, checks it, and keeps it or says why not (``item.outcome``)."""
+    """Fetches one image per item, checks it, and keeps it or says why not (``item.result.outcome``)."""
 
     STORE_SCHEMES = {**ImagesPipeline.STORE_SCHEMES, "": StagingFilesStore, "file": StagingFilesStore}
     LOG_FAILED_RESULTS = False  # every failure is recorded in the manifest instead
@@ -78,20 +78,20 @@ class DatasetImagesPipeline(ImagesPipeline):
         self.retry_times: int | None = None if retry_times in (None, "") else int(retry_times)
 
     async def process_item(self, item: Any, spider: Any = None) -> Any:
-        if not isinstance(item, ImageItem) or item.outcome is not None:
+        if not isinstance(item, ImageItem) or item.result.outcome is not None:
             return item
         if not item.image_urls:  # no_images: the description is what is kept
-            item.outcome = Outcome.DESCRIBED
+            item.result.outcome = Outcome.DESCRIBED
             if item.kind == "image":
                 await self.core.count_present(item)
             return item
         urls = item.image_urls
         try:
             for url, stem in zip(urls, item.stems, strict=True):
-                item.url, item.stem, item.image_urls = url, stem, [url]
+                item.result.url, item.result.stem, item.image_urls = url, stem, [url]
                 self.forget_failure(url)
                 await super().process_item(item)
-                if item.outcome not in TRY_NEXT:
+                if item.result.outcome not in TRY_NEXT:
                     break
         finally:
             item.image_urls = urls
@@ -122,17 +122,17 @@ class DatasetImagesPipeline(ImagesPipeline):
             meta[GROUP_META] = item.group  # lets the download be cancelled once the class is full
         if item.retry_later:
             meta[RETRY_LATER_META] = True  # the spider retries a failed connection behind its class's other candidates
-        return [Request(item.url, meta=meta)]
+        return [Request(item.result.url, meta=meta)]
 
     def file_path(self, request: Request, response: Any = None, info: Any = None, *, item: Any = None) -> str:
-        return f"{item.stem}.{item.ext or 'img'}"
+        return f"{item.result.stem}.{item.ext or 'img'}"
 
     # Scrapy's annotation names a Deferred only, but its caller (MediaPipeline._process_request)
     # awaits whatever this returns through ensure_awaitable: a coroutine is taken as well.
     async def media_to_download(  # type: ignore[override]
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> FileInfo | None:
-        disk, stem = self.core.disk, item.stem
+        disk, stem = self.core.disk, item.result.stem
         folder = os.path.dirname(stem)
         if item.key not in self.core.index:
             if not disk.has_listing(folder):
@@ -144,9 +144,10 @@ class DatasetImagesPipeline(ImagesPipeline):
         found = await asyncio.to_thread(disk.find_present, known, stem, limits)
         if found is None:
             return None
-        item.path, item.size, item.sha256 = found.path, found.bytes, found.sha256
-        item.width, item.height, item.pixels, item.phash = found.width, found.height, found.pixels, found.phash
-        item.outcome = Outcome.PRESENT
+        result = item.result
+        result.path, result.size, result.sha256 = found.path, found.bytes, found.sha256
+        result.width, result.height, result.pixels, result.phash = found.width, found.height, found.pixels, found.phash
+        result.outcome = Outcome.PRESENT
         if item.kind == "image":
             await self.core.count_present(item)
         self.inc_stats(Outcome.PRESENT)
@@ -155,8 +156,9 @@ class DatasetImagesPipeline(ImagesPipeline):
     async def media_downloaded(
         self, response: Any, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> FileInfo:
-        item.final_url = response.url
-        item.redirect_urls = list(response.meta.get("redirect_urls", []))
+        result = item.result
+        result.final_url = response.url
+        result.redirect_urls = list(response.meta.get("redirect_urls", []))
         if RATE_LIMITED_META in response.meta:
             wait = response.meta[RATE_LIMITED_META]
             detail = f"HTTP {response.status}: asked to wait {wait:.0f} s, over RETRY_AFTER_MAX"
@@ -167,28 +169,28 @@ class DatasetImagesPipeline(ImagesPipeline):
             raise ImageRejected(Outcome.EMPTY, f"empty body from {response.url}")
         if self.honour_noai and (refusal := opted_out(response.headers.getlist(b"X-Robots-Tag"))):
             raise ImageRejected(Outcome.OPTED_OUT, f"X-Robots-Tag: {refusal} from {response.url}")
-        why = self.placeholders.by_url([*item.redirect_urls, response.url])
+        why = self.placeholders.by_url([*result.redirect_urls, response.url])
         if why:
             raise ImageRejected(Outcome.PLACEHOLDER, why)
-        item.size = len(response.body)
+        result.size = len(response.body)
         limits = self.mask_limits if item.kind == "mask" else self.limits
         try:
-            item.sha256, decoded = await asyncio.to_thread(examine, response.body, limits, self.placeholders)
+            result.sha256, decoded = await asyncio.to_thread(examine, response.body, limits, self.placeholders)
         except ImageRejected as exc:
-            item.sha256 = exc.sha256
+            result.sha256 = exc.sha256
             raise
-        item.width, item.height, item.format = decoded.width, decoded.height, decoded.format
-        item.pixels, item.phash = decoded.pixels, decoded.phash
+        result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
+        result.pixels, result.phash = decoded.pixels, decoded.phash
         await self.core.mode.learn(item)  # a placeholder learned now is refused (ImageRejected)
         status = await self.keep(item, response.body)
-        if item.size_hint is not None and item.size != item.size_hint:
-            item.detail = (f"{item.size} bytes, the record said {item.size_hint} (a hint, not a checksum: the "
-                           "archive writes IPTC metadata into its JPEGs); kept, every check passed")
-        return {"url": request.url, "path": item.path or "", "checksum": item.sha256, "status": status}
+        if item.size_hint is not None and result.size != item.size_hint:
+            result.detail = (f"{result.size} bytes, the record said {item.size_hint} (a hint, not a checksum: the "
+                             "archive writes IPTC metadata into its JPEGs); kept, every check passed")
+        return {"url": request.url, "path": result.path or "", "checksum": result.sha256, "status": status}
 
     async def keep(self, item: ImageItem, data: bytes) -> str:
         """The core's keep step (decide, stage, rename durably), under the image's final name."""
-        return await self.core.keep(item, data, f"{item.stem}.{extension_for(item.format, item.ext)}")
+        return await self.core.keep(item, data, f"{item.result.stem}.{extension_for(item.result.format, item.ext)}")
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         outcome, detail = classify(failure.value)
@@ -199,10 +201,10 @@ class DatasetImagesPipeline(ImagesPipeline):
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         for _, value in results:  # (True, FileInfo) or (False, Failure)
             if isinstance(value, Failure):
-                item.outcome, item.detail = classify(value.value)
-            elif item.sha256 is None:
+                item.result.decide(*classify(value.value))
+            elif item.result.sha256 is None:
                 # Scrapy hands a URL fetched earlier in the run its first result, not the bytes.
-                item.outcome, item.detail = Outcome.DUPLICATE, f"{item.url} was already fetched in this run"
+                item.result.decide(Outcome.DUPLICATE, f"{item.result.url} was already fetched in this run")
             else:
-                item.outcome = value["status"]
+                item.result.outcome = value["status"]
         return item

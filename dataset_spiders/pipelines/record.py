@@ -36,24 +36,24 @@ class RecordOutcomesPipeline:
     def process_item(self, item: Any) -> Any:
         if not isinstance(item, ImageItem):
             return item
-        if item.outcome is None:
-            item.outcome, item.detail = Outcome.ERROR, "no stage decided this image's outcome"
+        if item.result.outcome is None:
+            item.result.decide(Outcome.ERROR, "no stage decided this image's outcome")
         self.record(item)
-        if item.outcome not in KEPT_OUTCOMES:
-            raise DropItem(f"{item.image_id}: {item.outcome}", log_level="DEBUG")
+        if item.result.outcome not in KEPT_OUTCOMES:
+            raise DropItem(f"{item.image_id}: {item.result.outcome}", log_level="DEBUG")
         return item
 
     def on_item_error(self, item: Any, response: Any, spider: Any, failure: Any) -> None:
         """A stage raised: the image still gets its line, and its quota slot back."""
         if isinstance(item, ImageItem):
-            item.outcome, item.detail = Outcome.ERROR, f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300]
+            item.result.decide(Outcome.ERROR, f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300])
             self.record(item)
 
     def record(self, item: ImageItem) -> None:
         self.core.record(item)
-        if item.outcome not in KEPT_OUTCOMES:
+        if item.result.outcome not in KEPT_OUTCOMES:
             # an outcome, not news: the manifest, the summary and the report have it (-L DEBUG shows each)
-            logger.debug("%s %s: %s %s", item.kind, item.image_id, item.outcome, item.detail)
-        if item.outcome == Outcome.FILTERED and "offsite" in item.detail.lower():
-            self.core.fail(f"an image request was filtered as offsite ({item.url}): remove allowed_domains")
+            logger.debug("%s %s: %s %s", item.kind, item.image_id, item.result.outcome, item.result.detail)
+        if item.result.outcome == Outcome.FILTERED and "offsite" in item.result.detail.lower():
+            self.core.fail(f"an image request was filtered as offsite ({item.result.url}): remove allowed_domains")
         self.crawler.signals.send_catch_log(our_signals.image_recorded, item=item)

@@ -163,13 +163,13 @@ class WorkerMode:
         """The shared keep-or-reject decision of a checked image: None admits it."""
         assert self.state is not None
         core, counted = self.core, item.kind == "image"
-        sha, pixels, site = item.sha256 or "", item.pixels or "", site_of(item.url)
+        sha, pixels, site = item.result.sha256 or "", item.result.pixels or "", site_of(item.result.url)
         key = f"{site}|{sha}" if sha else ""
-        path = core.disk.relative(item.path) or ""
-        ref = reference(item.image_id, item.group, path, item.url or "", pixels)
+        path = core.disk.relative(item.result.path) or ""
+        ref = reference(item.image_id, item.group, path, item.result.url or "", pixels)
         target = core.quota.target if core.quota.target is not None else -1
         answer = await self.state.batched(
-            "ADMIT", self.worker, item.group, item.image_id, sha, pixels, key, item.url or "", target,
+            "ADMIT", self.worker, item.group, item.image_id, sha, pixels, key, item.result.url or "", target,
             core.learner.threshold, int(counted), int(core.seen is not None), ref, path, *self._near(item),
         )
         verdict = answer[0]
@@ -191,7 +191,7 @@ class WorkerMode:
                                                   int(answer[2]))
         if verdict == "present":
             return Outcome.PRESENT, "another worker kept it (fetched again after Redis lost its state)"
-        item.learned = True
+        item.result.learned = True
         detail = f"the same image was served for {core.learner.threshold}+ photo URLs of {site}"
         if verdict == "learned":
             core.stats.inc_value("placeholders/learned")
@@ -211,7 +211,7 @@ class WorkerMode:
         assert self.state is not None
         if admitted:
             self.in_hand -= 1
-        await self.revoke(item.group, item.image_id, item.sha256, item.pixels, item.url)
+        await self.revoke(item.group, item.image_id, item.result.sha256, item.result.pixels, item.result.url)
 
     async def revoke(self, group: str, image_id: str, sha: str | None, pixels: str | None, url: str | None) -> None:
         assert self.state is not None
@@ -221,16 +221,17 @@ class WorkerMode:
 
     async def count_present(self, item: ImageItem) -> None:
         assert self.state is not None
-        ref = reference(item.image_id, item.group, self.core.disk.relative(item.path) or "", item.url or "")
+        path = self.core.disk.relative(item.result.path) or ""
+        ref = reference(item.image_id, item.group, path, item.result.url or "")
         answer = await self.state.run("PRESENT", item.group, item.image_id, *self._near(item), ref)
         self.core.quota.observe(item.group, int(answer[1]))
 
     def _near(self, item: ImageItem) -> tuple[str, int]:
         """The image's perceptual hash and the distance within which a kept one is its original."""
         near = self.core.near
-        if near is None or item.kind != "image" or not is_hash(item.phash):
+        if near is None or item.kind != "image" or not is_hash(item.result.phash):
             return "", -1
-        return item.phash or "", near.distance
+        return item.result.phash or "", near.distance
 
     def reconcile(self, item: ImageItem) -> bool:
         """Whether the image's line is to be written. After Redis lost its state the candidates
@@ -238,25 +239,25 @@ class WorkerMode:
         fetched here too: if that worker's copy is in place, this image is ``present``; a line
         saying it was not needed (``surplus``) is not written at all, as it could land after the
         other worker's ``kept`` line. Blocking-light, and only after a rebuild."""
-        if not self.state or not self.state.rebuilds or item.kind != "image" or not item.stem:
+        if not self.state or not self.state.rebuilds or item.kind != "image" or not item.result.stem:
             return True
-        if item.outcome in (Outcome.KEPT, Outcome.PRESENT):
+        if item.result.outcome in (Outcome.KEPT, Outcome.PRESENT):
             return True
-        folder, name = os.path.split(item.stem)
+        folder, name = os.path.split(item.result.stem)
         try:
             found = [n for n in os.listdir(folder) if n.rpartition(".")[0] == name and is_image_name(n)]
         except OSError:
             found = []
         if found:
-            item.outcome, item.path = Outcome.PRESENT, os.path.join(folder, found[0])
-            item.detail = "another worker kept it (it was fetched twice after Redis lost its state)"
+            item.result.outcome, item.result.path = Outcome.PRESENT, os.path.join(folder, found[0])
+            item.result.detail = "another worker kept it (it was fetched twice after Redis lost its state)"
             return True
-        return item.outcome != Outcome.SURPLUS
+        return item.result.outcome != Outcome.SURPLUS
 
     def settle(self, item: ImageItem) -> None:
         """The image's line is written: its candidate is done (and its slot free) for everyone.
         Settled in batches, one round trip for all the images recorded within ``SETTLE_DELAY``."""
-        if item.kind == "image" and item.outcome == Outcome.KEPT and item.path:
+        if item.kind == "image" and item.result.outcome == Outcome.KEPT and item.result.path:
             self.in_hand -= 1  # its line is queued: a drain's flush writes it
         self._to_settle.append(item)
         if len(self._to_settle) >= 64 or self._settle_timer is None:
@@ -275,14 +276,15 @@ class WorkerMode:
             task.add_done_callback(self._settling.discard)
 
     def _settle_args(self, item: ImageItem) -> tuple[Any, ...]:
-        kept = item.kind == "image" and item.outcome == Outcome.KEPT and bool(item.path)
+        kept = item.kind == "image" and item.result.outcome == Outcome.KEPT and bool(item.result.path)
         spare = -1
-        if item.outcome == Outcome.SURPLUS and item.flight and item.image_id not in self.requeued:
+        if item.result.outcome == Outcome.SURPLUS and item.flight and item.image_id not in self.requeued:
             self.requeued.add(item.image_id)  # not needed now; wanted if a withdrawal makes room
             spare = item.spare
-        sha = item.sha256 or ""
-        key = f"{site_of(item.url)}|{sha}" if sha and self.core.learner.threshold else ""
-        return (self.worker, item.group, item.flight, item.image_id, int(kept), sha, item.pixels or "", key, spare)
+        sha = item.result.sha256 or ""
+        key = f"{site_of(item.result.url)}|{sha}" if sha and self.core.learner.threshold else ""
+        pixels = item.result.pixels or ""
+        return (self.worker, item.group, item.flight, item.image_id, int(kept), sha, pixels, key, spare)
 
     async def _settle(self, batch: list[ImageItem]) -> None:
         core = self.core
@@ -290,9 +292,9 @@ class WorkerMode:
             assert self.state is not None
             answers = await self.state.run_many("SETTLE", [self._settle_args(item) for item in batch])
             for item, answer in zip(batch, answers, strict=True):
-                if answer[0] == "withdraw" and item.path:
+                if answer[0] == "withdraw" and item.result.path:
                     detail = "withdrawn: the same image was served for many photo URLs"
-                    await core.withdraw(item.ref(), item.sha256, item.pixels, detail)
+                    await core.withdraw(item.ref(), item.result.sha256, item.result.pixels, detail)
         except SharedGone as exc:
             core.fail(str(exc))
         finally:

@@ -30,6 +30,7 @@ from ..sources import imagenet
 from ..sources.isic import url_extension
 from . import preflight as look_ahead
 from .base import DatasetSpider, SourceError
+from .feeding import feed_groups
 from .imagenet_args import ImagenetParams
 from .imagenet_classes import ClassState, asked_classes
 from .imagenet_workers import shared_items
@@ -53,6 +54,8 @@ class ImagenetSpider(DatasetSpider):
     short_probe_after: float
     stall_after: float
     retry_times: int
+    # set while crawling:
+    from_file: dict[str, list[imagenet.Candidate]] | None = None  # urls_file: each class's candidates, read once
     custom_settings = {
         "IMAGES_DOWNLOAD_TIMEOUT": 60,  # the whole download: slow but living hosts keep their big images
         "IMAGES_FIRST_BYTE_TIMEOUT": 15,  # silent hosts (hung, black-holed) are given up on this soon
@@ -117,6 +120,7 @@ class ImagenetSpider(DatasetSpider):
             if not await asyncio.to_thread(self.check_space, self.images_dir, expected):
                 return
             from_file = await asyncio.to_thread(self.read_urls_file, classes) if self.params.urls_file else None
+            self.from_file = from_file
             await asyncio.to_thread(self.write_classes_txt, classes)  # once the list was read whole
         except (ValueError, FolderError, OSError, EOFError, zlib.error) as exc:
             plain = isinstance(exc, (ValueError, FolderError))
@@ -136,7 +140,7 @@ class ImagenetSpider(DatasetSpider):
             return
         waiting: deque[ClassState] = deque(classes)
         while waiting and not quota.stopped:
-            async for item in self.feed(waiting, from_file):
+            async for item in self.feed(waiting):
                 yield item
             await self.settle()
             # An image withdrawn late (a placeholder learned after its class was done) leaves
@@ -144,35 +148,31 @@ class ImagenetSpider(DatasetSpider):
             waiting.extend(c for c in classes if not quota.full(c.wnid) and (not c.loaded or not c.exhausted))
         self.summarise(classes)
 
-    async def feed(
-        self, waiting: deque[ClassState], from_file: dict[str, list[imagenet.Candidate]] | None
-    ) -> AsyncIterator[ImageItem]:
+    async def feed(self, waiting: deque[ClassState]) -> AsyncIterator[ImageItem]:
         """Yield candidates, class by class, while each has room, until every class is done."""
-        active: list[ClassState] = []
-        max_active = self.settings.getint("IMAGENET_ACTIVE_CLASSES")
-        quota = self.core.quota
-        while (waiting or active) and not quota.stopped:
-            starting = [waiting.popleft() for _ in range(min(len(waiting), max_active - len(active)))]
-            await asyncio.gather(*(self.load_candidates(s, from_file) for s in starting if not s.loaded))
-            active.extend(starting)
-            progressed = False
-            for state in list(active):
-                self.recall_deferred(state)
-                while not state.exhausted and quota.has_room(state.wnid):
-                    item = self.next_item(state)
-                    if item is not None:
-                        quota.reserve(state.wnid)
-                        progressed = True
-                        yield item
-                if quota.full(state.wnid):
-                    active.remove(state)
-                elif state.exhausted and not quota.pending[state.wnid]:
-                    if not self.revive_skipped(state):
-                        active.remove(state)
-                    elif not state.exhausted:
-                        progressed = True  # skipped candidates came back: go again at once
-            if active and not progressed:
-                await quota.changed()
+        async for item in feed_groups(self, waiting, self.core.quota, self.settings.getint("IMAGENET_ACTIVE_CLASSES")):
+            yield item
+
+    # --- the feed's questions about a class (spiders/feeding.py GroupSource) -------------------
+
+    def group_name(self, group: ClassState) -> str:
+        return group.wnid
+
+    def group_exhausted(self, group: ClassState) -> bool:
+        return group.exhausted
+
+    async def load_groups(self, groups: list[ClassState]) -> None:
+        await asyncio.gather(*(self.load_candidates(s, self.from_file) for s in groups if not s.loaded))
+
+    def begin_round(self, group: ClassState) -> None:
+        self.recall_deferred(group)
+
+    async def next_item(self, group: ClassState) -> ImageItem | None:
+        """The item for the next candidate, or None when it needs no download."""
+        return self.item_for(group, group.next_candidate())
+
+    def revive_group(self, group: ClassState) -> bool:
+        return self.revive_skipped(group)
 
     def load_classes(self) -> list[ClassState]:
         """The classes asked for, in order, with their folders and the images already there."""
@@ -279,10 +279,6 @@ class ImagenetSpider(DatasetSpider):
             return False
         return self.domains is None or imagenet.host_matches(url, self.domains)
 
-    def next_item(self, state: ClassState) -> ImageItem | None:
-        """The item for the next candidate, or None when it needs no download."""
-        return self.item_for(state, state.next_candidate())
-
     def item_for(self, state: ClassState, candidate: imagenet.Candidate) -> ImageItem | None:
         if candidate.image_id in state.present or self.known_failure("image", candidate.image_id):
             return None
@@ -301,9 +297,9 @@ class ImagenetSpider(DatasetSpider):
         self.candidate_of[candidate.image_id] = (state, candidate)
         first = self.urls_used.setdefault(candidate.url, state.wnid)
         if first != state.wnid:
-            item.outcome, item.detail = Outcome.DUPLICATE, f"the same URL is listed in {first}, which came first"
+            item.result.decide(Outcome.DUPLICATE, f"the same URL is listed in {first}, which came first")
         elif hosts.enabled and hosts.is_down(host):
-            item.outcome, item.detail = Outcome.HOST_DOWN, str(HostDown(host, hosts.skip(host)))  # not asked
+            item.result.decide(Outcome.HOST_DOWN, str(HostDown(host, hosts.skip(host))))  # not asked
         else:
             self.host_pending[host] += 1
             self.asking[candidate.image_id] = host
@@ -370,18 +366,19 @@ class ImagenetSpider(DatasetSpider):
 
     def on_recorded(self, item: ImageItem) -> None:
         if item.kind == "image" and item.group:
-            self.outcomes[item.group][item.outcome or "?"] += 1
+            self.outcomes[item.group][item.result.outcome or "?"] += 1
             found = self.candidate_of.pop(item.image_id, None)
             if (host := self.asking.pop(item.image_id, None)) is not None:
                 self.host_pending[host] -= 1
-            if found and not item.flight and item.outcome == Outcome.SURPLUS and item.image_id not in self.requeued:
+            surplus = item.result.outcome == Outcome.SURPLUS
+            if found and not item.flight and surplus and item.image_id not in self.requeued:
                 self.requeued.add(item.image_id)  # once: not needed now, wanted if a withdrawal makes room
                 found[0].spare.append(found[1])
-            elif found and item.outcome == Outcome.HOST_DOWN and item.retry_later:
+            elif found and item.result.outcome == Outcome.HOST_DOWN and item.retry_later:
                 found[0].skipped.append((found[1], time.monotonic()))  # its host's probe decides
-            elif (found and item.retry_later and item.outcome in (Outcome.TIMEOUT, Outcome.CONNECTION)
+            elif (found and item.retry_later and item.result.outcome in (Outcome.TIMEOUT, Outcome.CONNECTION)
                   and self.retried[item.image_id] < self.retry_times
-                  and not self.core.hosts.is_down(host_of(item.url))):
+                  and not self.core.hosts.is_down(host_of(item.result.url))):
                 self.retried[item.image_id] += 1
                 found[0].candidates.append(found[1])  # tried again behind the class's other candidates
 

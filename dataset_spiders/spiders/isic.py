@@ -20,7 +20,7 @@ from .. import signals as our_signals
 from ..dataset.decisions import SharedGone
 from ..dataset.isic_files import read_description, recorded_split
 from ..dataset.quota import Plan
-from ..items import ImageItem
+from ..items import ImageItem, ImageResult
 from ..outcomes import KEPT_OUTCOMES, Outcome
 from ..sources import isic, splits
 from . import isic_access, isic_labels, isic_masks, isic_v1
@@ -47,7 +47,7 @@ class IsicSpider(DatasetSpider):
     token: str | None
     ledger: splits.Ledger | None  # with splits: each group's split, from the dataset on disk, then as met
     # set while listing:
-    label_states: dict[str, isic_labels.LabelState]  # per_label: each label's search
+    labels: isic_labels.LabelFeed | None = None  # per_label: each label's search, fed in turn
     custom_settings = {
         "IMAGES_MAX_PIXELS": 1_000_000_000,  # ISIC keeps TIFFs of over 100 megapixels
         "IMAGES_DOWNLOAD_TIMEOUT": 300,
@@ -111,9 +111,9 @@ class IsicSpider(DatasetSpider):
                 self.masks = isic_masks.IsicMasks(self)
                 await self.masks.open()
             if p.per_label:
-                labels = isic_labels.labels_of(self)
-                self.core.plan = Plan(p.per_label * len(labels), len(labels))
-                feed = isic_labels.per_label_items(self)
+                self.labels = isic_labels.LabelFeed(self)
+                self.core.plan = Plan(p.per_label * len(self.labels.states), len(self.labels.states))
+                feed = self.labels.items()
             elif self.core.mode.shared:
                 feed = shared_items(self, aiter(self.records()))
             else:
@@ -134,8 +134,8 @@ class IsicSpider(DatasetSpider):
                 quota.observe("", shared[""])
                 logger.info("The dataset (all workers): %d image(s) of the selection", quota.kept[""])
         if p.per_label:
-            if self.core.fatal_error is None:
-                isic_labels.summarise(self)
+            if self.labels is not None and self.core.fatal_error is None:
+                self.labels.summarise()
             return
         kept, wanted = quota.kept[""], quota.target
         if wanted is not None and kept < wanted and self.core.fatal_error is None:
@@ -256,8 +256,8 @@ class IsicSpider(DatasetSpider):
         position = getattr(self, "listing_position", p.offset)  # the record's place in the listing (offset included)
         self.listing_position = position + 1
         if not isic.valid_id(record.isic_id):
-            return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[], outcome=Outcome.BAD_ID,
-                             detail="the id is not ISIC_ and 7 digits")
+            return ImageItem(image_id=record.isic_id[:100], image_urls=[], stems=[],
+                             result=ImageResult(Outcome.BAD_ID, "the id is not ISIC_ and 7 digits"))
         if record.isic_id in self.listed:
             self.crawler.stats.inc_value("isic/listed_twice")
             logger.warning("%s is listed twice; the second listing is skipped", record.isic_id)
@@ -273,8 +273,8 @@ class IsicSpider(DatasetSpider):
         url = record.thumbnail_url if thumbnail else record.image_url
         urls = [] if p.no_images or not url else [url]
         if not urls and not p.no_images:
-            return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], outcome=Outcome.NO_URL,
-                             detail=f"the record has no {'thumbnail_256' if thumbnail else 'image'} URL")
+            why = f"the record has no {'thumbnail_256' if thumbnail else 'image'} URL"
+            return ImageItem(image_id=record.isic_id, image_urls=[], stems=[], result=ImageResult(Outcome.NO_URL, why))
         split = self.ledger.split_of(record.isic_id, record.clinical, record.label) if self.ledger else None
         folder = self.images_dir
         if p.layout == "by_split" and split:  # {split}/{label}/: no patient or lesion in two splits
@@ -299,9 +299,9 @@ class IsicSpider(DatasetSpider):
     # --- follow-ups: licenses and masks -----------------------------------------------------
 
     def on_recorded(self, item: ImageItem) -> None:
-        if self.params.per_label:
-            isic_labels.note_outcome(self, item)
-        if item.kind != "image" or item.outcome not in KEPT_OUTCOMES or not item.description:
+        if self.labels is not None:
+            self.labels.note_outcome(item)
+        if item.kind != "image" or item.result.outcome not in KEPT_OUTCOMES or not item.description:
             return
         if self.params.api_version == 2:
             self.ask_license(item.description.get("copyright_license"))

@@ -22,7 +22,7 @@ from scrapy import Request
 from ..dataset import DatasetCore
 from ..dataset.quota import Plan
 from ..dataset.validation import Limits, Placeholders, examine
-from ..items import ImageItem
+from ..items import ImageItem, ImageResult
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome
 from ..sources import isic
 from ..sources.zip_ranges import Member, ZipError
@@ -116,40 +116,41 @@ class IsicMasks:
         """The mask item of ``image``, its outcome decided: kept, no_mask, or why not."""
         isic_id = image.image_id
         stem = os.path.join(self.spider.seg_dir, f"{isic_id}_segmentation")
-        item = ImageItem(image_id=isic_id, image_urls=[], stems=[stem], kind="mask", ext="png", stem=stem)
+        item = ImageItem(image_id=isic_id, image_urls=[], stems=[stem], kind="mask", ext="png",
+                         result=ImageResult(stem=stem))
         found = self.index.get(isic_id)
         if found is None:
-            item.outcome, item.detail = Outcome.NO_MASK, f"none of the {len(self.urls)} mask archive(s) has one"
+            item.result.decide(Outcome.NO_MASK, f"none of the {len(self.urls)} mask archive(s) has one")
             return item
         archive, member = found
-        item.url, item.origin = archive.url, f"{archive.url}!{member.name}"
+        item.result.url, item.result.origin = archive.url, f"{archive.url}!{member.name}"
         try:
             if member.size > MAX_MEMBER or member.compressed > MAX_MEMBER:
                 raise ImageRejected(Outcome.TOO_LARGE, f"{member.name} is {member.size} bytes")
             data = await self.reader.member(archive, member)
             await self.check(item, data, expected_size(image))
-            item.outcome = await self.keep(item, data)
+            item.result.outcome = await self.keep(item, data)
         except ImageRejected as exc:
-            item.outcome, item.detail = exc.outcome, exc.detail
+            item.result.decide(exc.outcome, exc.detail)
         except (RangeRefused, ArchiveChanged) as exc:  # the server, not the member: may mend
             status = exc.status if isinstance(exc, RangeRefused) else 0
-            item.outcome = http_outcome(status) if status >= 400 else Outcome.ERROR
-            item.detail = str(exc)[:300]
+            item.result.outcome = http_outcome(status) if status >= 400 else Outcome.ERROR
+            item.result.detail = str(exc)[:300]
         except ZipError as exc:
-            item.outcome, item.detail = Outcome.CORRUPT, str(exc)[:300]
+            item.result.decide(Outcome.CORRUPT, str(exc)[:300])
         except Exception as exc:  # the range request failed after its retries
-            item.outcome, item.detail = classify(exc)
+            item.result.decide(*classify(exc))
         return item
 
     async def check(self, item: ImageItem, data: bytes, expected: tuple[int, int] | None) -> None:
         """A PNG that decodes in full, of the image's dimensions."""
-        item.size = len(data)
+        item.result.size = len(data)
         try:
-            item.sha256, decoded = await asyncio.to_thread(examine, data, self.limits, Placeholders([], []))
+            item.result.sha256, decoded = await asyncio.to_thread(examine, data, self.limits, Placeholders([], []))
         except ImageRejected as exc:
-            item.sha256 = exc.sha256
+            item.result.sha256 = exc.sha256
             raise
-        item.width, item.height, item.format = decoded.width, decoded.height, decoded.format
+        item.result.width, item.result.height, item.result.format = decoded.width, decoded.height, decoded.format
         if decoded.format != "PNG":
             raise ImageRejected(Outcome.NOT_IMAGE, f"a {decoded.format}, not a PNG")
         if expected is not None and (decoded.width, decoded.height) != expected:
@@ -158,7 +159,7 @@ class IsicMasks:
 
     async def keep(self, item: ImageItem, data: bytes) -> str:
         """The core's keep step (decide, stage, rename durably), as for images."""
-        return await self.core.keep(item, data, f"{item.stem}.png")
+        return await self.core.keep(item, data, f"{item.result.stem}.png")
 
 
 def expected_size(image: ImageItem) -> tuple[int, int] | None:
@@ -167,6 +168,6 @@ def expected_size(image: ImageItem) -> tuple[int, int] | None:
     x, y = acquisition.get("pixels_x"), acquisition.get("pixels_y")
     if type(x) is int and type(y) is int and x > 0 and y > 0:
         return x, y
-    if image.width and image.height and image.variant in (None, "full"):
-        return image.width, image.height
+    if image.result.width and image.result.height and image.variant in (None, "full"):
+        return image.result.width, image.result.height
     return None

@@ -23,7 +23,7 @@ from dataset_spiders.dataset.manifest import (
     decode,
     read,
 )
-from dataset_spiders.items import ImageItem
+from dataset_spiders.items import ImageItem, ImageResult
 from dataset_spiders.outcomes import is_outcome
 
 LOGGER = "dataset_spiders.dataset.manifest"
@@ -103,8 +103,8 @@ def test_encode_stamps_the_time_when_the_record_has_none():
 
 def test_an_item_becomes_the_record_of_its_manifest_line():
     item = ImageItem("i1", ["http://a.com/1.jpg", "http://b.com/1.jpg"], ["/d/1", "/d/2"], kind="mask", group="",
-                     label="benign", detail="", size=10, sha256="ab" * 32, width=4, height=5, pixels="px",
-                     learned=True)
+                     label="benign", result=ImageResult(detail="", size=10, sha256="ab" * 32, width=4, height=5,
+                                                        pixels="px", learned=True))
     record = item.to_record("Masks/i1.png", "kept")
     assert record.group is None and record.detail is None  # "" is not written as a value
     assert record.url == "http://a.com/1.jpg"  # no URL fetched yet: the first alternative
