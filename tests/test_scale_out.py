@@ -330,7 +330,10 @@ def test_a_killed_worker_s_share_is_taken_over_and_a_rerun_fetches_nothing_kept(
             run_workers([survivor])
         assert kept_at_kill < sum(expected_counts(classes).values()), "the run was over before the kill"
         assert_never_over(watcher)
-        check_dataset(out, classes, kept=("kept", "present"))
+        try:
+            check_dataset(out, classes, kept=("kept", "present"))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nthe survivor's log ends:\n{survivor.stderr[-4000:]}") from None
         before = class_tree(out, classes)
         kept = kept_urls(out)
 

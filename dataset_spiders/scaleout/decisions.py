@@ -143,13 +143,16 @@ class WorkerMode:
     async def _reap_the_dead_before_leaving(self) -> None:
         """A peer that died (its staging folder is free) may have renamed images whose lines it
         never wrote, and its admissions still count: its classes look full. Before this worker
-        leaves, wait for such a peer's lease to run out (a lease and a second at most) and reap
-        it, so the dataset it leaves has a line for every file."""
+        leaves, wait for such a peer's lease to run out and reap it, so the dataset it leaves has
+        a line for every file. (Two leases and two seconds at most: a busy machine can be slow to
+        tell Redis; a peer not reaped by then is reaped by the next run, on disk.)"""
         assert self.state is not None
-        deadline = asyncio.get_running_loop().time() + self.lease + 1
+        deadline = asyncio.get_running_loop().time() + 2 * self.lease + 2
         while any(not alive for alive in (await asyncio.to_thread(self.folder.peers)).values()):
             await self.state.reap()
             if asyncio.get_running_loop().time() > deadline:
+                logger.warning("A stopped worker's folder could not be reaped before leaving; the next run "
+                               "recovers its images' lines")
                 return
             await asyncio.sleep(0.1)
 
