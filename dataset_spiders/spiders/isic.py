@@ -208,9 +208,23 @@ class IsicSpider(DatasetSpider):
     async def v2_records(self, label_filter: str | None = None) -> AsyncIterator[isic.IsicRecord]:
         p = self.params
         query = isic.v2_query(label_filter or p.filter, p.query)
-        url: str | None = isic.v2_search_url(self.api_url, query, p.collections)
-        seen: set[str] = set()
         to_skip, first = p.offset, True
+        async for page, results, count in self.search_pages(query, set()):
+            if first and count is not None:
+                where = f" in collection(s) {', '.join(map(str, p.collections))}" if p.collections else ""
+                logger.info("%d image(s) match %s%s", count, query or "every record", where)
+                await self.plan_from(count, label_filter, results)
+            first = False
+            records, to_skip = isic.page_records(results, page, to_skip)
+            for record in records:
+                yield record
+
+    async def search_pages(self, query: str | None,
+                           seen: set[str]) -> AsyncIterator[tuple[str, list[Any], int | None]]:
+        """Each page of one v2 search, in order: its URL, its records (none when it listed nothing
+        new) and the count the API gives. A page met before (``seen``), an empty page that links
+        on, or ``ISIC_MAX_IDLE_PAGES`` pages in a row with nothing new end it with SourceError."""
+        url: str | None = isic.v2_search_url(self.api_url, query, self.params.collections)
         idle = IdlePages(self.settings.getint("ISIC_MAX_IDLE_PAGES", 3), "search")
         while url:
             if url in seen:
@@ -218,18 +232,10 @@ class IsicSpider(DatasetSpider):
             seen.add(url)
             page = url
             results, url, count = await self.search_page(url, query)
-            if first and count is not None:
-                where = f" in collection(s) {', '.join(map(str, p.collections))}" if p.collections else ""
-                logger.info("%d image(s) match %s%s", count, query or "every record", where)
-                await self.plan_from(count, label_filter, results)
-            first = False
             if not results and url:
                 raise SourceError(f"the search gave an empty page that links to another ({url})")
-            if not idle.progress([record_key(raw, "isic_id") for raw in results], page, more=url is not None):
-                continue  # every record on it was listed (or skipped by offset) already
-            records, to_skip = isic.page_records(results, page, to_skip)
-            for record in records:
-                yield record
+            fresh = idle.progress([record_key(raw, "isic_id") for raw in results], page, more=url is not None)
+            yield page, results if fresh else [], count  # (every record on it was listed, or skipped by offset)
 
     async def search_page(self, url: str, query: str | None) -> tuple[list[Any], str | None, int | None]:
         """One v2 search page: its records, the next page's URL and the count. A search the API

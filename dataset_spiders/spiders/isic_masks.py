@@ -26,7 +26,6 @@ from ..items import ImageItem, ImageResult
 from ..outcomes import ImageRejected, Outcome, classify, http_outcome
 from ..sources import isic
 from ..sources.zip_ranges import Member, ZipError
-from .base import SourceError
 from .mask_archives import Archive, ArchiveChanged, ArchiveReader, RangeRefused
 
 logger = logging.getLogger(__name__)
@@ -84,13 +83,7 @@ class IsicMasks:
         for start in range(0, len(ids), SEARCH_BATCH):
             terms = " OR ".join(f"isic_id:{i}" for i in ids[start:start + SEARCH_BATCH])
             query = f"({base}) AND ({terms})" if base else terms
-            url: str | None = isic.v2_search_url(spider.api_url, query, p.collections)
-            while url:
-                if url in seen:
-                    raise SourceError(f"the search repeated a page ({url})")
-                seen.add(url)
-                page = url
-                results, url, _ = await spider.search_page(url, query)
+            async for page, results, _ in spider.search_pages(query, seen):
                 records, to_skip = isic.page_records(results, page, to_skip)
                 for record in records:
                     yield record
