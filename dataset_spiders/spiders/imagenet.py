@@ -377,10 +377,13 @@ class ImagenetSpider(DatasetSpider):
             elif found and item.result.outcome == Outcome.HOST_DOWN and item.retry_later:
                 found[0].skipped.append((found[1], time.monotonic()))  # its host's probe decides
             elif (found and item.retry_later and item.result.outcome in (Outcome.TIMEOUT, Outcome.CONNECTION)
-                  and self.retried[item.image_id] < self.retry_times
-                  and not self.core.hosts.is_down(host_of(item.result.url))):
+                  and self.retried[item.image_id] < self.retry_times):
                 self.retried[item.image_id] += 1
-                found[0].candidates.append(found[1])  # tried again behind the class's other candidates
+                if self.core.hosts.is_down(host_of(item.result.url)):
+                    # it failed as its host went down: the host's probe decides, as for a skipped one
+                    found[0].skipped.append((found[1], time.monotonic()))
+                else:
+                    found[0].candidates.append(found[1])  # tried again behind the class's other candidates
 
     def summarise(self, classes: list[ClassState]) -> None:
         wanted = self.params.per_class
