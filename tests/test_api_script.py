@@ -24,6 +24,8 @@ from tests.conftest import clean_env, looking_every
 from tests.emulators import IsicV2Server, make_archive
 from tests.test_tool import SlowImageHost, terminal_session
 
+pytestmark = pytest.mark.cold_start  # it reads the command lines of the processes it starts
+
 SCRIPT = """
 import sys
 from dataset_spiders import download_isic

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
-from tests.conftest import ROOT, crawl
+from tests.conftest import crawl, run_scrapy
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes
 
 
 def verify(out, *flags):
-    return subprocess.run([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return run_scrapy([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], timeout=60)
 
 
 def drop_lines(out, image_ids):

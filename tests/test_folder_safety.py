@@ -12,19 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env, crawl, crawl_command, tmpfs
+from tests.conftest import clean_env, crawl, crawl_command, run_scrapy, start_scrapy, tmpfs
 from tests.emulators import ImageHost, IsicV2Server, images, make_archive
 from tests.emulators.imagenet import FakePhoto, GeturlsServer, PhotoHosts, make_classes
 
 
 def popen(spider: str, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(crawl_command(spider, out, *args), cwd=ROOT, env=clean_env(env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_scrapy(crawl_command(spider, out, *args), env=clean_env(env), stderr=subprocess.PIPE)
 
 
 def verify(out: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return run_scrapy([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], timeout=60)
 
 
 def url_file(path: Path, rows: list[tuple[str, FakePhoto]]) -> Path:

@@ -153,13 +153,10 @@ def test_a_hanging_host_does_not_hold_the_end_once_the_class_is_full(out):
     for photo in classes[wnid][:2]:
         photo.behaviour = "hang"
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
-        hosts.hang_seconds = 60
-        started = time.monotonic()
+        hosts.hang_seconds = 600  # longer than the run may take (the helper's limit): it must not wait
         run = imagenet(out, hosts, api, f"wnids={wnid}", "per_class=5")
-        elapsed = time.monotonic() - started
     assert run.code == 0, run.stderr
     assert len(run.files(f"Images/{wnid}")) == 5
-    assert elapsed < 10, f"the crawl waited {elapsed:.1f} s for a hanging host"
     assert Counter(line["outcome"] for line in run.manifest())["surplus"] >= 2
 
 

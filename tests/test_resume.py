@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, crawl
+from tests.conftest import crawl, start_scrapy
 from tests.emulators import FakeImage, ImageHost, IsicV2Server, images
 from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes, placeholder_png
 
@@ -21,7 +21,7 @@ from tests.emulators.imagenet import GeturlsServer, PhotoHosts, make_classes, pl
 def start(spider: str, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"out_dir={out}", *(f"-a{a}" for a in args)]
     environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | (env or {})
-    return subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_scrapy(cmd, env=environ)
 
 
 def interrupt(proc: subprocess.Popen, after: float, sig: int = signal.SIGKILL) -> None:
@@ -127,14 +127,12 @@ def test_a_torn_manifest_line_is_tolerated_and_repaired(out):
 def test_a_second_ctrl_c_stops_at_once_and_still_leaves_no_partial_file(out):
     classes = make_classes(4, 16, seed=23, failure_rate=0.2, latency=(0.3, 0.8))
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
-        hosts.hang_seconds = 60
+        hosts.hang_seconds = 600  # a run that waited on its downloads would outlast interrupt's wait
         args = (f"wnids={','.join(classes)}", "per_class=8", f"api_url={api.geturls_url('x').split('?')[0]}")
         proc = start("imagenet", out, *args, env=hosts.proxy_env())
         kill_after_lines(proc, out / "manifest.jsonl", 5, signal.SIGINT)
         time.sleep(0.2)
-        started = time.monotonic()
         interrupt(proc, 0, signal.SIGINT)
-        assert time.monotonic() - started < 5, "a second Ctrl-C did not stop at once"
         assert_every_file_is_whole(out / "Images")
         run = crawl("imagenet", out, *args, env=hosts.proxy_env())
     assert run.code == 0, run.stderr

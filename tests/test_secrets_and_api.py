@@ -30,6 +30,8 @@ from tests.emulators import ImageHost, IsicV2Server, make_archive
 from tests.redis_server import RedisServer
 from tests.test_tool import SlowImageHost
 
+pytestmark = pytest.mark.cold_start  # it reads the command lines of the processes it starts
+
 TOKEN = "tok-5ecret-0a1b2c3d4e"
 PASSWORD = "pw-5ecret-9f8e7d6c"  # the Redis password (and the one in a URL given as api_url)
 USER_PASSWORD = "pw-0f-alice-31415"  # the password of a Redis ACL user

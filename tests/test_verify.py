@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
-from tests.conftest import ROOT, crawl
+from tests.conftest import crawl, run_scrapy
 from tests.emulators import ImageHost, IsicV2Server, make_archive
 
 
 def verify(out, *flags):
-    proc = subprocess.run(
-        [sys.executable, "-m", "scrapy", "verify", *flags, str(out)], cwd=ROOT, capture_output=True, text=True
-    )
+    proc = run_scrapy([sys.executable, "-m", "scrapy", "verify", *flags, str(out)], timeout=60)
     return proc.returncode, proc.stdout, proc.stderr
 
 

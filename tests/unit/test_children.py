@@ -52,7 +52,7 @@ def test_a_child_deaf_to_sigint_is_killed_with_what_it_started(monkeypatch):
         started = time.monotonic()
         raise KeyboardInterrupt  # as the caller's Ctrl-C would
     took = time.monotonic() - started
-    assert 0.6 < took < 5, took  # both waits, then the kill
+    assert took > 0.6, took  # both waits, then the kill
     assert said.count("SIGINT ignored\n") == 2
     assert not alive(child.pid) and not alive(grandchild)
     with pytest.raises(ChildProcessError):
