@@ -14,7 +14,31 @@ against state that was lost. Keys, under the prefix ``P``:
 - ``queue``: listed records waiting for a worker (isic); ``listed``: the ids queued so far
 - ``nearref``: perceptual hash of a kept image -> its reference; ``near:<band>``: the hashes
   with that band (``dataset/near_copies.py``); ``nearof``: ``group NUL id`` -> ``hash|distance``
+- ``answer:<worker>:<n>``: a call's answer, for a while, so that the call sent again gets it
+  (``once_per_call``)
 """
+
+def once_per_call(body: str) -> str:
+    """``body`` made idempotent per call: its last two ARGV are the call's id (the worker's id
+    and a number) and how many milliseconds its answer is kept. A call sent again (its first
+    answer lost to a timeout after Redis ran it) gets the first answer back and changes nothing;
+    without this, an admission retried after a stall found its own first admission and answered
+    ``present``, and the image was never kept. An ``epoch`` answer is not kept: nothing ran."""
+    return """
+local TTL = table.remove(ARGV)
+local CALL = table.remove(ARGV)
+local KEY = ARGV[1] .. 'answer:' .. CALL
+local earlier = redis.call('GET', KEY)
+if earlier then return cjson.decode(earlier) end
+local answer = (function()
+""" + body + """
+end)()
+if not (type(answer) == 'table' and answer[1] == 'epoch') then
+  redis.call('SET', KEY, cjson.encode(answer), 'PX', TTL)
+end
+return answer
+"""
+
 
 #: ARGV: P, worker, milliseconds. The rebuild role, only while there is no epoch (a worker that
 #: saw none a moment ago must not rebuild over the state another has just rebuilt).

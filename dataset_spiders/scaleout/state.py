@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,8 +46,11 @@ class SharedState:
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
         self._refused = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
                          redis.exceptions.NoPermissionError, redis.exceptions.ReadOnlyError)
-        self.scripts = {name: self.redis.register_script(getattr(lua, name)) for name in
+        self.scripts = {name: self.redis.register_script(lua.once_per_call(getattr(lua, name))) for name in
                         ("TAKE", "ADMIT", "SETTLE", "REVOKE", "PRESENT", "REAP", "ENQUEUE", "DEQUEUE")}
+        self._calls = itertools.count()
+        # a call's answer is kept while it may be sent again: as long as a retry may go on
+        self.answer_ms = int(1000 * max(60.0, 2 * self.retry_for))
         self.epoch = ""
         self.hooks: Hooks | None = None
         self.rebuilds = 0  # epochs this worker joined after the first (Redis came back empty)
@@ -93,7 +97,9 @@ class SharedState:
     async def run(self, name: str, *args: Any) -> list[Any]:
         """Run a script with this epoch; when Redis lost it, rejoin (drain, rebuild) and run it again."""
         while True:
-            answer = await self._retrying(lambda: self.scripts[name](args=[self.prefix, self.epoch, *args]))
+            call = self.new_call()
+            answer = await self._retrying(lambda call=call: self.scripts[name](  # type: ignore[misc]
+                args=[self.prefix, self.epoch, *args, *call]))
             answer = [a.decode() if isinstance(a, bytes) else a for a in answer]
             if answer[0] != "epoch":
                 return answer
@@ -103,11 +109,12 @@ class SharedState:
         """Run a script once per argument tuple, in one round trip (a pipeline, not a transaction:
         each call is atomic on its own); a call that met a lost epoch runs again after the rejoin."""
         script = self.scripts[name]
+        ids = [self.new_call() for _ in calls]  # the same for each call however often it is sent
 
         async def send() -> list[Any]:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for args in calls:
-                    await script(args=[self.prefix, self.epoch, *args], client=pipe)
+                for args, call in zip(calls, ids, strict=True):
+                    await script(args=[self.prefix, self.epoch, *args, *call], client=pipe)
                 return await pipe.execute()
 
         answers = [[a.decode() if isinstance(a, bytes) else a for a in answer] for answer in await self._retrying(send)]
@@ -147,6 +154,10 @@ class SharedState:
 
     def key(self, name: str) -> str:
         return self.prefix + name
+
+    def new_call(self) -> tuple[str, int]:
+        """A state-changing call's id and how long its answer is kept (``scripts.once_per_call``)."""
+        return f"{self.worker}:{next(self._calls)}", self.answer_ms
 
     # --- joining -------------------------------------------------------------------------------
 

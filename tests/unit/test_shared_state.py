@@ -4,7 +4,10 @@ each candidate to one worker in list order, a dead worker's share given back, a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -225,3 +228,66 @@ def test_a_host_one_worker_found_down_is_down_for_the_other(server):
         await close(states)
 
     asyncio.run(scenario())
+
+
+
+class ReplyEater:
+    """A TCP relay in front of Redis that, while ``eating`` is set, passes every command on and
+    throws every reply away: a call Redis ran whose answer never came back (a stall or a network
+    fault longer than the client's socket timeout, after the command got through)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port, self.eating = target_port, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not (replies and self.eating.is_set()):
+                    sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_call_retried_after_its_answer_was_lost_gets_the_first_answer(server: RedisServer) -> None:
+    """Redis ran the admission but its answer was lost (the client's socket timeout, 2 s here,
+    passed first): the worker sends it again. The retry must get the first call's answer; it
+    used to find the first admission and answer ``present``, and the image was then never kept."""
+    relay = ReplyEater(server.port)
+
+    async def main() -> tuple[str, str, int]:
+        states = [SharedState(relay.url, "t10:", "w0", "/nowhere/w0", lease=0.3, retry_for=10)]
+        await states[0].forget_epoch()
+        await states[0].join(hooks())
+        relay.eating.set()
+        asyncio.get_running_loop().call_later(2.5, relay.eating.clear)
+        verdict = await admit(states[0], "a", "g", 5)
+        again = await admit(states[0], "a2", "g", 5)  # a new call is a new decision
+        kept = await states[0].counts(["g"])
+        await close(states)
+        return verdict, again, kept["g"]
+
+    try:
+        verdict, again, kept = asyncio.run(main())
+    finally:
+        relay.close()
+    assert (verdict, again, kept) == ("ok", "ok", 2)
