@@ -391,6 +391,29 @@ def test_redis_gone_for_good_stops_every_worker_with_one_line(spawn, redis_serve
             assert not name.endswith(".part") and decodes(data), f"{wnid}/{name}"
 
 
+def test_a_worker_with_other_arguments_than_the_live_workers_is_refused(spawn, redis_server, out):
+    """per_class=3 joining workers of per_class=5: one line naming both, exit 1, nothing done;
+    the live worker ends exact. (Every class used to end with the largest N, and the worker of
+    the smaller one said it had kept its own N.)"""
+    classes = scenario(MID_RUN)
+    settings = settings_for(redis_server)
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(GeturlsServer(classes))
+        proxies = [stack.enter_context(PhotoHosts(classes)) for _ in range(2)]
+        first = spawn("imagenet", out, *imagenet_args(api, classes), settings=settings, hosts=proxies[0])
+        wait_until(lambda: len(kept_urls(out)) >= 1 or not first.running, 60, "a first kept image")
+        assert_running([first], "the second worker started")
+        args = [a if not a.startswith("per_class=") else "per_class=3" for a in imagenet_args(api, classes)]
+        other = spawn("imagenet", out, *args, settings=settings, hosts=proxies[1])
+        code = other.wait(60)
+        run_workers([first])
+        assert proxies[1].url_log == [], "the refused worker fetched photos"
+    assert code == 1, other.stderr[-3000:]
+    errors = error_lines(other.stderr)
+    assert len(errors) == 1 and "target=5 per class" in errors[0] and "target=3 per class" in errors[0], errors
+    check_dataset(out, classes)
+
+
 def test_a_worker_started_after_the_dataset_is_done_downloads_nothing(spawn, redis_server, out):
     classes = scenario(FAST)
     settings = settings_for(redis_server)

@@ -172,10 +172,12 @@ class DatasetCore:
         logger.info("reselect: %d image(s) of the folder's earlier selection set aside to %s", count,
                     self.disk.quarantine_dir)
 
-    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> bool:
-        """Join the other workers, if any (see ``scaleout/decisions.py``); False if that failed."""
+    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None,
+                   terms: dict[str, Any] | None = None) -> bool:
+        """Join the other workers, if any (see ``scaleout/decisions.py``), on the run's ``terms``;
+        False if that failed."""
         try:
-            await self.mode.join(extra)
+            await self.mode.join(extra, terms)
         except SharedGone as exc:
             self.fail(str(exc))
             return False

@@ -54,7 +54,7 @@ class LocalMode:
         """What dataset.json records of this process beside the run."""
         return {}
 
-    async def join(self, extra: Any = None) -> None:
+    async def join(self, extra: Any = None, terms: Any = None) -> None:
         """Nothing to join: the decisions are this process's."""
 
     async def leave(self) -> None:

@@ -102,9 +102,12 @@ class WorkerMode:
         """Each group's count across all workers (None before joining)."""
         return await self.state.counts(groups) if self.state is not None else None
 
-    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None) -> None:
+    async def join(self, extra: Callable[[], dict[str, set[str]]] | None = None,
+                   terms: dict[str, Any] | None = None) -> None:
         """Join the shared state (rebuilding it from disk when first). ``extra`` adds what the
-        spider counts on disk (ImageNet: the files in each class folder). Raises SharedGone."""
+        spider counts on disk (ImageNet: the files in each class folder); ``terms``, what the
+        run is (spider, target, selection): a worker whose terms differ from those of the live
+        workers is refused. Raises SharedGone."""
         try:
             session = await asyncio.to_thread(self.folder.session)
         except OSError as exc:
@@ -124,6 +127,11 @@ class WorkerMode:
             starting.__exit__(None, None, None)
         hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead, self._withdraw)
         await self.state.join(hooks)
+        if terms is not None:
+            mine = json.dumps(terms, sort_keys=True)
+            theirs = await self.state.agree(mine)
+            if theirs is not None:
+                raise SharedGone(disagreement(json.loads(theirs), terms))
         if self.core.hosts.enabled:
             self.core.hosts.shared = SharedHosts(self.state, self.core.hosts)
         logger.info("Worker %s joined the dataset's shared state in Redis (%s)", self.worker,
@@ -494,3 +502,15 @@ class SharedHosts:
 
     def stop(self) -> None:
         self._reader.cancel()
+
+
+def disagreement(theirs: dict[str, Any], mine: dict[str, Any]) -> str:
+    """One line: what the live workers run on, against this one's terms."""
+    keys = [k for k in dict.fromkeys([*theirs, *mine]) if theirs.get(k) != mine.get(k)]
+
+    def shown(terms: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={json.dumps(terms.get(k)) if not isinstance(terms.get(k), str) else terms[k]}"
+                         for k in keys)
+
+    return (f"the workers already running on this dataset have {shown(theirs)}, this one {shown(mine)}: give every "
+            "worker the same arguments, or start this one after they end")

@@ -40,6 +40,21 @@ return answer
 """
 
 
+#: ARGV: P, worker, terms (JSON). The run's terms (spider, target, selection), agreed: a worker
+#: whose terms differ from those of a live worker gets theirs back (it is refused); else its
+#: terms become the run's (when the workers before it have all ended, a new run begins).
+AGREE = """
+local P, me, terms = ARGV[1], ARGV[2], ARGV[3]
+local current = redis.call('GET', P .. 'terms')
+if current and current ~= terms then
+  for _, w in ipairs(redis.call('HKEYS', P .. 'workers')) do
+    if w ~= me and redis.call('EXISTS', P .. 'alive:' .. w) == 1 then return current end
+  end
+end
+redis.call('SET', P .. 'terms', terms)
+return false
+"""
+
 #: ARGV: P, worker, milliseconds. The rebuild role, only while there is no epoch (a worker that
 #: saw none a moment ago must not rebuild over the state another has just rebuilt).
 CLAIM_REBUILD = """

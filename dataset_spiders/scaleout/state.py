@@ -161,6 +161,11 @@ class SharedState:
 
     # --- joining -------------------------------------------------------------------------------
 
+    async def agree(self, terms: str) -> str | None:
+        """Make ``terms`` the run's, unless a live worker runs on others: then theirs (``AGREE``)."""
+        answer = await self._retrying(lambda: self.redis.eval(lua.AGREE, 0, self.prefix, self.worker, terms))
+        return answer.decode() if isinstance(answer, bytes) else None
+
     async def forget_epoch(self) -> None:
         """The first worker of a folder does not trust what Redis holds: it is rebuilt from disk."""
         await self._retrying(lambda: self.redis.delete(self.key("epoch")))

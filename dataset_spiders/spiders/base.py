@@ -160,6 +160,13 @@ class DatasetSpider(scrapy.Spider):
             "folders": recorded_folders(self.core.disk.root, {"out_dir": self.core.disk.root, **self.folder_names()}),
         }
 
+    def run_terms(self) -> dict[str, Any]:
+        """What every worker of one run must agree on: the spider, its target and its selection."""
+        target = self.target()
+        return {"spider": self.name,
+                "target": "all" if target is None else f"{target} per {self.target_per}",
+                **selection.normal(self.Params.selection_of(dataclasses.asdict(self.params)))}
+
     async def open_dataset(self) -> bool:
         """Check the pipelines, then have the core open the dataset (folders, dataset.json, manifest)."""
         logger.info("%s", self.plan_line())

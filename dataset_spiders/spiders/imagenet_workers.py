@@ -30,7 +30,8 @@ async def shared_items(
     worker, in list order; the crawl ends when every class is full or out of candidates."""
     workers = spider.core.workers
     assert workers is not None
-    if not await spider.core.join(lambda: {c.wnid: stock.image_stems(c.folder) for c in classes}):
+    if not await spider.core.join(lambda: {c.wnid: stock.image_stems(c.folder) for c in classes},
+                                  terms=spider.run_terms()):
         return
     try:
         assert workers.state is not None

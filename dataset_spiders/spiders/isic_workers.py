@@ -33,7 +33,7 @@ async def shared_items(spider: IsicSpider, records: AsyncIterator[IsicRecord]) -
     """With REDIS_URL: records come from the shared queue (one worker lists), each to one worker."""
     workers = spider.core.workers
     assert workers is not None
-    if not await spider.core.join():
+    if not await spider.core.join(terms=spider.run_terms()):
         return
     window = spider.settings.getint("DATASET_MAX_IN_FLIGHT")
     slack = spider.settings.getint("DATASET_EXTRA_IN_FLIGHT")
