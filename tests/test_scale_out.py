@@ -414,6 +414,43 @@ def test_a_worker_with_other_arguments_than_the_live_workers_is_refused(spawn, r
     check_dataset(out, classes)
 
 
+def test_a_copy_made_while_its_workers_run_is_a_dataset_of_its_own(spawn, redis_server, tmp_path):
+    """``cp -r`` of a dataset whose two workers are running (held still for the copy), then a
+    worker on the copy with the same REDIS_URL: the copy gets keys of its own, and both end
+    exact. (The copy's worker used to share the original's keys: 14-16 of 20 per class.) The
+    copy is made once the placeholder is learned: one kept before that is in a copy as in any
+    stopped run's folder."""
+    classes = scenario(MID_RUN)
+    settings = settings_for(redis_server, CONCURRENT_REQUESTS="2")
+    first, copy = tmp_path / "W1", tmp_path / "W2"
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(GeturlsServer(classes))
+        proxies = [stack.enter_context(PhotoHosts(classes)) for _ in range(3)]
+        workers = [spawn("imagenet", first, *imagenet_args(api, classes), settings=settings, hosts=proxies[i])
+                   for i in range(2)]
+        def on_disk() -> int:
+            return sum(len(files) for files in class_tree(first, classes).values())
+
+        def learned() -> bool:
+            return any(line.get("outcome") == "placeholder" for line in last_lines(first).values())
+
+        wait_until(lambda: (on_disk() >= 3 and learned()) or not all(w.running for w in workers), 60,
+                   "3 images on disk and the placeholder learned")
+        assert_running(workers, "the copy")
+        for w in workers:
+            w.proc.send_signal(signal.SIGSTOP)
+        try:
+            subprocess.run(["cp", "-r", str(first), str(copy)], check=True, timeout=60)
+        finally:
+            for w in workers:
+                w.proc.send_signal(signal.SIGCONT)
+        copied = spawn("imagenet", copy, *imagenet_args(api, classes), settings=settings, hosts=proxies[2])
+        run_workers([*workers, copied])
+    assert "is a copy of a dataset whose workers run elsewhere" in copied.stderr
+    check_dataset(first, classes)
+    check_dataset(copy, classes)
+
+
 def test_a_worker_started_after_the_dataset_is_done_downloads_nothing(spawn, redis_server, out):
     classes = scenario(FAST)
     settings = settings_for(redis_server)

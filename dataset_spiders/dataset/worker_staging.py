@@ -174,6 +174,13 @@ class WorkerFolder:
         finally:
             os.close(fd)
 
+    def renew_session(self) -> dict[str, Any]:
+        """A new dataset id for this folder (it is a copy: the id it holds is another folder's
+        in Redis). Only while ``starting`` is held, which keeps this folder's workers in turn."""
+        data = {"dataset": uuid.uuid4().hex, "offset": 0}
+        self.write_session(data)
+        return data
+
     def write_session(self, data: dict[str, Any]) -> None:
         atomic_write(self.session_path, json.dumps(data).encode(), self.disk.staging_dir)
 

@@ -121,6 +121,15 @@ class WorkerMode:
         starting = self.folder.starting()
         self.alone = await asyncio.to_thread(starting.__enter__)
         try:
+            if self.alone and await self.state.others_alive():
+                # workers hold leases on this dataset's keys, yet none works in this folder: it
+                # is a copy (cp -r) of theirs, and gets keys of its own
+                await self.state.close()
+                session = await asyncio.to_thread(self.folder.renew_session)
+                self.state = SharedState(self.url, f"dataset-spiders:{session['dataset']}:", self.worker,
+                                         self.core.disk.staging_dir, self.lease, self.retry_for)
+                logger.warning("%s is a copy of a dataset whose workers run elsewhere: it gets a dataset id of "
+                               "its own in Redis", self.core.disk.root)
             if self.alone:  # what Redis holds may be stale (the folder changed since): rebuild
                 await self.state.forget_epoch()
         finally:

@@ -166,6 +166,14 @@ class SharedState:
         answer = await self._retrying(lambda: self.redis.eval(lua.AGREE, 0, self.prefix, self.worker, terms))
         return answer.decode() if isinstance(answer, bytes) else None
 
+    async def others_alive(self) -> bool:
+        """Whether another worker of these keys holds a lease now."""
+        for raw in await self._retrying(lambda: self.redis.hkeys(self.key("workers"))):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name != self.worker and await self._retrying(partial(self.redis.exists, self.key(f"alive:{name}"))):
+                return True
+        return False
+
     async def forget_epoch(self) -> None:
         """The first worker of a folder does not trust what Redis holds: it is rebuilt from disk."""
         await self._retrying(lambda: self.redis.delete(self.key("epoch")))
