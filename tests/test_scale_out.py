@@ -451,6 +451,38 @@ def test_a_copy_made_while_its_workers_run_is_a_dataset_of_its_own(spawn, redis_
     check_dataset(copy, classes)
 
 
+def test_a_frozen_worker_is_fenced_off_the_others_finish_and_it_stops_when_thawed(spawn, redis_server, out):
+    """SIGSTOP of one of three workers (Ctrl-Z, a paused VM): once its lease is long out the
+    others fence it off (though it still holds its folder's lock) and finish exact while it is
+    frozen; thawed, it stops with one line and changes nothing. (The others used to wait for it
+    as long as it was frozen.)"""
+    classes = scenario(MID_RUN)
+    settings = settings_for(redis_server, DATASET_LEASE="1", CONCURRENT_REQUESTS="2")
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(GeturlsServer(classes))
+        proxies = [stack.enter_context(PhotoHosts(classes)) for _ in range(3)]
+        workers = [spawn("imagenet", out, *imagenet_args(api, classes), settings=settings, hosts=hosts)
+                   for hosts in proxies]
+        wait_until(lambda: sum(len(f) for f in class_tree(out, classes).values()) >= 4
+                   or not all(w.running for w in workers), 60, "4 images on disk")
+        assert_running(workers, "the freeze")
+        frozen, others = workers[0], workers[1:]
+        frozen.proc.send_signal(signal.SIGSTOP)
+        try:
+            run_workers(others, timeout=90)
+            check_dataset(out, classes, kept=("kept", "present"))  # present: its image, adopted, met again
+            before = class_tree(out, classes)
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        code = frozen.wait(60)
+    assert code == 1, frozen.stderr[-3000:]
+    errors = error_lines(frozen.stderr)
+    assert len(errors) == 1 and "took its share over" in errors[0], errors
+    assert class_tree(out, classes) == before
+    check_dataset(out, classes, kept=("kept", "present"))
+    assert any("fencing it off" in w.stderr for w in others)
+
+
 def test_a_worker_started_after_the_dataset_is_done_downloads_nothing(spawn, redis_server, out):
     classes = scenario(FAST)
     settings = settings_for(redis_server)

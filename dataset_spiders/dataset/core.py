@@ -26,7 +26,7 @@ from ..outcomes import ImageRejected, Outcome, is_permanent
 from . import previous_runs as earlier
 from . import provenance
 from .cleanup import CACHE_DIR, MadeByThisRun
-from .decisions import LocalMode, SharedGone
+from .decisions import FENCED, LocalMode, SharedGone
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly, write_staged
@@ -310,7 +310,9 @@ class DatasetCore:
             await self.undecide(item)
             item.result.path = None
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, OSError):
+            if self.writer.fenced:  # its staging folder was taken away: it learned so in undecide
+                self.fail(FENCED)
+            elif isinstance(exc, OSError):
                 self.fail(f"cannot write to {self.disk.relative(final)}: {why}")
             raise ImageRejected(Outcome.ERROR, f"cannot write {final}: {why}") from None
         finally:

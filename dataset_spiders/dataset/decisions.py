@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+FENCED = ("this worker stopped answering for longer than its lease (frozen? suspended?) and the other workers "
+          "took its share over; it stops (what it had not finished is theirs)")
+
+
 class SharedGone(Exception):
     """Redis stayed out of reach too long; the message is one line."""
 

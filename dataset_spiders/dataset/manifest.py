@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, NamedTuple
 
@@ -228,6 +228,10 @@ class ManifestWriter:
         self._file: IO[bytes] | None = None
         self._pending: list[bytes] = []
         self._lock = threading.Lock()  # the reactor queues lines; the commit thread flushes them
+        # workers: lines wait while this is False (the lease not known to hold: after a freeze,
+        # the worker may have been fenced off and its candidates kept by others)
+        self.may_write: Callable[[], bool] | None = None
+        self.fenced = False  # a worker fenced off writes nothing more
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -242,10 +246,18 @@ class ManifestWriter:
         with self._lock:
             self._pending.append(line)
 
-    def flush(self) -> None:
+    def fence(self) -> None:
+        """Write nothing more: the lines queued and to come are dropped (a fenced-off worker's)."""
         with self._lock:
-            if not self._pending:
+            self.fenced, self._pending = True, []
+
+    def flush(self, force: bool = False) -> None:
+        with self._lock:
+            if not self._pending or self.fenced:
+                self._pending = [] if self.fenced else self._pending
                 return
+            if not force and self.may_write is not None and not self.may_write():
+                return  # they wait for the lease to be renewed (or are dropped if fenced)
             if self._file is None:
                 self.open()
             assert self._file is not None
@@ -273,7 +285,7 @@ class ManifestWriter:
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.flush(force=True)
         finally:
             file, self._file = self._file, None
             if file is not None:

@@ -142,6 +142,27 @@ class WorkerFolder:
             if fd is not None:
                 os.close(fd)
 
+    def fence(self, worker: str, writer: ManifestWriter, held: dict[str, str]) -> list[str]:
+        """A frozen worker (its lease long out, its folder still locked) is fenced off: its
+        staging folders are renamed away, so that, thawed, it can rename nothing into the
+        dataset (it commits by path); then it is reaped as a dead one. Blocking."""
+        if not _WORKER.fullmatch(worker):
+            return []
+        name = PREFIX + worker
+        for staging in {os.path.join(os.path.dirname(s), name) for s in self.disk.all_stagings()}:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                fenced = os.path.join(os.path.dirname(staging), f"fenced-{worker}-{uuid.uuid4().hex[:8]}")
+                os.rename(staging, fenced)
+                for _, intent in manifest.read(os.path.join(fenced, os.path.basename(self.disk.journal_path))):
+                    path = self.disk.absolute(intent.path or "")
+                    if path and os.path.isfile(path) and not os.path.islink(path):
+                        writer.write(_as_kept(intent))
+                writer.flush()
+                _clear(fenced)
+                with contextlib.suppress(OSError):
+                    os.rmdir(fenced)
+        return [key for key, value in held.items() if self._on_disk(value)]
+
     def reap_all_dead(self, writer: ManifestWriter) -> int:
         """Clean every dead peer's folder (at a rebuild, before the disk is recounted)."""
         dead = [w for w, alive in self.peers().items() if not alive]

@@ -134,8 +134,11 @@ class WorkerMode:
                 await self.state.forget_epoch()
         finally:
             starting.__exit__(None, None, None)
-        hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead, self._withdraw)
+        hooks = Hooks(self._drain, self.folder.live_peers, self._recount, self._reap_dead, self._withdraw,
+                      self._fence)
         await self.state.join(hooks)
+        self.state.on_fenced = self.core.writer.fence
+        self.core.writer.may_write = self.state.lease_holds
         if terms is not None:
             mine = json.dumps(terms, sort_keys=True)
             theirs = await self.state.agree(mine)
@@ -390,6 +393,9 @@ class WorkerMode:
 
     async def _reap_dead(self, worker: str, staging: str, held: dict[str, str]) -> list[str] | None:
         return await asyncio.to_thread(self.folder.reap, worker, self.core.writer, held)
+
+    async def _fence(self, worker: str, held: dict[str, str]) -> list[str]:
+        return await asyncio.to_thread(self.folder.fence, worker, self.core.writer, held)
 
     async def _recount(self) -> Rebuilt:
         return await asyncio.to_thread(self._recount_now)

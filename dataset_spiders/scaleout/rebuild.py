@@ -46,6 +46,9 @@ class Hooks:
     reap_dead: Callable[[str, str, dict[str, str]], Awaitable[list[str] | None]]
     #: (reference, sha) of kept placeholders; a coroutine, as it runs as a task of its own
     withdraw: Callable[[list[tuple[str, str]]], Coroutine[Any, Any, None]]
+    #: (worker, held) -> those on disk: a worker whose lease ran out long ago yet holds its lock
+    #: (frozen: SIGSTOP, a paused machine) is fenced off; None: such a worker is waited for
+    fence: Callable[[str, dict[str, str]], Awaitable[list[str]]] | None = None
 
 
 async def write_state(redis: Any, prefix: str, truth: Rebuilt, epoch: str, worker: str) -> None:

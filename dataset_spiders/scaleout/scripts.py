@@ -23,13 +23,18 @@ def once_per_call(body: str) -> str:
     and a number) and how many milliseconds its answer is kept. A call sent again (its first
     answer lost to a timeout after Redis ran it) gets the first answer back and changes nothing;
     without this, an admission retried after a stall found its own first admission and answered
-    ``present``, and the image was never kept. An ``epoch`` answer is not kept: nothing ran."""
+    ``present``, and the image was never kept. An ``epoch`` answer is not kept: nothing ran.
+    A worker no longer among the ``workers`` (its share was taken over) is answered ``fenced``."""
     return """
 local TTL = table.remove(ARGV)
 local CALL = table.remove(ARGV)
 local KEY = ARGV[1] .. 'answer:' .. CALL
 local earlier = redis.call('GET', KEY)
 if earlier then return cjson.decode(earlier) end
+if redis.call('GET', ARGV[1] .. 'epoch') == ARGV[2] and
+   redis.call('HEXISTS', ARGV[1] .. 'workers', string.match(CALL, '^(.*):%d+$')) == 0 then
+  return {'fenced'}  -- its share was taken over (it was frozen past its lease): it must stop
+end
 local answer = (function()
 """ + body + """
 end)()

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from ..dataset.decisions import SharedGone
+from ..dataset.decisions import FENCED, SharedGone
 from . import scripts as lua
 from .rebuild import BATCH_DELAY, Hooks, Rebuilt, reference, safe_url, text, write_state
 
@@ -49,6 +50,10 @@ class SharedState:
         self.scripts = {name: self.redis.register_script(lua.once_per_call(getattr(lua, name))) for name in
                         ("TAKE", "ADMIT", "SETTLE", "REVOKE", "PRESENT", "REAP", "ENQUEUE", "DEQUEUE")}
         self._calls = itertools.count()
+        self.valid_until = 0.0  # monotonic time until which this worker's lease is known to hold
+        self.fenced = False
+        self.on_fenced: Callable[[], None] | None = None  # told once, when this worker learns it
+        self._silent: dict[str, float] = {}  # workers seen with their lease out but their folder held: since
         # a call's answer is kept while it may be sent again: as long as a retry may go on
         self.answer_ms = int(1000 * max(60.0, 2 * self.retry_for))
         self.epoch = ""
@@ -101,6 +106,8 @@ class SharedState:
             answer = await self._retrying(lambda call=call: self.scripts[name](  # type: ignore[misc]
                 args=[self.prefix, self.epoch, *args, *call]))
             answer = [a.decode() if isinstance(a, bytes) else a for a in answer]
+            if answer[0] == "fenced":
+                raise self._fenced()
             if answer[0] != "epoch":
                 return answer
             await self.rejoin()
@@ -118,6 +125,8 @@ class SharedState:
                 return await pipe.execute()
 
         answers = [[a.decode() if isinstance(a, bytes) else a for a in answer] for answer in await self._retrying(send)]
+        if any(answer[0] == "fenced" for answer in answers):
+            raise self._fenced()
         for i, answer in enumerate(answers):
             if answer[0] == "epoch":
                 answers[i] = await self.run(name, *calls[i])
@@ -260,10 +269,12 @@ class SharedState:
 
     async def _register(self) -> None:
         async def register() -> None:
+            sent = time.monotonic()
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.key("workers"), self.worker, self.staging)
                 pipe.set(self.key(f"alive:{self.worker}"), "1", px=int(self.lease * 1000))
                 await pipe.execute()
+            self.valid_until = sent + self.lease
 
         await self._retrying(register)
 
@@ -284,11 +295,27 @@ class SharedState:
                 logger.exception("The lease keeper failed; it starts again")
 
     async def _renew(self) -> bytes | None:
+        sent = time.monotonic()
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.key("workers"), self.worker)
             pipe.set(self.key(f"alive:{self.worker}"), "1", px=int(self.lease * 1000))
             pipe.get(self.key("epoch"))
-            epoch: bytes | None = (await pipe.execute())[1]
-            return epoch
+            member, _, epoch = await pipe.execute()
+        if epoch is not None and epoch.decode() == self.epoch and not member:
+            raise self._fenced()
+        self.valid_until = sent + self.lease
+        return epoch  # type: ignore[no-any-return]
+
+    def lease_holds(self) -> bool:
+        """Whether this worker's lease is known to hold now (its lines may be written)."""
+        return not self.fenced and time.monotonic() < self.valid_until
+
+    def _fenced(self) -> SharedGone:
+        if not self.fenced:
+            self.fenced = True
+            if self.on_fenced is not None:
+                self.on_fenced()
+        return SharedGone(FENCED)
 
     async def reap(self) -> None:
         """Give back the share of every worker whose lease ran out and whose staging folder is free."""
@@ -302,8 +329,16 @@ class SharedState:
             found = await self._retrying(partial(self.redis.hgetall, self.key(f"held:{worker}")))
             held = {k.decode(): v.decode() for k, v in found.items()}
             on_disk = await self.hooks.reap_dead(worker, staging.decode(), held)
-            if on_disk is None:
-                continue  # alive after all (its folder is locked): only slow to renew
+            if on_disk is None:  # its folder is locked: alive, only slow to renew, or frozen
+                now = asyncio.get_running_loop().time()
+                silent_since = self._silent.setdefault(worker, now)
+                if self.hooks.fence is None or now - silent_since < 2 * self.lease:
+                    continue
+                logger.warning("Worker %s has not renewed its lease for %.0f s though it holds its folder "
+                               "(frozen?): fencing it off and taking its share over", worker,
+                               now - silent_since + self.lease)
+                on_disk = await self.hooks.fence(worker, held)
+            self._silent.pop(worker, None)
             answer = await self.run("REAP", worker, *on_disk)
             if answer[0] == "ok":
                 logger.warning("Worker %s stopped without finishing; gave back %s candidate(s) and %s "
