@@ -339,8 +339,18 @@ def install_copy(where: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``dataset-spiders`` command of an installed copy of the checkout (once per session)."""
-    return install_copy(tmp_path_factory.mktemp("installed"))
+    """The ``dataset-spiders`` command of an installed copy of the checkout: installed once per
+    session, by the first test process that needs it (the others wait, then use it)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+    where = root / "installed"
+    with open(root / "installed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        exe = where / "venv" / "bin" / "dataset-spiders"
+        if not exe.exists():
+            shutil.rmtree(where, ignore_errors=True)
+            install_copy(where)
+    return exe
 
 
 def user_run(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
