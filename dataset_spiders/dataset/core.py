@@ -30,7 +30,7 @@ from .decisions import FENCED, LocalMode, SharedGone
 from .disk import DatasetDisk, FolderError
 from .durability import GroupCommit
 from .files import check_writable, unlink_quietly, write_staged
-from .formats import is_image_name
+from .formats import in_place
 from .hosts import HostHealth
 from .identity import KeptRef, PlaceholderLearner, SeenImages, site_of
 from .lock import DatasetBusy, DatasetLock
@@ -294,7 +294,7 @@ class DatasetCore:
         item.result.path = final  # the decision remembers where it goes
         refused = await self.decide(item)
         if refused and refused[0] == Outcome.PRESENT:  # another worker kept this very image
-            if not in_place(final):  # not yet (or not at all): never say present of a file not seen
+            if in_place(final) is None:  # not yet (or not at all): never say present of a file not seen
                 item.result.path = None
                 raise ImageRejected(Outcome.SURPLUS, "another worker holds this image; its file is not in place yet")
             item.result.detail = refused[1]
@@ -376,15 +376,3 @@ class DatasetCore:
             await self.mode.revoke(ref.group, ref.image_id, sha256, pixels, ref.url)
         except SharedGone as exc:
             self.fail(str(exc))
-
-
-def in_place(final: str) -> bool:
-    """Whether an image of the name ``final`` (any image extension) is a regular file in its folder."""
-    folder, name = os.path.split(final)
-    stem = name.rpartition(".")[0]
-    try:
-        with os.scandir(folder) as entries:
-            return any(e.name.rpartition(".")[0] == stem and is_image_name(e.name) and e.is_file(follow_symlinks=False)
-                       for e in entries)
-    except OSError:
-        return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 #: The extensions a kept image may have, per Pillow format (the first is the one we give).
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "JPEG": ("jpg", "jpeg"),
@@ -25,3 +27,16 @@ def extension_for(image_format: str | None, named: str | None) -> str:
 
 def is_image_name(path: str) -> bool:
     return path.rpartition(".")[2].lower() in ALL_EXTENSIONS and "/" not in path.rpartition(".")[2]
+
+
+def in_place(final: str) -> str | None:
+    """The image of the stem of ``final`` (any image extension) that is a regular file in its
+    folder, or None."""
+    folder, name = os.path.split(final)
+    stem = name.rpartition(".")[0] if "." in name else name
+    try:
+        with os.scandir(folder) as entries:
+            return next((e.path for e in entries if e.name.rpartition(".")[0] == stem and is_image_name(e.name)
+                         and e.is_file(follow_symlinks=False)), None)
+    except OSError:
+        return None

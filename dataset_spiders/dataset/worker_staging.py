@@ -127,16 +127,9 @@ class WorkerFolder:
             fd = None  # no folder (already cleaned): nothing to recover
         try:
             if fd is not None:
-                journal = os.path.join(mine, os.path.basename(self.disk.journal_path))
-                for _, intent in manifest.read(journal):
-                    path = self.disk.absolute(intent.path or "")
-                    if path and os.path.isfile(path) and not os.path.islink(path):
-                        writer.write(_as_kept(intent))
-                writer.flush()
+                self._adopt(mine, writer)
                 for staging in {os.path.join(os.path.dirname(s), name) for s in self.disk.all_stagings()}:
-                    _clear(staging)
-                    with contextlib.suppress(OSError):
-                        os.rmdir(staging)
+                    _remove(staging)
             return [key for key, value in held.items() if self._on_disk(value)]
         finally:
             if fd is not None:
@@ -153,15 +146,18 @@ class WorkerFolder:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 fenced = os.path.join(os.path.dirname(staging), f"fenced-{worker}-{uuid.uuid4().hex[:8]}")
                 os.rename(staging, fenced)
-                for _, intent in manifest.read(os.path.join(fenced, os.path.basename(self.disk.journal_path))):
-                    path = self.disk.absolute(intent.path or "")
-                    if path and os.path.isfile(path) and not os.path.islink(path):
-                        writer.write(_as_kept(intent))
-                writer.flush()
-                _clear(fenced)
-                with contextlib.suppress(OSError):
-                    os.rmdir(fenced)
+                self._adopt(fenced, writer)
+                _remove(fenced)
         return [key for key, value in held.items() if self._on_disk(value)]
+
+    def _adopt(self, folder: str, writer: ManifestWriter) -> None:
+        """What the journal in a stopped worker's ``folder`` says reached its final name gets
+        its ``kept`` line (the worker may have lost it)."""
+        for _, intent in manifest.read(os.path.join(folder, os.path.basename(self.disk.journal_path))):
+            path = self.disk.absolute(intent.path or "")
+            if path and os.path.isfile(path) and not os.path.islink(path):
+                writer.write(_as_kept(intent))
+        writer.flush()
 
     def reap_all_dead(self, writer: ManifestWriter) -> int:
         """Clean every dead peer's folder (at a rebuild, before the disk is recounted)."""
@@ -217,6 +213,13 @@ def _as_kept(intent: Record) -> Record:
     intent.outcome = Outcome.KEPT
     intent.detail = "recovered from a stopped worker's journal"
     return intent
+
+
+def _remove(staging: str) -> None:
+    """A stopped worker's staging folder: our files in it go, then the folder if empty."""
+    _clear(staging)
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)
 
 
 def _clear(staging: str) -> None:

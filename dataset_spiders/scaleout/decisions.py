@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..dataset import manifest
-from ..dataset.formats import is_image_name
+from ..dataset.formats import in_place
 from ..dataset.identity import KeptRef, site_of
 from ..dataset.near_copies import is_hash, near_detail
 from ..dataset.worker_staging import WorkerFolder, new_worker_id
@@ -266,13 +266,9 @@ class WorkerMode:
             return True
         if item.result.outcome in (Outcome.KEPT, Outcome.PRESENT):
             return True
-        folder, name = os.path.split(item.result.stem)
-        try:
-            found = [n for n in os.listdir(folder) if n.rpartition(".")[0] == name and is_image_name(n)]
-        except OSError:
-            found = []
-        if found:
-            item.result.outcome, item.result.path = Outcome.PRESENT, os.path.join(folder, found[0])
+        found = in_place(item.result.stem)
+        if found is not None:
+            item.result.outcome, item.result.path = Outcome.PRESENT, found
             item.result.detail = "another worker kept it (it was fetched twice after Redis lost its state)"
             return True
         return item.result.outcome != Outcome.SURPLUS

@@ -103,8 +103,7 @@ class SharedState:
         """Run a script with this epoch; when Redis lost it, rejoin (drain, rebuild) and run it again."""
         while True:
             call = self.new_call()
-            answer = await self._retrying(lambda call=call: self.scripts[name](  # type: ignore[misc]
-                args=[self.prefix, self.epoch, *args, *call]))
+            answer = await self._retrying(partial(self.scripts[name], args=[self.prefix, self.epoch, *args, *call]))
             answer = [a.decode() if isinstance(a, bytes) else a for a in answer]
             if answer[0] == "fenced":
                 raise self._fenced()
