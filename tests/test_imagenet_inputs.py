@@ -229,7 +229,8 @@ def test_near_copies_across_classes_are_refused_naming_the_image_they_copy(tmp_p
     assert off.code == 0, off.stderr
     assert off.outcomes() == {"kept": 6}
 
-    classes = {tench: _photos("a", originals), goldfish: _photos("b", copies, delay=0.5) + _photos("d", distinct, 1.0)}
+    # the copies come well after their originals (a loaded machine once had a copy first)
+    classes = {tench: _photos("a", originals), goldfish: _photos("b", copies, delay=2.0) + _photos("d", distinct, 3.0)}
     with PhotoHosts(classes) as hosts, GeturlsServer(classes) as api:
         run = imagenet(tmp_path / "on", hosts, api, f"wnids={tench},{goldfish}", "per_class=3",
                        settings={"NEAR_DUPLICATES": "true"})
